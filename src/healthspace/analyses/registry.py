@@ -1,0 +1,36 @@
+"""The registry of vetted analyses, looked up by name by hub, node and simulation."""
+
+from __future__ import annotations
+
+from healthspace.analyses.base import Analysis
+from healthspace.core.errors import InvalidInput
+
+_REGISTRY: dict[str, Analysis] = {}
+
+
+def register(analysis: Analysis) -> Analysis:
+    if analysis.name in _REGISTRY:
+        raise ValueError(f"analysis {analysis.name!r} registered twice")
+    _REGISTRY[analysis.name] = analysis
+    return analysis
+
+
+def _load_builtin() -> None:
+    # Imported for their registration side effect; one module per analysis.
+    from healthspace.analyses import cohort_count  # noqa: F401
+
+
+def get(name: str) -> Analysis:
+    if not _REGISTRY:
+        _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise InvalidInput(f"unknown analysis {name!r}; known: {known}", field="analysis") from None
+
+
+def names() -> list[str]:
+    if not _REGISTRY:
+        _load_builtin()
+    return sorted(_REGISTRY)

@@ -1,0 +1,1 @@
+"""OMOP CDM: schema, ingest into the node store, synthetic hospitals."""

@@ -1,0 +1,1 @@
+"""Wire models, enums, errors, encoding and clocks shared by every role — no I/O here."""

@@ -1,0 +1,212 @@
+"""Pydantic wire models exchanged between consumers, the hub and nodes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from healthspace.core.enums import OrgKind, PrincipalKind, Role, StudyStatus, TaskStatus
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+class Wire(BaseModel):
+    """Base for every external payload: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- identity and administration -------------------------------------------------
+
+
+class OrgCreate(Wire):
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: OrgKind
+    display_name: str | None = Field(default=None, max_length=200)
+
+
+class OrgView(Wire):
+    id: int
+    name: str
+    kind: OrgKind
+    display_name: str | None = None
+    created_at: datetime
+
+
+class UserCreate(Wire):
+    name: str = Field(pattern=NAME_PATTERN)
+    org: str = Field(pattern=NAME_PATTERN, description="organisation name")
+    role: Role
+
+
+class UserView(Wire):
+    id: int
+    name: str
+    org: str
+    role: Role
+    created_at: datetime
+
+
+class TokenIssue(Wire):
+    user: str = Field(pattern=NAME_PATTERN)
+    label: str | None = Field(default=None, max_length=100)
+
+
+class TokenView(Wire):
+    """A freshly issued token: the secret is shown once and stored only as a hash."""
+
+    token: str
+    principal: str
+    kind: PrincipalKind
+
+
+class NodeEnroll(Wire):
+    name: str = Field(pattern=NAME_PATTERN)
+    org: str = Field(pattern=NAME_PATTERN)
+
+
+class NodeEnrolled(Wire):
+    id: int
+    name: str
+    org: str
+    token: str
+    created: bool = Field(description="false when the node was already enrolled (token rotated)")
+
+
+class Catalog(Wire):
+    """What a node publishes about its dataset: shape only, never rows."""
+
+    cdm_version: str = "5.4"
+    tables: dict[str, int] = Field(
+        default_factory=dict, description="table -> record count rounded to 100"
+    )
+    vocabularies: dict[str, list[str]] = Field(
+        default_factory=dict, description="vocabulary_id -> concept codes present"
+    )
+    public_key: str | None = Field(default=None, description="node Ed25519 public key, hex")
+    software_version: str | None = None
+
+
+class NodeView(Wire):
+    id: int
+    name: str
+    org: str
+    org_kind: OrgKind
+    enrolled_at: datetime
+    last_seen_at: datetime | None = None
+    public_key: str | None = None
+    catalog: Catalog | None = None
+
+
+class Me(Wire):
+    name: str
+    kind: PrincipalKind
+    role: Role | None = None
+    org: str
+
+
+# --- studies ----------------------------------------------------------------------
+
+
+class StudySpec(Wire):
+    """What a consumer submits. ``cohort`` is validated by ``healthspace.cohort``."""
+
+    analysis: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    cohort: dict[str, Any] | None = None
+    purpose: str = Field(default="research", min_length=1, max_length=64)
+    nodes: list[str] | None = Field(
+        default=None, description="node names; default: every hospital node that holds data"
+    )
+    title: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> StudySpec:
+        if self.nodes is not None:
+            if not self.nodes:
+                raise ValueError("nodes must not be empty when given")
+            if len(set(self.nodes)) != len(self.nodes):
+                raise ValueError("nodes must not repeat")
+        return self
+
+
+class TaskView(Wire):
+    node: str
+    round: int
+    status: TaskStatus
+    error: str | None = None
+    queued_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+
+
+class StudyView(Wire):
+    id: int
+    title: str | None = None
+    analysis: str
+    params: dict[str, Any]
+    cohort: dict[str, Any] | None = None
+    purpose: str
+    nodes: list[str]
+    status: StudyStatus
+    round: int
+    submitted_by: str
+    created_at: datetime
+    updated_at: datetime
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    tasks: list[TaskView] = Field(default_factory=list)
+
+
+class StudyList(Wire):
+    studies: list[StudyView]
+
+
+# --- node <-> hub -----------------------------------------------------------------
+
+
+class TaskAssignment(Wire):
+    """One unit of work handed to a node: run ``analysis.local`` for one round."""
+
+    task_id: int
+    study_id: int
+    round: int
+    analysis: str
+    params: dict[str, Any]
+    cohort: dict[str, Any] | None = None
+    round_input: dict[str, Any] | None = None
+    purpose: str
+    min_cell_size: int = Field(default=10, ge=5)
+    consumer: str
+
+
+class TaskMetrics(Wire):
+    records: int = Field(default=0, ge=0)
+    seconds: float = Field(default=0.0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+
+
+class TaskResult(Wire):
+    """A node's answer for one task; posting it twice is harmless (idempotent)."""
+
+    status: Literal[TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.REFUSED]
+    partial: dict[str, Any] | None = None
+    error: str | None = Field(default=None, max_length=4000)
+    metrics: TaskMetrics = Field(default_factory=TaskMetrics)
+
+    @model_validator(mode="after")
+    def _partial_iff_completed(self) -> TaskResult:
+        if self.status == TaskStatus.COMPLETED and self.partial is None:
+            raise ValueError("a completed task must carry a partial")
+        if self.status != TaskStatus.COMPLETED and not self.error:
+            raise ValueError("a failed or refused task must carry an error")
+        return self
+
+
+class TaskAck(Wire):
+    task_id: int
+    accepted: bool
+    duplicate: bool = False

@@ -1,0 +1,1 @@
+"""hub/db package."""

@@ -1,0 +1,1 @@
+"""hub/services package."""
