@@ -6,6 +6,7 @@ from healthspace.analyses.base import Analysis
 from healthspace.core.errors import InvalidInput
 
 _REGISTRY: dict[str, Analysis] = {}
+_BUILTIN_LOADED = False
 
 
 def register(analysis: Analysis) -> Analysis:
@@ -16,13 +17,16 @@ def register(analysis: Analysis) -> Analysis:
 
 
 def _load_builtin() -> None:
-    # Imported for their registration side effect; one module per analysis.
+    """Import the built-in analyses once, for their registration side effect."""
+    global _BUILTIN_LOADED
+    if _BUILTIN_LOADED:
+        return
+    _BUILTIN_LOADED = True
     from healthspace.analyses import cohort_count  # noqa: F401
 
 
 def get(name: str) -> Analysis:
-    if not _REGISTRY:
-        _load_builtin()
+    _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -31,6 +35,5 @@ def get(name: str) -> Analysis:
 
 
 def names() -> list[str]:
-    if not _REGISTRY:
-        _load_builtin()
+    _load_builtin()
     return sorted(_REGISTRY)

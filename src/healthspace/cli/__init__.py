@@ -1,1 +1,1 @@
-"""cli package."""
+"""The ``healthspace`` command line: thin Typer commands over the Python API."""

@@ -1,1 +1,5 @@
-"""client package."""
+"""Python SDK for consumers, operators and nodes talking to the hub."""
+
+from healthspace.client.sdk import HubClient
+
+__all__ = ["HubClient"]

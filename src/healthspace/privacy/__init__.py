@@ -1,1 +1,1 @@
-"""privacy package."""
+"""Privacy technology applied on the node: disclosure control, DP, secure aggregation, PSI."""

@@ -1,0 +1,466 @@
+"""Bulk-load OMOP CDM CSV files into a node's DuckDB store, validating names, types and keys."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from healthspace.cdm.schema import CDM_VERSION, PERSON_TABLES, TABLES, V53_RENAMES, Column
+from healthspace.cdm.store import META_TABLE, create_schema
+from healthspace.core.clock import iso, utcnow
+from healthspace.core.errors import IngestError, InvalidInput
+
+FORMATS = ("omop-csv",)
+IDENTITY_STEM = "identity"
+_SUFFIXES = (".csv.gz", ".csv")
+_STAGE = "_healthspace_stage"
+_WS = "(' ' || chr(9) || chr(13) || chr(10))"  # characters trimmed from every value
+_WS_SET = "(' ', chr(9), chr(13), chr(10))"
+_INT_RE = r"'\s*[+-]?[0-9]+(\.0*)?\s*'"  # DuckDB would round '1.5' and '1e-1'; we refuse them
+_OFFSET_RE = r"':[0-9]{2}(\.[0-9]*)?\s*[+-][0-9]{2}(:?[0-9]{2})?\s*$'"
+_UTC_OFFSET_RE = r"'[+-]00(:?00)?\s*$'"
+# Keys other tables join on: a duplicate would multiply joined rows, so it is fatal. Other
+# ``<table>_id`` keys (events, cost, observation_period) are only counted: real exports repeat them
+# (Eunomia GiBleed repeats 4,384 drug_exposure_id and 2,183 measurement_id values).
+UNIQUE_KEY_TABLES = (
+    "person",
+    "visit_occurrence",
+    "location",
+    "care_site",
+    "payer_plan_period",
+    "concept",
+)
+_EXPECTED = {
+    "BIGINT": "a whole number (signed 64-bit)",
+    "INTEGER": "a whole number (signed 32-bit)",
+    "DOUBLE": "a finite number",
+    "DATE": "a date YYYY-MM-DD",
+    "TIMESTAMP": "a timestamp YYYY-MM-DD HH:MM:SS or YYYY-MM-DDTHH:MM:SSZ",
+}
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did; ``to_dict()`` is the JSON the CLI prints and the store keeps."""
+
+    source: str
+    store: str | None = None
+    cdm_version: str = CDM_VERSION
+    tables: dict[str, int] = field(default_factory=dict)  # loaded table -> rows
+    files: dict[str, str] = field(default_factory=dict)  # loaded table -> file name
+    skipped_files: list[str] = field(default_factory=list)
+    ignored_columns: dict[str, list[str]] = field(default_factory=dict)
+    missing_columns: dict[str, list[str]] = field(default_factory=dict)
+    renamed_columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    orphans: dict[str, int] = field(default_factory=dict)
+    duplicate_ids: dict[str, int] = field(default_factory=dict)  # rows repeating an earlier id
+    identity_file: str | None = None
+    ingested_at: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One file to load: its table, header as written, and schema column -> header position."""
+
+    table: str
+    path: Path
+    header: list[str]
+    positions: dict[str, int]
+
+    def columns(self) -> list[tuple[Column, int]]:
+        return [(c, self.positions[c.name]) for c in TABLES[self.table] if c.name in self.positions]
+
+
+class _BadRows(Exception):
+    """The fast path failed; the file is re-read with row numbers to say exactly where."""
+
+    def __init__(self, plan: _Plan, cause: str) -> None:
+        super().__init__(cause)
+        self.plan = plan
+
+
+def ingest_dir(
+    store: Path,
+    src_dir: Path,
+    *,
+    fmt: str = "omop-csv",
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Build a fresh store from ``src_dir`` beside ``store`` and atomically swap it in."""
+    if fmt not in FORMATS:
+        raise InvalidInput(
+            f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}", field="format"
+        )
+    store = Path(store)
+    if store.is_dir():
+        raise InvalidInput(f"store path {store} is a directory", field="store")
+    started = time.perf_counter()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(f"{store.name}.ingest-{os.getpid()}.tmp")
+    _remove(tmp, Path(f"{tmp}.wal"))
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            report = load_into(con, Path(src_dir), progress=progress, store=str(store))
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, store)
+    except BaseException:
+        _remove(tmp, Path(f"{tmp}.wal"))
+        raise
+    # A WAL left by some earlier writer of the old file must never be replayed onto the new one.
+    _remove(Path(f"{store}.wal"))
+    _fsync_dir(store.parent)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def load_into(
+    con: duckdb.DuckDBPyConnection,
+    src_dir: Path,
+    progress: Progress | None = None,
+    *,
+    store: str | None = None,
+) -> IngestReport:
+    """Replace the CDM contents of an open connection with ``src_dir``, in one transaction."""
+    started = time.perf_counter()
+    src = Path(src_dir)
+    report = IngestReport(source=str(src.resolve()), store=store)
+    sources = _find_sources(src, report)
+    plans = [_plan(table, sources[table], report) for table in TABLES if table in sources]
+    create_schema(con)
+    # DuckDB's own bar would write to stdout, which the CLI keeps for the JSON report.
+    con.execute("SET enable_progress_bar = false")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in TABLES:
+            con.execute(f"DELETE FROM {table}")
+        for plan in plans:
+            rows = _load_table(con, plan)
+            report.tables[plan.table] = rows
+            report.files[plan.table] = plan.path.name
+            if dups := _duplicate_count(con, plan.table):
+                report.duplicate_ids[plan.table] = dups
+            if progress is not None:
+                progress(plan.table, rows, rows)
+        report.orphans = _orphans(con, report.tables)
+        report.ingested_at = iso(utcnow())
+        report.seconds = round(time.perf_counter() - started, 3)
+        _write_meta(con, report)
+        con.execute("COMMIT")
+    except _BadRows as bad:
+        con.execute("ROLLBACK")
+        raise _diagnose(con, bad.plan, str(bad)) from bad.__cause__
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    return report
+
+
+# --- finding files and planning columns -------------------------------------------
+
+
+def _find_sources(src: Path, report: IngestReport) -> dict[str, Path]:
+    if not src.is_dir():
+        raise IngestError(f"source directory {src} does not exist or is not a directory")
+    found: dict[str, Path] = {}
+    for path in sorted(src.iterdir()):
+        name = path.name.lower()
+        suffix = next((s for s in _SUFFIXES if name.endswith(s)), None)
+        if suffix is None or not path.is_file():
+            continue
+        stem = name[: -len(suffix)]
+        if stem == IDENTITY_STEM:
+            if report.identity_file is not None:
+                raise IngestError("more than one identity file", file=path.name)
+            report.identity_file = str(path.resolve())
+        elif stem not in TABLES:
+            report.skipped_files.append(path.name)
+        elif stem in found:
+            raise IngestError(f"two files for table {stem}: {found[stem].name}", file=path.name)
+        else:
+            found[stem] = path
+    if not found:
+        raise IngestError(f"no OMOP CDM table files (<table>.csv or <table>.csv.gz) in {src}")
+    return found
+
+
+def _read_header(path: Path) -> list[str]:
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as gz:
+                header = next(csv.reader(gz), None)
+        else:
+            with path.open(encoding="utf-8-sig", newline="") as fh:
+                header = next(csv.reader(fh), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise IngestError(f"cannot read the header row: {exc}", file=path.name) from exc
+    if not header or not any(h.strip() for h in header):
+        raise IngestError("file is empty: no header row", file=path.name)
+    return header
+
+
+def _plan(table: str, path: Path, report: IngestReport) -> _Plan:
+    header = _read_header(path)
+    renames = V53_RENAMES.get(table, {})
+    known = {c.name for c in TABLES[table]}
+    positions: dict[str, int] = {}
+    ignored: list[str] = []
+    renamed: dict[str, str] = {}
+    for i, raw in enumerate(header):
+        name = raw.strip().lower()
+        if name in renames:
+            renamed[name] = name = renames[name]
+        if name not in known:
+            if name:
+                ignored.append(raw.strip())
+            continue
+        if name in positions:
+            raise IngestError(
+                f"column {name} appears twice in the header", file=path.name, column=raw
+            )
+        positions[name] = i
+    for col in TABLES[table]:
+        if col.required and col.name not in positions:
+            raise IngestError(
+                "required column missing from the header", file=path.name, column=col.name
+            )
+    missing = [c.name for c in TABLES[table] if c.name not in positions]
+    if ignored:
+        report.ignored_columns[table] = ignored
+    if missing:
+        report.missing_columns[table] = missing
+    if renamed:
+        report.renamed_columns[table] = renamed
+    return _Plan(table, path, header, positions)
+
+
+# --- SQL for one file -------------------------------------------------------------
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _scan(plan: _Plan) -> str:
+    """read_csv with every column VARCHAR, named c0..cN by position (header names vary)."""
+    cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(plan.header)))
+    compression = "gzip" if plan.path.name.lower().endswith(".gz") else "none"
+    return (
+        f"read_csv({_literal(str(plan.path))}, header=true, auto_detect=false, delim=',', "
+        f"quote='\"', escape='\"', strict_mode=true, compression='{compression}', "
+        f"columns={{{cols}}})"
+    )
+
+
+def _typed(col: Column, v: str) -> str:
+    """The value of raw VARCHAR ``v`` as the column's type; NULL when it does not convert."""
+    if col.type == "VARCHAR":
+        # Checking the ends first is 5x faster than trimming every value.
+        edge = f"{v}[1] IN {_WS_SET} OR {v}[-1] IN {_WS_SET}"
+        return f"NULLIF(CASE WHEN {edge} THEN trim({v}, {_WS}) ELSE {v} END, '')"
+    if col.type in ("BIGINT", "INTEGER"):
+        return f"CASE WHEN regexp_full_match({v}, {_INT_RE}) THEN TRY_CAST({v} AS {col.type}) END"
+    if col.type == "DOUBLE":
+        return f"CASE WHEN isfinite(TRY_CAST({v} AS DOUBLE)) THEN TRY_CAST({v} AS DOUBLE) END"
+    if col.type == "TIMESTAMP":
+        # DuckDB silently drops a UTC offset; only Z / +00:00 are unambiguous, others are refused.
+        offset = (
+            f"strlen({v}) > 20 AND regexp_matches({v}, {_OFFSET_RE}) "
+            f"AND NOT regexp_matches({v}, {_UTC_OFFSET_RE})"
+        )
+        return f"CASE WHEN {offset} THEN NULL ELSE TRY_CAST({v} AS TIMESTAMP) END"
+    return f"TRY_CAST({v} AS {col.type})"
+
+
+def _bad(col: Column, i: int) -> str:
+    """True where a non-blank raw value did not convert (VARCHAR always converts)."""
+    if col.type == "VARCHAR":
+        return "false"
+    return f"(t{i} IS NULL AND c{i} IS NOT NULL AND trim(c{i}, {_WS}) <> '')"
+
+
+def _typed_select(plan: _Plan, source: str, extra: str = "") -> str:
+    exprs = [f"c{i}, {_typed(col, f'c{i}')} AS t{i}" for col, i in plan.columns()]
+    return f"SELECT {extra}{', '.join(exprs)} FROM {source}"
+
+
+def _load_table(con: duckdb.DuckDBPyConnection, plan: _Plan) -> int:
+    cols = plan.columns()
+    checked = [
+        f"CASE WHEN {_bad(col, i)} THEN error('invalid value') ELSE t{i} END"
+        if col.type != "VARCHAR"
+        else f"t{i}"
+        for col, i in cols
+    ]
+    sql = (
+        f"INSERT INTO {plan.table} ({', '.join(c.name for c, _ in cols)}) "
+        f"SELECT {', '.join(checked)} FROM ({_typed_select(plan, _scan(plan))})"
+    )
+    try:
+        row = con.execute(sql).fetchone()
+        key = _primary_key(plan.table)
+        if (
+            key
+            and plan.table in UNIQUE_KEY_TABLES
+            and con.execute(
+                f"SELECT 1 FROM {plan.table} GROUP BY {key} HAVING count(*) > 1 LIMIT 1"
+            ).fetchone()
+        ):
+            raise _BadRows(plan, f"duplicate {key}")
+    except duckdb.Error as exc:
+        raise _BadRows(plan, str(exc)) from exc
+    return int(row[0]) if row else 0
+
+
+def _duplicate_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    key = _primary_key(table)
+    if key is None or table in UNIQUE_KEY_TABLES:
+        return 0
+    row = con.execute(f"SELECT count({key}) - count(DISTINCT {key}) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _primary_key(table: str) -> str | None:
+    """The first column when it is ``<table>_id`` (person_id, visit_occurrence_id, concept_id…)."""
+    first = TABLES[table][0].name
+    return first if first == f"{table}_id" else None
+
+
+# --- finding the exact row after a failure ----------------------------------------
+
+
+def _diagnose(con: duckdb.DuckDBPyConnection, plan: _Plan, cause: str) -> IngestError:
+    """Re-read the file into a numbered temp table and name the first offending row."""
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS SELECT * FROM {_scan(plan)}")
+    except duckdb.Error as exc:
+        return IngestError(f"cannot parse CSV: {_first_lines(str(exc))}", file=plan.path.name)
+    try:
+        return (
+            _find_bad_value(con, plan)
+            or _find_duplicate(con, plan)
+            or IngestError(f"load failed: {_first_lines(cause)}", file=plan.path.name)
+        )
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+
+
+def _find_bad_value(con: duckdb.DuckDBPyConnection, plan: _Plan) -> IngestError | None:
+    cols = plan.columns()
+    conds = [
+        f"{_bad(col, i)} OR (c{i} IS NULL OR trim(c{i}, {_WS}) = '')"
+        if col.required
+        else _bad(col, i)
+        for col, i in cols
+    ]
+    aggs = ", ".join(f"min(r) FILTER (WHERE {cond})" for cond in conds)
+    first = con.execute(
+        f"SELECT {aggs} FROM ({_typed_select(plan, _STAGE, extra='rowid AS r, ')})"
+    ).fetchone()
+    hits = [(r, i, col) for r, (col, i) in zip(first or (), cols, strict=True) if r is not None]
+    if not hits:
+        return None
+    r, i, col = min(hits, key=lambda h: (h[0], h[1]))
+    value = con.execute(f"SELECT c{i} FROM {_STAGE} WHERE rowid = ?", [r]).fetchone()
+    raw = value[0] if value else None
+    if raw is None or not raw.strip():
+        message = "required value is empty"
+    else:
+        shown = raw if len(raw) <= 80 else raw[:77] + "..."
+        message = f"invalid value {shown!r}: expected {_EXPECTED[col.type]}"
+    return IngestError(message, file=plan.path.name, row=int(r) + 1, column=plan.header[i].strip())
+
+
+def _find_duplicate(con: duckdb.DuckDBPyConnection, plan: _Plan) -> IngestError | None:
+    key = _primary_key(plan.table)
+    if key is None or plan.table not in UNIQUE_KEY_TABLES:
+        return None
+    i = plan.positions[key]
+    found = con.execute(
+        f"""SELECT r, k, first FROM (
+              SELECT rowid + 1 AS r, TRY_CAST(c{i} AS BIGINT) AS k,
+                     min(rowid + 1) OVER (PARTITION BY TRY_CAST(c{i} AS BIGINT)) AS first
+              FROM {_STAGE}) WHERE r > first ORDER BY r LIMIT 1"""
+    ).fetchone()
+    if found is None:
+        return None
+    row, k, first = found
+    return IngestError(
+        f"duplicate {key} {k} (first seen in row {first})",
+        file=plan.path.name,
+        row=int(row),
+        column=plan.header[i].strip(),
+    )
+
+
+def _first_lines(message: str, n: int = 3) -> str:
+    return " | ".join(line for line in message.strip().splitlines()[:n] if line.strip())
+
+
+# --- after loading ----------------------------------------------------------------
+
+
+def _orphans(con: duckdb.DuckDBPyConnection, loaded: dict[str, int]) -> dict[str, int]:
+    """Rows of person-level tables whose person_id is not in person (kept, only counted)."""
+    out: dict[str, int] = {}
+    for table in PERSON_TABLES:
+        if not loaded.get(table):
+            continue
+        row = con.execute(
+            f"SELECT count(*) FROM {table} x "
+            "WHERE NOT EXISTS (SELECT 1 FROM person p WHERE p.person_id = x.person_id)"
+        ).fetchone()
+        if row and row[0]:
+            out[table] = int(row[0])
+    return out
+
+
+def _write_meta(con: duckdb.DuckDBPyConnection, report: IngestReport) -> None:
+    payload = json.dumps(report.to_dict(), sort_keys=True)
+    con.execute(f"DELETE FROM {META_TABLE}")
+    con.executemany(
+        f"INSERT INTO {META_TABLE} VALUES (?, ?, ?, ?, ?)",
+        [
+            (t, report.tables.get(t, 0), report.files.get(t), report.ingested_at, payload)
+            for t in TABLES
+        ],
+    )
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; not every platform can open a directory, which is fine."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

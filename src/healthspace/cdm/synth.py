@@ -1,0 +1,241 @@
+"""Synthetic OMOP CDM hospitals (and optionally their insurance bureau) with known ground truth.
+
+``generate(out)`` writes ``out/hospital_1 … hospital_N`` (EHR view; hospital_1 is a tertiary
+centre), optionally ``out/payer`` (the medical-insurance bureau's settlement view) and
+``out/_truth/truth.json`` (settings, the causal effects built in, pooled facts). About 10% of
+each hospital's persons also attend a neighbouring hospital: same national id and network
+pseudonym, different local ``person_id``. Output is byte-identical for the same arguments.
+
+Persons are simulated in fixed blocks of :data:`CHUNK` network persons, each with its own
+seeded stream, so memory stays flat and a block's output never depends on the others.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from healthspace.cdm.synth_events import build_visits
+from healthspace.cdm.synth_people import (
+    EFFECTS,
+    END_FROM,
+    EXTRACT,
+    LAST_ENTRY,
+    TERTIARY_RISK,
+    WINDOW_START,
+    simulate,
+)
+from healthspace.cdm.synth_records import charges, conditions, drg_groups, drugs, labs, procedures
+from healthspace.cdm.synth_tables import (
+    IDENTITY_COLUMNS,
+    PAYER_TABLES,
+    SITE_TABLES,
+    Chunk,
+    CsvSink,
+    Holder,
+    Ids,
+    write_payer,
+    write_site,
+)
+from healthspace.cdm.synth_truth import Tally, static_tables
+from healthspace.cdm.synth_vocab import TYPE_CLAIM, TYPE_EHR
+
+# Documented demo key: real networks generate their own and keep it on data-holder nodes only.
+DEMO_NETWORK_KEY: bytes = b"healthspace-demo-network-key-v1"
+SHARED_FRACTION = 0.10
+CHUNK = 100_000
+SITE_ID_SPACE = 1_000_000_000  # hospital k's ids are k * 10^9 + running number
+PAYER_ID_OFFSET = 1_000_000_000_000
+GENERATOR_VERSION = "1"
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What :func:`generate` wrote: folder names and row counts per folder and table."""
+
+    out: Path
+    sites: list[str]
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    payer: bool = False
+
+
+def pseudonym(national_ids: Iterable[str], key: bytes = DEMO_NETWORK_KEY) -> list[str]:
+    """Network pseudonym: hex HMAC-SHA256(key, national id as UTF-8)."""
+    return [hmac.digest(key, str(n).encode("utf-8"), "sha256").hex() for n in national_ids]
+
+
+_PROVINCES = np.array([31, 32, 33, 11, 44, 51])  # Shanghai, Jiangsu, Zhejiang, Beijing, ...
+_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
+_CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
+
+
+def national_ids(g: np.ndarray, birth: np.ndarray, male: np.ndarray) -> np.ndarray:
+    """18-character resident ids (GB 11643 layout and check digit) unique per network index.
+
+    Region and sequence encode ``g`` (unique for the first 30 million persons whatever the
+    birth dates); the sequence is odd for men, even for women, as on real ids.
+    """
+    g = np.asarray(g, dtype=np.int64)
+    region = _PROVINCES[(g // 5_000_000) % len(_PROVINCES)] * 10_000 + (g // 500) % 10_000
+    born = np.asarray(birth).astype("datetime64[D]")
+    months = born.astype("datetime64[M]")
+    ymd = (
+        (born.astype("datetime64[Y]").astype(np.int64) + 1970) * 10_000
+        + (months.astype(np.int64) % 12 + 1) * 100
+        + (born - months).astype(np.int64) + 1
+    )
+    seq = (g % 500) * 2 + np.asarray(male, dtype=np.int64)
+    digits = np.column_stack(
+        [region // 10**k % 10 for k in range(5, -1, -1)]
+        + [ymd // 10**k % 10 for k in range(7, -1, -1)]
+        + [seq // 10**k % 10 for k in range(2, -1, -1)]
+    ).astype(np.uint8)
+    check = _CHECK[(digits.astype(np.int64) @ _WEIGHTS) % 11]
+    chars = np.column_stack([digits + ord("0"), check]).astype(np.uint8)
+    return chars.view("S18")[:, 0].astype(str)
+
+
+def _layout(seed: int, sites: int, persons: int) -> tuple[int, np.ndarray]:
+    """Network size and each person's second hospital (-1 for one-hospital persons).
+
+    Person ``g`` belongs to hospital ``g % sites``; each hospital sends ``h`` of its own to the
+    next one (cyclically) and receives ``h`` from the previous one, so every hospital holds
+    exactly ``persons`` persons of whom ``2h`` (~10%) also attend another hospital.
+    """
+    shared_out = round(SHARED_FRACTION / 2 * persons) if sites > 1 else 0
+    own = persons - shared_out
+    secondary = np.full(sites * own, -1, dtype=np.int64)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))
+    for s in range(sites):  # one draw per hospital, not per person
+        ranks = rng.permutation(own)[:shared_out]
+        secondary[ranks * sites + s] = (s + 1) % sites
+    return sites * own, secondary
+
+
+def _simulate_chunk(seed: int, index: int, g: np.ndarray, sites: int,
+                    secondary: np.ndarray, key: bytes) -> Chunk:
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 2, index])))
+    people = simulate(rng, g, g % sites, secondary[g])
+    visits = build_visits(rng, people)
+    cond = conditions(people, visits)
+    drug, lab, proc = drugs(rng, people, visits), labs(rng, people, visits), procedures(visits)
+    total, fund = charges(rng, people, visits, drug, lab, proc)
+    ids = national_ids(g, people.birth, people.male)
+    return Chunk(
+        people=people, visits=visits, cond=cond, drug=drug, lab=lab, proc=proc, total=total,
+        fund=fund, drg=drg_groups(visits, cond), national_id=pa.array(ids),
+        pseudonym=pa.array(pseudonym(ids, key)),
+    )
+
+
+def _open(folder: Path, tables: tuple[str, ...]) -> dict[str, CsvSink]:
+    folder.mkdir(parents=True, exist_ok=True)
+    sinks = {t: CsvSink.cdm(folder, t) for t in tables}
+    sinks["identity"] = CsvSink(folder / "identity.csv", IDENTITY_COLUMNS)
+    return sinks
+
+
+def _clear(out: Path, names: list[str]) -> None:
+    """Remove earlier generator output so no stale hospital or payer folder survives."""
+    out.mkdir(parents=True, exist_ok=True)
+    stale = [d for d in out.iterdir() if d.is_dir() and d.name.startswith("hospital_")]
+    for d in stale + [out / n for n in names]:
+        if d.is_dir():
+            shutil.rmtree(d)
+
+
+def generate(
+    out: Path,
+    *,
+    sites: int = 3,
+    persons: int = 10_000,
+    seed: int = 0,
+    payer: bool = False,
+    progress: Progress | None = None,
+) -> SynthSummary:
+    """Write a synthetic network of ``sites`` hospitals with ``persons`` persons each.
+
+    Existing ``hospital_*``, ``payer`` and ``_truth`` folders under ``out`` are replaced.
+    ``progress(stage, done, total)`` is called after each block of persons.
+    """
+    if sites < 1 or persons < 1:
+        raise ValueError("sites and persons must be at least 1")
+    out = Path(out)
+    names = [f"hospital_{k + 1}" for k in range(sites)]
+    _clear(out, ["payer", "_truth"])
+    total, secondary = _layout(seed, sites, persons)
+    holders = [
+        Holder(_open(out / name, SITE_TABLES), Ids((k + 1) * SITE_ID_SPACE), TYPE_EHR)
+        for k, name in enumerate(names)
+    ]
+    bureau = Holder(_open(out / "payer", PAYER_TABLES), Ids(PAYER_ID_OFFSET), TYPE_CLAIM)
+    tally = Tally(sites)
+    report = progress or (lambda stage, done, of: None)
+    report("persons", 0, total)
+    try:
+        for index, first in enumerate(range(0, total, CHUNK)):
+            g = np.arange(first, min(first + CHUNK, total), dtype=np.int64)
+            chunk = _simulate_chunk(seed, index, g, sites, secondary, DEMO_NETWORK_KEY)
+            for k, holder in enumerate(holders):
+                write_site(holder, chunk, k)
+            if payer:
+                write_payer(bureau, chunk)
+            tally.add(chunk)
+            report("persons", int(g[-1]) + 1, total)
+    finally:
+        for h in [*holders, bureau]:
+            for sink in h.sinks.values():
+                sink.close()
+    if not payer:
+        shutil.rmtree(out / "payer")
+    rows = static_tables(out, names, payer)
+    for name, h in zip([*names, "payer"], [*holders, bureau], strict=True):
+        if name in rows:
+            rows[name].update({t: s.rows for t, s in h.sinks.items()})
+    settings = {"seed": seed, "sites": sites, "persons_per_site": persons, "payer": payer}
+    _write_truth(out, settings, names, total, secondary, tally, rows)
+    report("done", 1, 1)
+    return SynthSummary(out=out, sites=names, rows=rows, payer=payer)
+
+
+def _write_truth(out: Path, settings: dict[str, Any], names: list[str], total: int,
+                 secondary: np.ndarray, tally: Tally, rows: dict[str, dict[str, int]]) -> None:
+    truth = {
+        "generator": {"name": "healthspace.cdm.synth", "version": GENERATOR_VERSION},
+        "settings": {
+            **settings, "shared_fraction": SHARED_FRACTION, "chunk_size": CHUNK,
+            "network_key": DEMO_NETWORK_KEY.decode(),
+            "window": {"first_entry": _iso(WINDOW_START), "last_entry": _iso(LAST_ENTRY),
+                       "most_end_from": _iso(END_FROM), "extract_date": _iso(EXTRACT)},
+        },
+        "sites": {
+            name: {"persons": rows[name]["person"], "tertiary": k == 0, "care_site_id": k + 1,
+                   "person_id_offset": (k + 1) * SITE_ID_SPACE,
+                   "risk_multiplier": TERTIARY_RISK if k == 0 else 1.0}
+            for k, name in enumerate(names)
+        },
+        "payer": {"persons": rows["payer"]["person"], "person_id_offset": PAYER_ID_OFFSET}
+        if settings["payer"] else None,
+        "effects": EFFECTS,
+        "pooled": {"unique_persons": total, "shared_persons": int((secondary >= 0).sum()),
+                   **tally.facts()},
+        "rows": rows,
+    }
+    folder = out / "_truth"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(truth, indent=2, sort_keys=True) + "\n"
+    (folder / "truth.json").write_text(text, encoding="utf-8")
+
+
+def _iso(day: int) -> str:
+    return str(np.datetime64(day, "D"))

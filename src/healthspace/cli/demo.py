@@ -1,0 +1,87 @@
+"""``healthspace demo``: the main job, end to end on this machine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from healthspace.cli.output import emit_json, err, out, progress_bar
+from healthspace.cli.render import breakdown_table, count_table, exit_code_for
+from healthspace.core.enums import ExitCode
+
+
+def demo(
+    persons: Annotated[int, typer.Option(help="Persons per synthetic site.")] = 20_000,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep all state here (hub DB, stores, logs).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Leave hub and nodes running; print the URLs.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Synthetic data seed.")] = 42,
+) -> None:
+    """Synthetic hospitals + payer, a real hub and nodes on loopback, a feasibility study."""
+    from healthspace.core.errors import InvalidInput
+    from healthspace.demo import DemoResult, run_demo
+    from healthspace.launch import LocalFederation
+
+    if persons < 100:
+        raise InvalidInput("use at least 100 persons per site", field="persons")
+
+    def say(msg: str) -> None:
+        err.print(f"[cyan]demo[/] {msg}", highlight=False)
+
+    def hold(fed: LocalFederation, result: DemoResult) -> None:
+        if not serve:
+            return
+        _report(result, json_out)
+        err.print(f"hub: {fed.url}  (OpenAPI: {fed.url}/docs)")
+        for name, token in result.tokens.items():
+            err.print(f"token {name}: {token}", highlight=False)
+        err.print(f"state under {result.workdir}; press Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            err.print("stopping")
+
+    with progress_bar(not json_out) as progress:
+        result = run_demo(persons=persons, workdir=workdir, serve=serve, seed=seed, say=say,
+                          progress=progress, keep=hold)
+    if not serve:
+        _report(result, json_out)
+    study = result.studies[0]
+    code = exit_code_for(study.status)
+    total = (study.result or {}).get("total")
+    if code == ExitCode.OK and total != result.pooled_count:
+        err.print(f"[bold red]federated total {total} != pooled SQL {result.pooled_count}[/]")
+        code = ExitCode.ERROR
+    raise typer.Exit(int(code))
+
+
+def _report(result: object, json_out: bool) -> None:
+    from healthspace.demo import DemoResult
+
+    assert isinstance(result, DemoResult)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    study = result.studies[0]
+    nodes = {t.node: t.status.value for t in study.tasks}
+    out.print(f"study {study.id} ({study.analysis}): [bold]{study.status.value}[/]")
+    if study.result:
+        out.print(count_table(study.result, title="T2D trial feasibility — persons per site",
+                              nodes=nodes))
+        first = next(iter(study.result.get("breakdown", {}).items()), None)
+        if first:
+            out.print(breakdown_table(*first))
+        total = study.result.get("total")
+        mark = "[green]equal[/]" if total == result.pooled_count else "[red]DIFFERENT[/]"
+        out.print(f"pooled SQL over all hospitals' data: {result.pooled_count:,} — "
+                  f"federated total {total:,}: {mark}")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    out.print(f"timings: {timings}", highlight=False)

@@ -1,0 +1,40 @@
+"""``healthspace hub``: initialise and serve the coordinator."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from healthspace.cli.output import emit_json, err, out
+
+app = typer.Typer(help="Run the hub (coordinator): catalog, studies, orchestration.",
+                  no_args_is_help=True)
+
+DbOpt = Annotated[str, typer.Option("--db", help="SQLAlchemy URL, e.g. sqlite:///hub.sqlite")]
+
+
+@app.command("init")
+def init(db: DbOpt, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Create the hub schema and key; print the first operator token once."""
+    from healthspace.hub.bootstrap import init_hub
+
+    token = init_hub(db)
+    if json_out:
+        emit_json({"db": db, "operator_token": token})
+        return
+    err.print("hub initialised; the operator token is shown only this once:")
+    out.print(token, highlight=False)
+
+
+@app.command("serve")
+def serve(
+    db: DbOpt,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the hub API (OpenAPI at /docs)."""
+    from healthspace.hub.serve import serve as run
+
+    run(db, host=host, port=port, log_level=log_level)

@@ -1,0 +1,120 @@
+"""``healthspace study``: submit studies, follow them, read results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from healthspace.cli.common import HubOpt, JsonOpt, TokenOpt, client
+from healthspace.cli.output import emit_json, err, out
+from healthspace.cli.render import exit_code_for, render_study
+from healthspace.client.sdk import results_document
+from healthspace.client.studyfile import load_study_file
+from healthspace.core.enums import ExitCode, StudyStatus
+from healthspace.core.errors import InvalidInput
+from healthspace.core.models import StudyView
+
+app = typer.Typer(help="Submit and follow studies (consumers).", no_args_is_help=True)
+
+
+def _finish(view: StudyView, json_out: bool) -> None:
+    if json_out:
+        emit_json(results_document(view))
+    else:
+        render_study(out, view, breakdown=True)
+    code = exit_code_for(view.status) if view.status.terminal else ExitCode.OK
+    raise typer.Exit(int(code))
+
+
+@app.command("submit")
+def submit(
+    file: Annotated[Path, typer.Argument(help="Study file (JSON or YAML).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
+    hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Submit a study; with --wait, print its result when it finishes."""
+    spec = load_study_file(file)
+    with client(hub, token) as c:
+        view = c.submit(spec)
+        err.print(f"study {view.id} submitted ({view.status.value}) to {', '.join(view.nodes)}")
+        if wait:
+            with err.status(f"waiting for study {view.id}") as status:
+                def show(v: StudyView) -> None:
+                    done = sum(t.status.terminal for t in v.tasks)
+                    status.update(f"study {v.id}: {v.status.value}, {done}/{len(v.tasks)} tasks")
+                view = c.wait(view.id, timeout=timeout, on_update=show)
+            if not view.status.terminal:
+                err.print(f"study {view.id} still {view.status.value} after {timeout:.0f}s")
+                raise typer.Exit(int(ExitCode.ERROR))
+            _finish(view, json_out)
+    if json_out:
+        emit_json(view.model_dump(mode="json"))
+
+
+@app.command("status")
+def status(
+    study_id: int, hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Show a study's status and per-node progress."""
+    with client(hub, token) as c:
+        view = c.study(study_id)
+    if json_out:
+        emit_json(view.model_dump(mode="json"))
+        return
+    table = Table("node", "round", "status", "queued", "finished", "error",
+                  title=f"study {view.id} {view.analysis}: {view.status.value}")
+    for t in view.tasks:
+        table.add_row(t.node, str(t.round), t.status.value, t.queued_at.isoformat(),
+                      t.finished_at.isoformat() if t.finished_at else "", t.error or "")
+    out.print(table)
+
+
+@app.command("results")
+def results(
+    study_id: int, hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Print a finished study's results (exit 4 when only some nodes answered)."""
+    with client(hub, token) as c:
+        view = c.study(study_id)
+    if not view.status.terminal:
+        err.print(f"study {view.id} is {view.status.value}; no results yet")
+        raise typer.Exit(int(ExitCode.ERROR))
+    _finish(view, json_out)
+
+
+@app.command("list")
+def list_studies(
+    status_filter: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """List the studies you may see."""
+    if status_filter is not None and status_filter not in {s.value for s in StudyStatus}:
+        known = ", ".join(s.value for s in StudyStatus)
+        raise InvalidInput(f"unknown status {status_filter!r}; one of {known}", field="status")
+    with client(hub, token) as c:
+        views = c.studies(status_filter)
+    if json_out:
+        emit_json([v.model_dump(mode="json") for v in views])
+        return
+    table = Table("id", "analysis", "status", "nodes", "submitted by", "created")
+    for v in views:
+        table.add_row(str(v.id), v.analysis, v.status.value, ", ".join(v.nodes),
+                      v.submitted_by, v.created_at.isoformat())
+    out.print(table)
+
+
+@app.command("cancel")
+def cancel(
+    study_id: int, hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Cancel a study that has not finished."""
+    with client(hub, token) as c:
+        view = c.cancel(study_id)
+    if json_out:
+        emit_json(view.model_dump(mode="json"))
+    else:
+        out.print(f"study {view.id}: {view.status.value}")

@@ -1,0 +1,155 @@
+"""HubClient: the Python API behind the CLI for consumers, operators and nodes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from healthspace.client.http import Http
+from healthspace.core.enums import StudyStatus
+from healthspace.core.models import (
+    Catalog,
+    Me,
+    NodeEnrolled,
+    NodeView,
+    OrgView,
+    StudySpec,
+    StudyView,
+    TaskAck,
+    TaskAssignment,
+    TaskResult,
+    TokenView,
+    UserView,
+)
+
+API = "/api/v1"
+
+
+class HubClient:
+    """Typed access to the hub API; every call raises a HealthspaceError subclass on failure."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        self.http = Http(url, token, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- identity and administration ------------------------------------------------
+
+    def me(self) -> Me:
+        return Me.model_validate(self.http.request("GET", f"{API}/me").json())
+
+    def add_org(self, name: str, kind: str, display_name: str | None = None) -> OrgView:
+        body = {"name": name, "kind": kind, "display_name": display_name}
+        return OrgView.model_validate(self.http.request("POST", f"{API}/orgs", json=body).json())
+
+    def list_orgs(self) -> list[OrgView]:
+        return [OrgView.model_validate(o) for o in self.http.request("GET", f"{API}/orgs").json()]
+
+    def add_user(self, name: str, org: str, role: str) -> UserView:
+        body = {"name": name, "org": org, "role": role}
+        return UserView.model_validate(self.http.request("POST", f"{API}/users", json=body).json())
+
+    def list_users(self) -> list[UserView]:
+        return [UserView.model_validate(u) for u in self.http.request("GET", f"{API}/users").json()]
+
+    def issue_token(self, user: str, label: str | None = None) -> TokenView:
+        body = {"user": user, "label": label}
+        return TokenView.model_validate(self.http.request("POST", f"{API}/tokens", json=body).json())
+
+    def enroll_node(self, name: str, org: str) -> NodeEnrolled:
+        body = {"name": name, "org": org}
+        return NodeEnrolled.model_validate(
+            self.http.request("POST", f"{API}/nodes", json=body).json()
+        )
+
+    def list_nodes(self) -> list[NodeView]:
+        return [NodeView.model_validate(n) for n in self.http.request("GET", f"{API}/nodes").json()]
+
+    # --- studies --------------------------------------------------------------------
+
+    def submit(self, spec: StudySpec | dict[str, Any]) -> StudyView:
+        body = spec.model_dump(mode="json") if isinstance(spec, StudySpec) else spec
+        return StudyView.model_validate(
+            self.http.request("POST", f"{API}/studies", json=body).json()
+        )
+
+    def study(self, study_id: int, wait: float = 0) -> StudyView:
+        params = {"wait": wait} if wait else None
+        response = self.http.request(
+            "GET", f"{API}/studies/{study_id}", params=params, timeout=wait + 30
+        )
+        return StudyView.model_validate(response.json())
+
+    def studies(self, status: str | None = None) -> list[StudyView]:
+        params = {"status": status} if status else None
+        data = self.http.request("GET", f"{API}/studies", params=params).json()
+        items = data["studies"] if isinstance(data, dict) else data
+        return [StudyView.model_validate(s) for s in items]
+
+    def cancel(self, study_id: int) -> StudyView:
+        return StudyView.model_validate(
+            self.http.request("POST", f"{API}/studies/{study_id}/cancel").json()
+        )
+
+    def wait(
+        self,
+        study_id: int,
+        timeout: float = 600.0,
+        on_update: Callable[[StudyView], None] | None = None,
+    ) -> StudyView:
+        """Long-poll until the study is terminal or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        view = self.study(study_id)
+        while not StudyStatus(view.status).terminal:
+            if on_update:
+                on_update(view)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            view = self.study(study_id, wait=min(20.0, max(remaining, 0.1)))
+        if on_update:
+            on_update(view)
+        return view
+
+    # --- node side ------------------------------------------------------------------
+
+    def publish_catalog(self, catalog: Catalog) -> NodeView:
+        body = catalog.model_dump(mode="json")
+        return NodeView.model_validate(
+            self.http.request("PUT", f"{API}/node/catalog", json=body).json()
+        )
+
+    def next_task(self, wait: float = 20.0) -> TaskAssignment | None:
+        response = self.http.request(
+            "GET", f"{API}/node/tasks/next", params={"wait": wait}, timeout=wait + 30
+        )
+        if response.status_code == 204 or not response.content:
+            return None
+        return TaskAssignment.model_validate(response.json())
+
+    def post_result(self, task_id: int, result: TaskResult | dict[str, Any]) -> TaskAck:
+        body = result.model_dump(mode="json") if isinstance(result, TaskResult) else result
+        response = self.http.request("POST", f"{API}/node/tasks/{task_id}/result", json=body)
+        return TaskAck.model_validate(response.json())
+
+
+def results_document(view: StudyView) -> dict[str, Any]:
+    """What ``study results --json`` prints: the analysis result, study id and node statuses."""
+    latest: dict[str, str] = {}
+    for task in sorted(view.tasks, key=lambda t: t.round):
+        latest[task.node] = task.status.value
+    doc: dict[str, Any] = dict(view.result or {})
+    doc["study_id"] = view.id
+    doc["status"] = view.status.value
+    doc["nodes"] = latest
+    if view.error:
+        doc["error"] = view.error
+    return doc

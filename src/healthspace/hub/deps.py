@@ -1,0 +1,34 @@
+"""Per-app state (engine, clock, settings, notifier) and the FastAPI dependencies exposing it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from healthspace.core.clock import Clock
+from healthspace.hub.notifier import Notifier
+from healthspace.hub.settings import HubSettings
+
+
+@dataclass
+class HubState:
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    settings: HubSettings
+    notifier: Notifier
+
+
+def get_hub(request: Request) -> HubState:
+    hub: HubState = request.app.state.hub
+    return hub
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; services commit their own unit of work."""
+    with get_hub(request).sessions() as session:
+        yield session

@@ -1,0 +1,64 @@
+"""The node's side of the work queue: long-poll for the next task, post its result."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from healthspace.core.models import TaskAck, TaskAssignment, TaskResult
+from healthspace.hub.auth import require_node
+from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.notifier import long_poll, node_topic, study_topic
+from healthspace.hub.principal import Principal
+from healthspace.hub.services import nodes, tasks
+from healthspace.hub.settings import MAX_WAIT_SECONDS
+
+router = APIRouter(prefix="/node/tasks", tags=["node"])
+
+
+@router.get(
+    "/next",
+    response_model=TaskAssignment,
+    responses={204: {"description": "no task within the wait"}},
+)
+async def next_task(
+    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll seconds"),
+    principal: Principal = Depends(require_node()),
+    hub: HubState = Depends(get_hub),
+) -> TaskAssignment | Response:
+    def touch() -> None:
+        with hub.sessions() as session:
+            nodes.touch(session, hub.clock, principal.id)
+
+    def check() -> TaskAssignment | None:
+        with hub.sessions() as session:
+            return tasks.next_task(session, hub.clock, principal.id)
+
+    await run_in_threadpool(touch)
+
+    assignment = await long_poll(
+        hub.notifier,
+        node_topic(principal.id),
+        check,
+        lambda found: found is not None,
+        wait=wait,
+        recheck=hub.settings.recheck_seconds,
+    )
+    if assignment is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return assignment
+
+
+@router.post("/{task_id}/result", response_model=TaskAck)
+def post_result(
+    task_id: int,
+    result: TaskResult,
+    principal: Principal = Depends(require_node()),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> TaskAck:
+    ack, study_id, woken = tasks.record_result(session, hub.clock, principal.id, task_id, result)
+    if not ack.duplicate:
+        hub.notifier.notify(study_topic(study_id), *(node_topic(n) for n in woken))
+    return ack

@@ -1,0 +1,56 @@
+"""Node enrolment, the node catalogue consumers browse, and catalogue publication by nodes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response, status
+from sqlalchemy.orm import Session
+
+from healthspace.core.enums import Role
+from healthspace.core.models import Catalog, NodeEnroll, NodeEnrolled, NodeView
+from healthspace.hub.auth import require, require_node, require_user
+from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.principal import Principal
+from healthspace.hub.routers.common import Page, page
+from healthspace.hub.services import nodes
+
+router = APIRouter(tags=["nodes"])
+
+
+@router.post(
+    "/nodes",
+    response_model=NodeEnrolled,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": NodeEnrolled, "description": "already enrolled; token rotated"}},
+)
+def enrol_node(
+    spec: NodeEnroll,
+    response: Response,
+    principal: Principal = Depends(
+        require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, note="data_holder_admin: own organisation")
+    ),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> NodeEnrolled:
+    enrolled = nodes.enrol(session, hub.clock, principal, spec)
+    if not enrolled.created:
+        response.status_code = status.HTTP_200_OK
+    return enrolled
+
+
+@router.get("/nodes", response_model=list[NodeView])
+def list_nodes(
+    principal: Principal = Depends(require_user()),
+    session: Session = Depends(get_session),
+    p: Page = Depends(page),
+) -> list[NodeView]:
+    return nodes.list_nodes(session, limit=p.limit, offset=p.offset)
+
+
+@router.put("/node/catalog", response_model=NodeView)
+def publish_catalog(
+    catalog: Catalog,
+    principal: Principal = Depends(require_node()),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> NodeView:
+    return nodes.publish_catalog(session, hub.clock, principal.id, catalog)

@@ -1,0 +1,78 @@
+"""Studies: submit, list, read (with long-poll), cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, status
+from sqlalchemy.orm import Session
+
+from healthspace.core.enums import Role, StudyStatus
+from healthspace.core.models import StudyList, StudySpec, StudyView
+from healthspace.hub.auth import require, require_user
+from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.notifier import long_poll, node_topic, study_topic
+from healthspace.hub.principal import Principal
+from healthspace.hub.routers.common import Page, page
+from healthspace.hub.services import studies
+from healthspace.hub.settings import MAX_WAIT_SECONDS
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+VISIBILITY = "consumer: own; data_holder_admin: involving its nodes; operator, auditor: all"
+
+
+@router.post("", response_model=StudyView, status_code=status.HTTP_201_CREATED)
+def submit_study(
+    spec: StudySpec,
+    principal: Principal = Depends(require(Role.CONSUMER, Role.OPERATOR)),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> StudyView:
+    view, woken = studies.submit(session, hub.clock, hub.settings, principal, spec)
+    hub.notifier.notify(*(node_topic(n) for n in woken))
+    return view
+
+
+@router.get("", response_model=StudyList)
+def list_studies(
+    status_: StudyStatus | None = Query(None, alias="status"),
+    principal: Principal = Depends(require_user(note=VISIBILITY)),
+    session: Session = Depends(get_session),
+    p: Page = Depends(page),
+) -> StudyList:
+    rows = studies.list_studies(session, principal, status=status_, limit=p.limit, offset=p.offset)
+    return StudyList(studies=rows)
+
+
+@router.get("/{study_id}", response_model=StudyView)
+async def get_study(
+    study_id: int,
+    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll until terminal"),
+    principal: Principal = Depends(require_user(note=VISIBILITY)),
+    hub: HubState = Depends(get_hub),
+) -> StudyView:
+    def check() -> StudyView:
+        with hub.sessions() as session:
+            return studies.get_study(session, principal, study_id)
+
+    return await long_poll(
+        hub.notifier,
+        study_topic(study_id),
+        check,
+        lambda view: view.status.terminal,
+        wait=wait,
+        recheck=hub.settings.recheck_seconds,
+    )
+
+
+@router.post("/{study_id}/cancel", response_model=StudyView)
+def cancel_study(
+    study_id: int,
+    principal: Principal = Depends(
+        require(Role.CONSUMER, Role.OPERATOR, note="consumer: only its own studies")
+    ),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> StudyView:
+    view = studies.cancel(session, hub.clock, principal, study_id)
+    hub.notifier.notify(study_topic(study_id))
+    return view

@@ -1,0 +1,80 @@
+"""Node enrolment (idempotent), the node catalogue, and node liveness."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from healthspace.core.clock import Clock
+from healthspace.core.enums import DATA_HOLDER_KINDS, OrgKind
+from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from healthspace.core.models import Catalog, NodeEnroll, NodeEnrolled, NodeView
+from healthspace.hub.db.models import Node
+from healthspace.hub.principal import Principal
+from healthspace.hub.services import tokens
+from healthspace.hub.services.directory import org_by_name
+from healthspace.hub.services.views import node_view
+
+
+def enrol(session: Session, clock: Clock, principal: Principal, spec: NodeEnroll) -> NodeEnrolled:
+    """Create the node, or — same name, same organisation — rotate its token.
+
+    Re-enrolling is how a node that lost its token (or was reinstalled) gets a new one;
+    every earlier token of the node stops working at once.
+    """
+    if not principal.is_operator and spec.org != principal.org:
+        raise Forbidden(
+            "a data_holder_admin may only enrol nodes of its own organisation", field="org"
+        )
+    org = org_by_name(session, spec.org)
+    if OrgKind(org.kind) not in DATA_HOLDER_KINDS:
+        kinds = ", ".join(sorted(DATA_HOLDER_KINDS))
+        raise InvalidInput(
+            f"organisation {org.name!r} is a {org.kind}; nodes belong to data holders ({kinds})",
+            field="org",
+        )
+    node = session.scalar(select(Node).where(Node.name == spec.name))
+    created = node is None
+    if node is None:
+        node = Node(name=spec.name, org_id=org.id, enrolled_at=clock.now())
+        node.org = org
+        session.add(node)
+        session.flush()
+    elif node.org_id != org.id:
+        raise Conflict(
+            f"node {spec.name!r} is already enrolled by organisation {node.org.name!r}",
+            field="name",
+        )
+    else:
+        tokens.revoke_node_tokens(session, clock, node.id)
+    secret = tokens.issue(session, clock, node_id=node.id, label="node enrolment")
+    session.commit()
+    return NodeEnrolled(id=node.id, name=node.name, org=org.name, token=secret, created=created)
+
+
+def list_nodes(session: Session, *, limit: int, offset: int) -> list[NodeView]:
+    rows = session.scalars(select(Node).order_by(Node.name).limit(limit).offset(offset))
+    return [node_view(node) for node in rows]
+
+
+def publish_catalog(session: Session, clock: Clock, node_id: int, catalog: Catalog) -> NodeView:
+    node = session.get(Node, node_id)
+    if node is None:
+        raise NotFound("node not found")
+    node.catalog = catalog.model_dump(mode="json")
+    if catalog.public_key is not None:
+        node.public_key = catalog.public_key
+    node.last_seen_at = clock.now()
+    session.commit()
+    return node_view(node)
+
+
+def touch(session: Session, clock: Clock, node_id: int) -> None:
+    """Record that a node called in (once per poll, not per long-poll re-check)."""
+    session.execute(update(Node).where(Node.id == node_id).values(last_seen_at=clock.now()))
+    session.commit()
+
+
+def holds_persons(node: Node) -> bool:
+    tables = (node.catalog or {}).get("tables") or {}
+    return bool(tables.get("person"))

@@ -1,0 +1,108 @@
+"""Node work: hand out tasks (with redelivery), accept results (idempotently), advance rounds."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from healthspace.core.clock import Clock
+from healthspace.core.enums import StudyStatus, TaskStatus
+from healthspace.core.errors import Forbidden, NotFound
+from healthspace.core.models import TaskAck, TaskAssignment, TaskResult
+from healthspace.hub.db.models import Node, Study, Task
+from healthspace.hub.db.session import rowcount
+from healthspace.hub.services.rounds import advance
+
+OPEN = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+def _assignment(task: Task) -> TaskAssignment:
+    study = task.study
+    return TaskAssignment(
+        task_id=task.id,
+        study_id=study.id,
+        round=task.round,
+        analysis=study.analysis,
+        params=study.params,
+        cohort=study.cohort,
+        round_input=task.round_input,
+        purpose=study.purpose,
+        min_cell_size=task.min_cell_size,
+        consumer=study.submitter.name,
+    )
+
+
+def _first(session: Session, node_id: int, status: TaskStatus) -> Task | None:
+    return session.scalar(
+        select(Task)
+        .join(Study, Study.id == Task.study_id)
+        .where(Task.node_id == node_id, Task.status == status, Study.status == StudyStatus.RUNNING)
+        .order_by(Task.queued_at, Task.id)
+        .limit(1)
+    )
+
+
+def _bump(session: Session, task: Task, expected: TaskStatus, clock: Clock) -> bool:
+    """Compare-and-set the task to running; False if another poller got there first."""
+    values: dict[str, object] = {"status": TaskStatus.RUNNING, "attempts": Task.attempts + 1}
+    if expected == TaskStatus.QUEUED:
+        values["started_at"] = clock.now()
+    changed = rowcount(
+        session,
+        update(Task).where(Task.id == task.id, Task.status == expected).values(**values),
+    )
+    return bool(changed)
+
+
+def next_task(session: Session, clock: Clock, node_id: int) -> TaskAssignment | None:
+    """Redeliver this node's running task (it restarted and lost it), else claim the oldest queued.
+
+    Tasks of studies that are not running (e.g. cancelled) are never handed out.
+    """
+    for _ in range(5):  # a lost compare-and-set race just means: look again
+        for status in (TaskStatus.RUNNING, TaskStatus.QUEUED):
+            task = _first(session, node_id, status)
+            if task is not None and _bump(session, task, status, clock):
+                session.commit()
+                session.refresh(task)
+                return _assignment(task)
+        if _first(session, node_id, TaskStatus.QUEUED) is None:
+            break
+    session.commit()
+    return None
+
+
+def record_result(
+    session: Session, clock: Clock, node_id: int, task_id: int, result: TaskResult
+) -> tuple[TaskAck, int, list[int]]:
+    """Store a node's answer once; returns the ack, the study id and node ids given new work."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    if task.node_id != node_id:
+        raise Forbidden(f"task {task_id} is not assigned to this node")
+    study_id, round_ = task.study_id, task.round
+    live = not StudyStatus(task.study.status).terminal
+    if TaskStatus(task.status).terminal:  # a retry of an answer we already have
+        return TaskAck(task_id=task_id, accepted=True, duplicate=True), study_id, []
+    now = clock.now()
+    changed = rowcount(
+        session,
+        update(Task)
+        .where(Task.id == task_id, Task.status.in_(OPEN))
+        .values(
+            status=result.status,
+            # A study that ended meanwhile (cancelled) keeps no data from late answers.
+            partial=result.partial if live else None,
+            error=result.error,
+            metrics=result.metrics.model_dump(mode="json"),
+            started_at=task.started_at or now,
+            finished_at=now,
+        ),
+    )
+    session.execute(update(Node).where(Node.id == node_id).values(last_seen_at=now))
+    session.commit()
+    if not changed:  # a concurrent retry won the race
+        return TaskAck(task_id=task_id, accepted=True, duplicate=True), study_id, []
+    woken = advance(session, clock, study_id, round_) if live else []
+    return TaskAck(task_id=task_id, accepted=live), study_id, woken

@@ -1,0 +1,103 @@
+"""Bearer tokens: generated once, shown once, stored only as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from healthspace.core.clock import Clock
+from healthspace.core.enums import OrgKind, PrincipalKind, Role
+from healthspace.core.errors import Forbidden, InvalidInput
+from healthspace.core.models import TokenIssue, TokenView
+from healthspace.hub.db.models import Node, Token, User
+from healthspace.hub.principal import Principal
+
+PREFIX = "hs_"
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def issue(
+    session: Session,
+    clock: Clock,
+    *,
+    user_id: int | None = None,
+    node_id: int | None = None,
+    label: str | None = None,
+) -> str:
+    """Store the hash of a fresh token for one principal and return the secret (once)."""
+    secret = new_secret()
+    session.add(
+        Token(
+            token_hash=hash_token(secret),
+            user_id=user_id,
+            node_id=node_id,
+            label=label,
+            created_at=clock.now(),
+        )
+    )
+    return secret
+
+
+def revoke_node_tokens(session: Session, clock: Clock, node_id: int) -> None:
+    session.execute(
+        update(Token)
+        .where(Token.node_id == node_id, Token.revoked_at.is_(None))
+        .values(revoked_at=clock.now())
+    )
+
+
+def issue_for_user(
+    session: Session, clock: Clock, principal: Principal, spec: TokenIssue
+) -> TokenView:
+    """Operators issue tokens for anyone; every other user only for itself."""
+    if not principal.is_operator and spec.user != principal.name:
+        raise Forbidden("only an operator may issue tokens for another user", field="user")
+    user = session.scalar(select(User).where(User.name == spec.user))
+    if user is None:
+        raise InvalidInput(f"unknown user {spec.user!r}", field="user")
+    secret = issue(session, clock, user_id=user.id, label=spec.label)
+    session.commit()
+    return TokenView(token=secret, principal=user.name, kind=PrincipalKind.USER)
+
+
+def authenticate(session: Session, secret: str) -> Principal | None:
+    """The principal a live (unrevoked) token belongs to, or None."""
+    token = session.scalar(
+        select(Token).where(Token.token_hash == hash_token(secret), Token.revoked_at.is_(None))
+    )
+    if token is None:
+        return None
+    if token.user_id is not None:
+        user = session.get(User, token.user_id)
+        if user is None:
+            return None
+        return Principal(
+            kind=PrincipalKind.USER,
+            id=user.id,
+            name=user.name,
+            org_id=user.org_id,
+            org=user.org.name,
+            org_kind=OrgKind(user.org.kind),
+            role=Role(user.role),
+        )
+    node = session.get(Node, token.node_id)
+    if node is None:
+        return None
+    return Principal(
+        kind=PrincipalKind.NODE,
+        id=node.id,
+        name=node.name,
+        org_id=node.org_id,
+        org=node.org.name,
+        org_kind=OrgKind(node.org.kind),
+    )

@@ -1,0 +1,23 @@
+"""Hub settings: disclosure defaults and long-poll timing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from healthspace.analyses.base import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
+
+MAX_WAIT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Tunables of one hub; defaults suit production and tests alike."""
+
+    default_min_cell_size: int = DEFAULT_MIN_CELL
+    # Long-polls re-check the database this often even without an in-process wake-up,
+    # so several hub worker processes sharing one database still see each other's writes.
+    recheck_seconds: float = 1.0
+
+    @property
+    def min_cell_size(self) -> int:
+        return max(self.default_min_cell_size, MIN_CELL_FLOOR)

@@ -1,0 +1,191 @@
+"""The node's mutable state: a SQLite (WAL) file beside the CDM store.
+
+Holds the node's keys, its identity vault (site person_id -> national id, used only for record
+linkage), the outbox of results not yet acknowledged by the hub, and a log of what it ran.
+Admin commands can open it while the agent runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from healthspace.core.clock import Clock, SystemClock, iso
+from healthspace.core.errors import IngestError, InvalidInput
+
+SCHEMA_VERSION = "1"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+  kind TEXT PRIMARY KEY, private_key TEXT NOT NULL, public_key TEXT NOT NULL,
+  created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identity_vault (
+  person_id INTEGER PRIMARY KEY, national_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+  task_id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL, round INTEGER NOT NULL,
+  body TEXT NOT NULL, created_at TEXT NOT NULL, acked_at TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER NOT NULL, study_id INTEGER NOT NULL,
+  round INTEGER NOT NULL, analysis TEXT NOT NULL, consumer TEXT, purpose TEXT,
+  status TEXT NOT NULL, records INTEGER NOT NULL DEFAULT 0, seconds REAL NOT NULL DEFAULT 0,
+  error TEXT, finished_at TEXT NOT NULL);
+"""
+
+
+class NodeState:
+    """Access to one node's state file; every method is a short transaction."""
+
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+        self.path = Path(path)
+        self.clock = clock or SystemClock()
+
+    @classmethod
+    def init(cls, path: Path, clock: Clock | None = None) -> NodeState:
+        """Create the state file and the node's Ed25519 key; idempotent."""
+        state = cls(path, clock)
+        state.path.parent.mkdir(parents=True, exist_ok=True)
+        ddl = sqlite3.connect(state.path, timeout=30)
+        try:
+            ddl.execute("PRAGMA journal_mode=WAL")
+            ddl.executescript(_DDL)  # executescript commits by itself, so outside connect()
+        finally:
+            ddl.close()
+        with state.connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)",
+                (iso(state.clock.now()),),
+            )
+            if db.execute("SELECT 1 FROM keys WHERE kind = 'ed25519'").fetchone() is None:
+                key = SigningKey.generate()
+                db.execute(
+                    "INSERT INTO keys VALUES ('ed25519', ?, ?, ?)",
+                    (key.encode().hex(), key.verify_key.encode().hex(), iso(state.clock.now())),
+                )
+        return state
+
+    @classmethod
+    def open(cls, path: Path, clock: Clock | None = None) -> NodeState:
+        if not Path(path).exists():
+            raise InvalidInput(
+                f"node state file {path} does not exist; run 'healthspace node init' first",
+                field="store",
+            )
+        return cls(path, clock)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    # --- keys ---------------------------------------------------------------------
+
+    def signing_key(self) -> SigningKey:
+        with self.connect() as db:
+            row = db.execute("SELECT private_key FROM keys WHERE kind = 'ed25519'").fetchone()
+        if row is None:
+            raise InvalidInput("node state has no signing key; run 'healthspace node init'")
+        return SigningKey(bytes.fromhex(row[0]))
+
+    def public_key_hex(self) -> str:
+        return self.signing_key().verify_key.encode().hex()
+
+    # --- identity vault -------------------------------------------------------------
+
+    def load_identity(self, csv_path: Path) -> int:
+        """Replace the identity vault with ``person_id,national_id`` rows from a CSV file."""
+        rows: list[tuple[int, str]] = []
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = {name.lower().strip(): name for name in reader.fieldnames or []}
+            for col in ("person_id", "national_id"):
+                if col not in fields:
+                    raise IngestError("missing column", file=str(csv_path), column=col)
+            for line, rec in enumerate(reader, start=1):
+                raw_id = (rec[fields["person_id"]] or "").strip()
+                nid = (rec[fields["national_id"]] or "").strip()
+                try:
+                    pid = int(raw_id)
+                except ValueError:
+                    raise IngestError(
+                        f"not an integer: {raw_id!r}",
+                        file=str(csv_path),
+                        row=line,
+                        column="person_id",
+                    ) from None
+                if not nid:
+                    raise IngestError(
+                        "empty value", file=str(csv_path), row=line, column="national_id"
+                    )
+                rows.append((pid, nid))
+        with self.connect() as db:
+            db.execute("DELETE FROM identity_vault")
+            db.executemany("INSERT INTO identity_vault VALUES (?, ?)", rows)
+        return len(rows)
+
+    def identity_count(self) -> int:
+        with self.connect() as db:
+            return int(db.execute("SELECT count(*) FROM identity_vault").fetchone()[0])
+
+    # --- outbox -----------------------------------------------------------------------
+
+    def put_result(self, task_id: int, study_id: int, round: int, body: dict[str, Any]) -> None:
+        with self.connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, NULL)",
+                (task_id, study_id, round, json.dumps(body), iso(self.clock.now())),
+            )
+
+    def pending_results(self) -> list[tuple[int, dict[str, Any]]]:
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT task_id, body FROM outbox WHERE acked_at IS NULL ORDER BY task_id"
+            ).fetchall()
+        return [(int(task_id), json.loads(body)) for task_id, body in rows]
+
+    def ack_result(self, task_id: int) -> None:
+        with self.connect() as db:
+            db.execute(
+                "UPDATE outbox SET acked_at = ? WHERE task_id = ?", (iso(self.clock.now()), task_id)
+            )
+
+    def has_result(self, task_id: int) -> dict[str, Any] | None:
+        with self.connect() as db:
+            row = db.execute("SELECT body FROM outbox WHERE task_id = ?", (task_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # --- run log --------------------------------------------------------------------
+
+    def log_run(self, **fields: Any) -> None:
+        fields.setdefault("finished_at", iso(self.clock.now()))
+        cols = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        with self.connect() as db:
+            db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(fields.values()))
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")]

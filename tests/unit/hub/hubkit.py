@@ -1,0 +1,146 @@
+"""Test kit: a fresh hub over a SQLite file, driven in-process through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from healthspace.core.clock import FixedClock
+from healthspace.hub.app import create_app
+from healthspace.hub.bootstrap import init_hub
+from healthspace.hub.settings import HubSettings
+
+START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+COHORT = {"entry": {"condition": {"codes": ["ICD10:K92%"]}}}
+CC_PARTIAL = {"count": 42, "min_cell_size": 10, "breakdown": None}  # cohort_count's format
+
+Headers = dict[str, str]
+
+
+def bearer(token: str) -> Headers:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Hub:
+    """A running in-process hub plus helpers to populate it through its own API."""
+
+    url: str
+    clock: FixedClock
+    client: TestClient
+    operator: Headers
+    nodes: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.client.close()
+        self.client.app.state.hub.engine.dispose()  # type: ignore[attr-defined]
+
+    def call(self, method: str, path: str, headers: Headers | None = None, **kw: Any) -> Any:
+        return self.client.request(method, "/api/v1" + path, headers=headers, **kw)
+
+    def ok(self, method: str, path: str, headers: Headers, expect: int = 200, **kw: Any) -> Any:
+        response = self.call(method, path, headers, **kw)
+        assert response.status_code == expect, response.text
+        return response.json() if response.content else None
+
+    def org(self, name: str, kind: str) -> None:
+        self.ok("POST", "/orgs", self.operator, 201, json={"name": name, "kind": kind})
+
+    def user(self, name: str, org: str, role: str) -> Headers:
+        self.ok("POST", "/users", self.operator, 201, json={"name": name, "org": org, "role": role})
+        return bearer(self.ok("POST", "/tokens", self.operator, 201, json={"user": name})["token"])
+
+    def node(self, name: str, org: str, persons: int = 1000) -> Headers:
+        enrolled = self.ok("POST", "/nodes", self.operator, 201, json={"name": name, "org": org})
+        self.nodes[name] = enrolled["id"]
+        headers = bearer(enrolled["token"])
+        catalog = {"tables": {"person": persons}, "public_key": "ab" * 32}
+        self.ok("PUT", "/node/catalog", headers, json=catalog)
+        return headers
+
+    def submit(self, headers: Headers, **spec: Any) -> dict[str, Any]:
+        spec.setdefault("analysis", "cohort_count")
+        if spec["analysis"] == "cohort_count":
+            spec.setdefault("cohort", COHORT)
+        return self.ok("POST", "/studies", headers, 201, json=spec)
+
+    def next_task(self, headers: Headers, wait: float = 0) -> dict[str, Any] | None:
+        response = self.call("GET", f"/node/tasks/next?wait={wait}", headers)
+        assert response.status_code in (200, 204), response.text
+        return response.json() if response.status_code == 200 else None
+
+    def post(self, headers: Headers, task_id: int, **result: Any) -> dict[str, Any]:
+        return self.ok("POST", f"/node/tasks/{task_id}/result", headers, json=result)
+
+    def study(self, headers: Headers, study_id: int, wait: float = 0) -> dict[str, Any]:
+        return self.ok("GET", f"/studies/{study_id}?wait={wait}", headers)
+
+
+def open_hub(
+    folder: Path, operator: Headers, settings: HubSettings | None = None, **kw: Any
+) -> Hub:
+    """An app over the hub database already in ``folder``."""
+    url = f"sqlite:///{folder / 'hub.db'}"
+    clock = FixedClock(START)
+    app = create_app(url, clock=clock, settings=settings)
+    return Hub(url=url, clock=clock, client=TestClient(app), operator=operator, **kw)
+
+
+def make_hub(folder: Path, settings: HubSettings | None = None) -> Hub:
+    token = init_hub(f"sqlite:///{folder / 'hub.db'}", clock=FixedClock(START))
+    return open_hub(folder, bearer(token), settings)
+
+
+def copy_hub(template: Hub, folder: Path, settings: HubSettings | None = None) -> Hub:
+    """A private copy of a populated hub (much faster than building one per test)."""
+    template.close()
+    for path in Path(template.url.removeprefix("sqlite:///")).parent.iterdir():
+        if path.name.startswith("hub.db"):
+            shutil.copyfile(path, folder / path.name)
+    return open_hub(folder, template.operator, settings, nodes=dict(template.nodes))
+
+
+@dataclass
+class Space:
+    """Two hospitals with a node each, a payer node, two consumers, an auditor, admins."""
+
+    hub: Hub
+    node_a: Headers
+    node_b: Headers
+    node_payer: Headers
+    alice: Headers
+    bob: Headers
+    auditor: Headers
+    admin_a: Headers
+    admin_b: Headers
+
+
+def make_space(hub: Hub) -> Space:
+    for name, kind in [
+        ("hosp-a", "hospital"),
+        ("hosp-b", "hospital"),
+        ("payer", "payer"),
+        ("pharma", "consumer"),
+        ("regulator", "operator"),
+    ]:
+        hub.org(name, kind)
+    return Space(
+        hub=hub,
+        node_a=hub.node("node-a", "hosp-a"),
+        node_b=hub.node("node-b", "hosp-b"),
+        node_payer=hub.node("node-payer", "payer"),
+        alice=hub.user("alice", "pharma", "consumer"),
+        bob=hub.user("bob", "pharma", "consumer"),
+        auditor=hub.user("audrey", "regulator", "auditor"),
+        admin_a=hub.user("admin-a", "hosp-a", "data_holder_admin"),
+        admin_b=hub.user("admin-b", "hosp-b", "data_holder_admin"),
+    )
+
+
+def copy_space(template: Space, folder: Path, settings: HubSettings | None = None) -> Space:
+    return replace(template, hub=copy_hub(template.hub, folder, settings))

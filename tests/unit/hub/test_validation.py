@@ -1,0 +1,103 @@
+"""Malformed requests get 422 naming the offending field — never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hubkit import COHORT, Hub, Space
+
+
+def _field(response: Any) -> str:
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail["message"]
+    return str(detail["field"])
+
+
+def test_bad_org_kind_names_the_field(hub: Hub) -> None:
+    response = hub.call("POST", "/orgs", hub.operator, json={"name": "x", "kind": "castle"})
+    assert _field(response) == "body.kind"
+    assert "body.kind" in response.json()["detail"]["message"]
+    assert response.json()["errors"][0]["field"] == "body.kind"
+
+
+def test_unknown_field_is_rejected(hub: Hub) -> None:
+    body = {"name": "x", "kind": "hospital", "colour": "red"}
+    assert _field(hub.call("POST", "/orgs", hub.operator, json=body)) == "body.colour"
+
+
+def test_malformed_json_and_missing_body(hub: Hub) -> None:
+    headers = {**hub.operator, "Content-Type": "application/json"}
+    assert _field(hub.call("POST", "/orgs", headers, content=b"{nope")).startswith("body")
+    assert _field(hub.call("POST", "/orgs", hub.operator)) == "body"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"analysis": "astrology", "cohort": COHORT}, "analysis"),
+        (
+            {"analysis": "cohort_count", "cohort": COHORT, "params": {"breakdown": "maybe"}},
+            "params.breakdown",
+        ),
+        ({"analysis": "cohort_count", "cohort": COHORT, "params": {"colour": 1}}, "params.colour"),
+        ({"analysis": "cohort_count"}, "cohort"),
+        (
+            {"analysis": "cohort_count", "cohort": {**COHORT, "inclusion": [{"age": {"min": -1}}]}},
+            "cohort.inclusion[0].age.min",
+        ),
+        ({"analysis": "cohort_count", "cohort": {"entry": {}}}, "cohort.entry"),
+        ({"analysis": "cohort_count", "cohort": COHORT, "nodes": ["node-a", "node-x"]}, "nodes[1]"),
+        ({"analysis": "cohort_count", "cohort": COHORT, "nodes": []}, "body"),
+        ({"analysis": "cohort_count", "cohort": COHORT, "purpose": ""}, "body.purpose"),
+    ],
+)
+def test_study_spec_errors_name_the_field(space: Space, spec: dict[str, Any], field: str) -> None:
+    assert _field(space.hub.call("POST", "/studies", space.alice, json=spec)) == field
+
+
+def test_no_default_nodes_is_named(hub: Hub) -> None:
+    hub.org("pharma", "consumer")
+    alice = hub.user("alice", "pharma", "consumer")
+    response = hub.call(
+        "POST", "/studies", alice, json={"analysis": "cohort_count", "cohort": COHORT}
+    )
+    assert _field(response) == "nodes"
+
+
+@pytest.mark.parametrize("query", ["wait=61", "wait=-1", "wait=soon"])
+def test_wait_out_of_range(space: Space, query: str) -> None:
+    response = space.hub.call("GET", f"/node/tasks/next?{query}", space.node_a)
+    assert _field(response) == "query.wait"
+    response = space.hub.call("GET", f"/studies/1?{query}", space.alice)
+    assert _field(response) == "query.wait"
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=100000", "offset=-1", "status=lost"])
+def test_list_bounds(space: Space, query: str) -> None:
+    response = space.hub.call("GET", f"/studies?{query}", space.alice)
+    assert _field(response) == f"query.{query.split('=')[0]}"
+
+
+def test_bad_path_parameter(space: Space) -> None:
+    assert _field(space.hub.call("GET", "/studies/abc", space.alice)) == "path.study_id"
+
+
+def test_task_result_must_be_consistent(space: Space) -> None:
+    response = space.hub.call(
+        "POST", "/node/tasks/1/result", space.node_a, json={"status": "completed"}
+    )
+    assert _field(response) == "body"
+    assert "partial" in response.json()["detail"]["message"]
+
+
+def test_unknown_references_name_the_field(space: Space) -> None:
+    hub = space.hub
+    body = {"name": "carol", "org": "nowhere", "role": "consumer"}
+    assert _field(hub.call("POST", "/users", hub.operator, json=body)) == "org"
+    assert _field(hub.call("POST", "/tokens", hub.operator, json={"user": "nobody"})) == "user"
+    body = {"name": "node-z", "org": "pharma"}
+    response = hub.call("POST", "/nodes", hub.operator, json=body)
+    assert _field(response) == "org"
+    assert "data holder" in response.json()["detail"]["message"]
