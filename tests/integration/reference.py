@@ -33,7 +33,7 @@ def t2d_feasibility(site: Path) -> int:
       AND xc.vocabulary_id = 'ATC' AND xc.concept_code = 'A10BA02'
       AND date_diff('day', x.drug_exposure_start_date, f.d) BETWEEN 0 AND 365
     """
-    return int(duckdb.sql(sql).fetchone()[0])
+    return int(duckdb.connect().execute(sql).fetchone()[0])
 
 
 def persons_with_concept(site: Path, concept_id: int) -> int:
@@ -48,7 +48,7 @@ def persons_with_concept(site: Path, concept_id: int) -> int:
            OR o.condition_source_concept_id IN (SELECT id FROM d))
       AND o.person_id IN (SELECT person_id FROM {_csv(site, 'person')})
     """
-    return int(duckdb.sql(sql).fetchone()[0])
+    return int(duckdb.connect().execute(sql).fetchone()[0])
 
 
 def released(n: int, k: int = 10) -> int | str:

@@ -284,7 +284,7 @@ def _typed(col: Column, v: str) -> str:
     if col.type == "TIMESTAMP":
         # DuckDB silently drops a UTC offset; only Z / +00:00 are unambiguous, others are refused.
         offset = (
-            f"strlen({v}) > 20 AND regexp_matches({v}, {_OFFSET_RE}) "
+            f"strlen({v}) > 18 AND regexp_matches({v}, {_OFFSET_RE}) "
             f"AND NOT regexp_matches({v}, {_UTC_OFFSET_RE})"
         )
         return f"CASE WHEN {offset} THEN NULL ELSE TRY_CAST({v} AS TIMESTAMP) END"

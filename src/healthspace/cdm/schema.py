@@ -132,6 +132,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
 
 # CDM v5.3 -> v5.4 column renames, applied on ingest: table -> {old: new}.
 V53_RENAMES: dict[str, dict[str, str]] = {
+    # The v5.3 specification itself misspells this column.
+    "cost": {"reveue_code_source_value": "revenue_code_source_value"},
     "visit_occurrence": {
         "admitting_source_concept_id": "admitted_from_concept_id",
         "admitting_source_value": "admitted_from_source_value",

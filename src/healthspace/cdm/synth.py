@@ -170,6 +170,8 @@ def generate(
     """
     if sites < 1 or persons < 1:
         raise ValueError("sites and persons must be at least 1")
+    if seed < 0:
+        raise ValueError("seed must be a non-negative integer")
     out = Path(out)
     names = [f"hospital_{k + 1}" for k in range(sites)]
     _clear(out, ["payer", "_truth"])
@@ -178,7 +180,8 @@ def generate(
         Holder(_open(out / name, SITE_TABLES), Ids((k + 1) * SITE_ID_SPACE), TYPE_EHR)
         for k, name in enumerate(names)
     ]
-    bureau = Holder(_open(out / "payer", PAYER_TABLES), Ids(PAYER_ID_OFFSET), TYPE_CLAIM)
+    bureau = Holder(_open(out / "payer", PAYER_TABLES), Ids(PAYER_ID_OFFSET), TYPE_CLAIM) \
+        if payer else None
     tally = Tally(sites)
     report = progress or (lambda stage, done, of: None)
     report("persons", 0, total)
@@ -188,20 +191,19 @@ def generate(
             chunk = _simulate_chunk(seed, index, g, sites, secondary, DEMO_NETWORK_KEY)
             for k, holder in enumerate(holders):
                 write_site(holder, chunk, k)
-            if payer:
+            if bureau is not None:
                 write_payer(bureau, chunk)
             tally.add(chunk)
             report("persons", int(g[-1]) + 1, total)
     finally:
-        for h in [*holders, bureau]:
+        for h in holders if bureau is None else [*holders, bureau]:
             for sink in h.sinks.values():
                 sink.close()
-    if not payer:
-        shutil.rmtree(out / "payer")
     rows = static_tables(out, names, payer)
-    for name, h in zip([*names, "payer"], [*holders, bureau], strict=True):
-        if name in rows:
-            rows[name].update({t: s.rows for t, s in h.sinks.items()})
+    for name, h in zip(names, holders, strict=True):
+        rows[name].update({t: s.rows for t, s in h.sinks.items()})
+    if bureau is not None:
+        rows["payer"].update({t: s.rows for t, s in bureau.sinks.items()})
     settings = {"seed": seed, "sites": sites, "persons_per_site": persons, "payer": payer}
     _write_truth(out, settings, names, total, secondary, tally, rows)
     report("done", 1, 1)

@@ -90,12 +90,13 @@ def _los(rng: np.random.Generator, p: People, idx: np.ndarray, base: int,
     return np.clip(np.round(days), 1, 30).astype(np.int64)
 
 
-def _first(rng: np.random.Generator, p: People, onset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _first(p: People, onset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Persons whose disease shows up in the window, and the day it first does.
 
-    Incident cases show up at onset; prevalent ones at an early visit after entry.
+    Incident cases show up at onset; prevalent ones on the entry day, as history taken at the
+    first visit (so baseline comorbidity is visible at entry, not mistaken for incidence).
     """
-    first = np.where(onset < p.t0, p.t0 + rng.uniform(0, 90, p.n), onset)
+    first = np.where(onset < p.t0, p.t0, onset)
     idx = np.flatnonzero((onset < NEVER) & (first <= p.t1))
     return idx, np.floor(first[idx])
 
@@ -121,12 +122,12 @@ def _ckd_code(p: People, idx: np.ndarray) -> np.ndarray:
 
 def _chronic_visits(rng: np.random.Generator, p: People, v: _VisitList) -> None:
     t, a = p.t, p.a
-    idx, day = _first(rng, p, t["htn"])
+    idx, day = _first(p, t["htn"])
     v.add(idx, day, HTN, ix("I10"), first=True)
     v.add(*_follow(rng, p, idx, day, 2.0), HTN, ix("I10"))
 
     # Diabetes: treatment-start visit, then (if coding lags) the first-E11 visit, then care.
-    idx, day = _first(rng, p, t["dm"])
+    idx, day = _first(p, t["dm"])
     v.add(idx, day, DM, dm_code(p, idx, day), first=True)
     dx_day = np.floor(t["dm_dx"][idx])
     lag = np.flatnonzero((dx_day > day) & (dx_day <= p.t1[idx]))
@@ -137,7 +138,7 @@ def _chronic_visits(rng: np.random.Generator, p: People, v: _VisitList) -> None:
     who, when = _follow(rng, p, idx, day, 3.0)
     v.add(who, when, DM, dm_code(p, who, np.floor(when)))
 
-    idx, day = _first(rng, p, t["ckd"])
+    idx, day = _first(p, t["ckd"])
     dialysis = np.where(a["ckd_stage"] == 5, ix("5A1D70Z"), -1)
     v.add(idx, day, CKD, _ckd_code(p, idx), first=True, proc=dialysis[idx])
     who, when = _follow(rng, p, idx, day, np.where(a["ckd_stage"][idx] == 5, 12.0, 3.0))
@@ -146,7 +147,7 @@ def _chronic_visits(rng: np.random.Generator, p: People, v: _VisitList) -> None:
 
 def _cardio_cancer_visits(rng: np.random.Generator, p: People, v: _VisitList) -> None:
     t, a, tert = p.t, p.a, p.tertiary
-    idx, day = _first(rng, p, t["hf"])
+    idx, day = _first(p, t["hf"])
     incident = t["hf"][idx] >= p.t0[idx]
     admit = incident & (rng.random(len(idx)) < np.where(tert[idx], 0.7, 0.5))
     v.add(idx, day, HF, a["hf_code"][idx], kind=np.where(admit, IP, OP),
@@ -156,7 +157,7 @@ def _cardio_cancer_visits(rng: np.random.Generator, p: People, v: _VisitList) ->
     who, when = _follow(rng, p, idx, day + 30, 0.3)  # readmissions
     v.add(who, when, HF, a["hf_code"][who], kind=IP, los=_los(rng, p, who, 3, 5))
 
-    idx, day = _first(rng, p, t["ami"])
+    idx, day = _first(p, t["ami"])
     incident = t["ami"][idx] >= p.t0[idx]
     pci = incident & (rng.random(len(idx)) < np.where(tert[idx], 0.75, 0.4))
     v.add(idx[incident], day[incident], AMI, a["ami_code"][idx[incident]], kind=IP,
@@ -165,7 +166,7 @@ def _cardio_cancer_visits(rng: np.random.Generator, p: People, v: _VisitList) ->
     v.add(idx[~incident], day[~incident], AMI, ix("I25.2"), first=True)
     v.add(*_follow(rng, p, idx, day + 14, 2.0), AMI, ix("I25.2"))
 
-    idx, day = _first(rng, p, t["lc"])
+    idx, day = _first(p, t["lc"])
     incident = t["lc"][idx] >= p.t0[idx]
     resect = incident & (rng.random(len(idx)) < 0.25)
     v.add(idx, day, LC, a["lc_code"][idx], kind=np.where(incident, IP, OP),
@@ -236,8 +237,12 @@ def build_visits(rng: np.random.Generator, p: People) -> Visits:
     p_sec = np.where(kind == IP, np.where(sec == 0, 0.65, np.where(pri == 0, 0.15, 0.35)), 0.35)
     go = (sec >= 0) & (c["site"] < 0) & (rng.random(len(person)) < p_sec)
     site = np.where(c["site"] >= 0, c["site"], np.where(go, sec, pri))
+    # A stay that would run past death or the extract starts early enough to last a day.
+    t0, t1 = p.t0[person], p.t1[person]
+    late = (kind == IP) & (start + c["los"] > t1)
+    start = np.where(late, np.maximum(t0, np.minimum(start, t1 - 1)), start)
+    end = np.minimum(start + c["los"], t1)
     order = np.lexsort((c["dx"], c["purpose"], start, person))
-    end = np.minimum(start + c["los"], p.t1[person])
     return Visits(
         person=person[order], start=start[order], end=end[order],
         kind=c["kind"][order].astype(np.int8), purpose=c["purpose"][order].astype(np.int8),

@@ -54,13 +54,12 @@ class CsvSink:
     """One CSV file written chunk by chunk: plain header, empty field = NULL, ISO dates."""
 
     def __init__(self, path: Path, columns: tuple[tuple[str, pa.DataType], ...]) -> None:
-        self.schema = pa.schema(list(columns))
+        self.columns = columns
         self.rows = 0
         self._file = open(path, "wb")  # noqa: SIM115 - closed by close(), spans many chunks
         # Arrow quotes header names; write our own so headers read as plain names.
-        self._file.write((",".join(self.schema.names) + "\n").encode())
-        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
-        self._writer = pacsv.CSVWriter(self._file, self.schema, write_options=options)
+        self._file.write((",".join(name for name, _ in columns) + "\n").encode())
+        self._options = pacsv.WriteOptions(include_header=False, quoting_style="none")
 
     @classmethod
     def cdm(cls, folder: Path, table: str) -> CsvSink:
@@ -68,18 +67,20 @@ class CsvSink:
         return cls(folder / f"{table}.csv", cols)
 
     def write(self, n: int, data: Mapping[str, Any]) -> None:
-        unknown = set(data) - set(self.schema.names)
+        unknown = set(data) - {name for name, _ in self.columns}
         if unknown:
             raise KeyError(f"not columns of {self._file.name}: {sorted(unknown)}")
+        # Absent columns are string-typed NULLs: Arrow renders those fastest and the CSV
+        # text is the same whatever the type of an empty field.
         arrays = [
-            _arrow(data[f.name], n, f.type) if f.name in data else pa.nulls(n, f.type)
-            for f in self.schema
+            _arrow(data[name], n, typ) if name in data else pa.nulls(n, pa.string())
+            for name, typ in self.columns
         ]
-        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        table = pa.Table.from_arrays(arrays, names=[name for name, _ in self.columns])
+        pacsv.write_csv(table, self._file, write_options=self._options)
         self.rows += n
 
     def close(self) -> None:
-        self._writer.close()
         self._file.close()
 
 
@@ -167,7 +168,7 @@ def _visits(h: Holder, c: Chunk, vidx: np.ndarray, local: np.ndarray) -> np.ndar
 
 
 def _coded(h: Holder, c: Chunk, table: str, rows: Rows, vid: np.ndarray, local: np.ndarray,
-           prefix: str, extra: dict[str, Any] | None = None) -> np.ndarray:
+           prefix: str) -> None:
     """Write rows of a coded event table (condition, drug, measurement, procedure)."""
     keep = np.flatnonzero(vid[rows.visit] >= 0)
     visit, code = rows.visit[keep], rows.code[keep]
@@ -194,8 +195,7 @@ def _coded(h: Holder, c: Chunk, table: str, rows: Rows, vid: np.ndarray, local: 
     elif table == "measurement":
         data.update(value_as_number=rows.value[keep],
                     unit_source_value=strings(_UNIT_NAMES, _UNIT_OF_CODE[code]))
-    h.sinks[table].write(len(keep), {**data, **(extra or {})})
-    return keep
+    h.sinks[table].write(len(keep), data)
 
 
 def _cost(h: Holder, c: Chunk, vidx: np.ndarray, vid: np.ndarray,
@@ -215,12 +215,17 @@ def write_site(h: Holder, c: Chunk, site: int) -> None:
     p, v = c.people, c.visits
     pidx = np.flatnonzero((p.primary == site) | (p.secondary == site))
     local = _persons(h, c, pidx, site + 1)
+    vidx = np.flatnonzero(v.site == site)
+    # Observed here from the first visit here (entry for the home hospital) to the common end.
+    who = v.person[vidx]
+    first = np.r_[True, who[1:] != who[:-1]] if len(who) else np.zeros(0, bool)
+    start = p.t0.copy()
+    start[who[first]] = v.start[vidx][first]  # visits are sorted by person, then date
     h.sinks["observation_period"].write(len(pidx), {
         "observation_period_id": h.ids.take("observation_period", len(pidx)),
-        "person_id": local[pidx], "observation_period_start_date": p.t0[pidx],
+        "person_id": local[pidx], "observation_period_start_date": start[pidx],
         "observation_period_end_date": p.t1[pidx], "period_type_concept_id": h.type_concept,
     })
-    vidx = np.flatnonzero(v.site == site)
     vid = _visits(h, c, vidx, local)
     _coded(h, c, "condition_occurrence", c.cond, vid, local, "condition")
     _coded(h, c, "drug_exposure", c.drug, vid, local, "drug")

@@ -41,13 +41,18 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="healthspace", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")
         return int(ExitCode.ERROR)
-    except click.exceptions.ClickException as exc:
-        exc.show(file=sys.stderr)
+    except (click.exceptions.ClickException, typer.TyperException) as exc:
+        # Usage errors: Typer vendors its own click, so both hierarchies are caught.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show(file=sys.stderr)
+        else:
+            err.print(f"error: {exc}")
         return int(ExitCode.INVALID)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return int(exc.exit_code)
     except HealthspaceError as exc:
         return _fail(exc)

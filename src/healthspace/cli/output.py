@@ -30,6 +30,8 @@ def setup_logging(level: str = "INFO") -> None:
         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
         force=True,
     )
+    # One line per request is noise at INFO; the agent logs what matters itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @contextmanager

@@ -87,7 +87,7 @@ class IngestError(HealthspaceError):
             )
             if part
         )
-        super().__init__(f"{where}: {message}" if where else message, field=column)
+        super().__init__(f"{where}: {message}" if where else message)
         self.file, self.row, self.column = file, row, column
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -90,16 +90,21 @@ async def long_poll(
     *,
     wait: float,
     recheck: float,
-) -> T:
+    gone: Callable[[], Awaitable[bool]] | None = None,
+) -> T | None:
     """Run ``check`` (in the threadpool) until ``done`` or ``wait`` seconds; return the last value.
 
     Sleeps on the topic between checks, waking on ``notify`` or every ``recheck`` seconds.
+    Returns None without checking again once ``gone()`` says the caller has disconnected, so
+    a check with side effects (claiming a task) never runs for a client that left.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     with notifier.subscribe(topic) as sub:
         while True:
             sub.clear()
+            if gone is not None and await gone():
+                return None
             value = await run_in_threadpool(check)
             remaining = deadline - loop.time()
             if done(value) or remaining <= 0:

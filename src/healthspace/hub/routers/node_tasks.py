@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/node/tasks", tags=["node"])
     responses={204: {"description": "no task within the wait"}},
 )
 async def next_task(
+    request: Request,
     wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll seconds"),
     principal: Principal = Depends(require_node()),
     hub: HubState = Depends(get_hub),
@@ -44,6 +45,7 @@ async def next_task(
         lambda found: found is not None,
         wait=wait,
         recheck=hub.settings.recheck_seconds,
+        gone=request.is_disconnected,
     )
     if assignment is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
