@@ -6,6 +6,7 @@ the same processes, ports and HTTP paths an installation would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -125,11 +126,8 @@ class LocalFederation:
     # --- nodes ----------------------------------------------------------------------
 
     def ensure_org(self, name: str, kind: str) -> None:
-        with self.operator() as op:
-            try:
-                op.add_org(name, kind)
-            except Conflict:
-                pass
+        with self.operator() as op, contextlib.suppress(Conflict):
+            op.add_org(name, kind)
 
     def add_node(self, name: str, org: str, store: Path, *, start: bool = True,
                  min_cell_size: int = 10) -> NodeProcess:

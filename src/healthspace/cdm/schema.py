@@ -169,7 +169,12 @@ DOMAINS: dict[str, tuple[str, str, str, str]] = {
         "condition_source_concept_id",
         "condition_start_date",
     ),
-    "drug": ("drug_exposure", "drug_concept_id", "drug_source_concept_id", "drug_exposure_start_date"),
+    "drug": (
+        "drug_exposure",
+        "drug_concept_id",
+        "drug_source_concept_id",
+        "drug_exposure_start_date",
+    ),
     "procedure": (
         "procedure_occurrence",
         "procedure_concept_id",
@@ -182,7 +187,12 @@ DOMAINS: dict[str, tuple[str, str, str, str]] = {
         "measurement_source_concept_id",
         "measurement_date",
     ),
-    "visit": ("visit_occurrence", "visit_concept_id", "visit_source_concept_id", "visit_start_date"),
+    "visit": (
+        "visit_occurrence",
+        "visit_concept_id",
+        "visit_source_concept_id",
+        "visit_start_date",
+    ),
 }
 
 GENDER_CONCEPTS = {"F": 8532, "M": 8507}

@@ -223,6 +223,7 @@ def _write_truth(out: Path, settings: dict[str, Any], names: list[str], total: i
         "sites": {
             name: {"persons": rows[name]["person"], "tertiary": k == 0, "care_site_id": k + 1,
                    "person_id_offset": (k + 1) * SITE_ID_SPACE,
+                   "shared_persons": _shared_at(secondary, len(names), k),
                    "risk_multiplier": TERTIARY_RISK if k == 0 else 1.0}
             for k, name in enumerate(names)
         },
@@ -237,6 +238,12 @@ def _write_truth(out: Path, settings: dict[str, Any], names: list[str], total: i
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(truth, indent=2, sort_keys=True) + "\n"
     (folder / "truth.json").write_text(text, encoding="utf-8")
+
+
+def _shared_at(secondary: np.ndarray, sites: int, site: int) -> int:
+    """Persons of ``site`` who also attend another hospital (sent there or received)."""
+    home = np.arange(len(secondary)) % sites == site
+    return int((home & (secondary >= 0)).sum() + (secondary == site).sum())
 
 
 def _iso(day: int) -> str:

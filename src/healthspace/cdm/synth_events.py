@@ -45,7 +45,11 @@ class Visits:
 
 @dataclass
 class Rows:
-    """Rows recorded at visits: ``value`` is the lab value or the drug's days supply."""
+    """Rows recorded at visits (sorted by visit).
+
+    ``value`` is the lab result, the drug's days supply, or for diagnoses 1 = secondary
+    (comorbidity) and 0 = principal; ``quantity`` is the number of drug units dispensed.
+    """
 
     visit: np.ndarray
     code: np.ndarray

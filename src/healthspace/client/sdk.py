@@ -62,7 +62,9 @@ class HubClient:
 
     def issue_token(self, user: str, label: str | None = None) -> TokenView:
         body = {"user": user, "label": label}
-        return TokenView.model_validate(self.http.request("POST", f"{API}/tokens", json=body).json())
+        return TokenView.model_validate(
+            self.http.request("POST", f"{API}/tokens", json=body).json()
+        )
 
     def enroll_node(self, name: str, org: str) -> NodeEnrolled:
         body = {"name": name, "org": org}

@@ -1,4 +1,4 @@
-"""Tests for the synthetic OMOP network: layout, determinism, identity, vocabulary, built-in effects."""
+"""Tests for the synthetic OMOP network: layout, determinism, identity, vocabulary, effects."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,10 +67,10 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path) -> None:
-    kw = {"sites": 2, "persons": 300, "payer": True}
-    a = _files(generate(tmp_path / "a", seed=11, **kw).out)
-    b = _files(generate(tmp_path / "b", seed=11, **kw).out)
-    c = _files(generate(tmp_path / "c", seed=12, **kw).out)
+    def run(name: str, seed: int) -> dict[str, bytes]:
+        return _files(generate(tmp_path / name, sites=2, persons=300, seed=seed, payer=True).out)
+
+    a, b, c = run("a", 11), run("b", 11), run("c", 12)
     assert a.keys() == b.keys() == c.keys()
     assert a == b
     assert a["hospital_1/person.csv"] != c["hospital_1/person.csv"]
@@ -103,7 +104,7 @@ def test_progress_reports_all_persons(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kw", [{"sites": 0}, {"persons": 0}, {"seed": -1}])
-def test_rejects_bad_arguments(tmp_path: Path, kw: dict[str, int]) -> None:
+def test_rejects_bad_arguments(tmp_path: Path, kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         generate(tmp_path, **kw)
 
@@ -133,7 +134,7 @@ def test_summary_counts_match_files(small: SynthSummary) -> None:
 
 
 def test_pseudonym_is_hmac_sha256_of_the_national_id() -> None:
-    expected = hmac.new(DEMO_NETWORK_KEY, "11010519491231002X".encode(), hashlib.sha256)
+    expected = hmac.new(DEMO_NETWORK_KEY, b"11010519491231002X", hashlib.sha256)
     assert pseudonym(["11010519491231002X"]) == [expected.hexdigest()]
     assert pseudonym(np.array(["1", "2"]), key=b"k")[1] == hmac.new(
         b"k", b"2", hashlib.sha256).hexdigest()
@@ -205,7 +206,7 @@ def test_source_codes_map_to_their_vocabulary_with_ids_stable_across_sites(
     for folder in [*net.sites, "payer"]:
         concepts = read(net.out, folder, "concept").set_index("concept_id")
         assert set(concepts.loc[[9201, 9202, 9203], "concept_code"]) == {"IP", "OP", "ER"}
-        assert concepts.loc[8532, "vocabulary_id"] == concepts.loc[8507, "vocabulary_id"] == "Gender"
+        assert set(concepts.loc[[8532, 8507], "vocabulary_id"]) == {"Gender"}
         assert (concepts.standard_concept == "S").all()
         for (table, prefix), vocab in VOCAB_OF.items():
             if not (net.out / folder / f"{table}.csv").exists():
@@ -352,7 +353,8 @@ def test_nsaids_raise_gi_bleeding(net: SynthSummary) -> None:
     # Ever-users vs never-users: weaker (exposure is a fraction of follow-up) but same sign.
     risks = []
     for site in net.sites:
-        drug, cond = read(net.out, site, "drug_exposure"), read(net.out, site, "condition_occurrence")
+        drug = read(net.out, site, "drug_exposure")
+        cond = read(net.out, site, "condition_occurrence")
         users = set(drug[drug.drug_source_value.str.startswith("M01")].person_id)
         bled = set(cond[cond.condition_source_value == "K92.2"].person_id)
         person = read(net.out, site, "person").person_id

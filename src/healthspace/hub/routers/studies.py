@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from healthspace.core.enums import Role, StudyStatus
 from healthspace.core.models import StudyList, StudySpec, StudyView
@@ -54,7 +55,7 @@ async def get_study(
         with hub.sessions() as session:
             return studies.get_study(session, principal, study_id)
 
-    return await long_poll(
+    view = await long_poll(
         hub.notifier,
         study_topic(study_id),
         check,
@@ -62,6 +63,7 @@ async def get_study(
         wait=wait,
         recheck=hub.settings.recheck_seconds,
     )
+    return view if view is not None else await run_in_threadpool(check)
 
 
 @router.post("/{study_id}/cancel", response_model=StudyView)
