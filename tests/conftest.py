@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The shared data folder sits beside the checkout (as in CI); HEALTHSPACE_SHARED_DATA overrides.
+SHARED = Path(
+    os.environ.get("HEALTHSPACE_SHARED_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 EUNOMIA = SHARED / "eunomia_gibleed"
+
+
+def require_eunomia() -> Path:
+    """The Eunomia folder; missing data fails under CI and skips on a developer's machine."""
+    if not EUNOMIA.exists():
+        message = f"Eunomia sample not found at {EUNOMIA} (set HEALTHSPACE_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return EUNOMIA
 
 PERSON_TABLES = [
     "person", "observation_period", "visit_occurrence", "condition_occurrence",
@@ -29,8 +44,7 @@ def synth_dir(tmp_path_factory) -> Path:
 
 def split_eunomia(out: Path, parts: int = 3) -> list[Path]:
     """Write Eunomia split into ``parts`` sites by ``person_id % parts`` (vocabulary copied)."""
-    if not EUNOMIA.exists():
-        pytest.skip(f"Eunomia sample not found at {EUNOMIA}")
+    require_eunomia()
     con = duckdb.connect()
     dirs = []
     for i in range(parts):

@@ -6,6 +6,7 @@ import datetime
 import gzip
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from healthspace.cdm.schema import TABLES
 from healthspace.cdm.store import META_TABLE, create_schema, open_store
 from healthspace.core.errors import IngestError, InvalidInput
 
-EUNOMIA = Path(__file__).resolve().parents[4] / "shared" / "data" / "eunomia_gibleed"
+EUNOMIA = (
+    Path(
+        os.environ.get("HEALTHSPACE_SHARED_DATA")
+        or Path(__file__).resolve().parents[4] / "shared" / "data"
+    )
+    / "eunomia_gibleed"
+)
 
 EUNOMIA_ROWS = {
     "person": 2694,
@@ -45,7 +52,10 @@ def eunomia(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[IngestReport, duckdb.DuckDBPyConnection]]:
     if not EUNOMIA.is_dir():
-        pytest.skip(f"Eunomia sample not found at {EUNOMIA}")
+        message = f"Eunomia sample not found at {EUNOMIA} (set HEALTHSPACE_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     store = tmp_path_factory.mktemp("eunomia") / "node.duckdb"
     report = ingest_dir(store, EUNOMIA)
     con = open_store(store)
