@@ -65,6 +65,11 @@ class TokenView(Wire):
 class NodeEnroll(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     org: str = Field(pattern=NAME_PATTERN)
+    public_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the node's Ed25519 public key (hex) from 'node init'; registered at enrolment",
+    )
 
 
 class NodeEnrolled(Wire):
@@ -87,6 +92,10 @@ class Catalog(Wire):
     )
     public_key: str | None = Field(default=None, description="node Ed25519 public key, hex")
     software_version: str | None = None
+    consent_tiers: dict[str, int | str] | None = Field(
+        default=None,
+        description="consent tier -> persons, rounded to 10 and disclosure-controlled",
+    )
 
 
 class NodeView(Wire):
@@ -101,6 +110,7 @@ class NodeView(Wire):
 
 
 class Me(Wire):
+    id: int
     name: str
     kind: PrincipalKind
     role: Role | None = None
@@ -181,6 +191,17 @@ class TaskAssignment(Wire):
     purpose: str
     min_cell_size: int = Field(default=10, ge=5)
     consumer: str
+    consumer_org: str = ""
+    submitted_at: datetime | None = None
+    approvals: list[dict[str, Any]] = Field(
+        default_factory=list, description="governance.engine.Approval records for this node"
+    )
+    policy_version: int | None = Field(
+        default=None, description="version of the node policy the hub pre-checked against"
+    )
+    hub_signature: str | None = Field(
+        default=None, description="hub Ed25519 signature over every other field (hex)"
+    )
 
 
 class TaskMetrics(Wire):

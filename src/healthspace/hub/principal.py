@@ -26,4 +26,4 @@ class Principal:
         return self.role is not None and self.role in roles
 
     def me(self) -> Me:
-        return Me(name=self.name, kind=self.kind, role=self.role, org=self.org)
+        return Me(id=self.id, name=self.name, kind=self.kind, role=self.role, org=self.org)

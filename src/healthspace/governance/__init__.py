@@ -1,0 +1,1 @@
+"""Governance: usage policies and the pure policy engine, consent tiers, approvals."""

@@ -1,0 +1,167 @@
+"""Usage policies: one per dataset, ODRL-inspired, authored by the data holder.
+
+The node's policy file is authoritative; the hub keeps the node's signed, published copy for
+pre-checks. The decision logic lives in :mod:`healthspace.governance.engine`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from healthspace.core.errors import InvalidInput, invalid_from_validation
+
+MIN_CELL_FLOOR = 5
+
+
+class Level(StrEnum):
+    """Classification level of a dataset."""
+
+    L1 = "L1"  # public / aggregate
+    L2 = "L2"  # internal
+    L3 = "L3"  # sensitive
+
+
+class Purpose(StrEnum):
+    RESEARCH = "research"
+    PUBLIC_HEALTH = "public_health"
+    DRUG_DEVELOPMENT = "drug_development"
+    PAYER_POLICY = "payer_policy"
+    COMMERCIAL_INSURANCE = "commercial_insurance"
+    CLINICAL_CARE = "clinical_care"
+
+
+class ApprovalMode(StrEnum):
+    AUTO = "auto"
+    SINGLE = "single"  # one data-steward approval
+    TWO_LEVEL = "two_level"  # data-steward approval plus an ethics-committee (IRB) reference
+
+
+class ConsentTier(StrEnum):
+    OPEN = "open"  # every purpose
+    RESEARCH_ONLY = "research_only"  # research and public_health only
+    WITHHELD = "withheld"  # none
+
+
+DEFAULT_APPROVAL = {Level.L1: ApprovalMode.AUTO, Level.L2: ApprovalMode.SINGLE,
+                    Level.L3: ApprovalMode.TWO_LEVEL}
+
+
+class UsagePolicy(BaseModel):
+    """A dataset's usage policy. Unknown keys are errors; omitted keys take documented defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(default="cdm", min_length=1, max_length=64)
+    version: int = Field(default=1, ge=1, description="bumped by the data holder on change")
+    level: Level = Level.L2
+    allowed_purposes: list[Purpose] = Field(
+        default_factory=lambda: [Purpose.RESEARCH, Purpose.PUBLIC_HEALTH],
+        description="purposes a study may declare",
+    )
+    allowed_analyses: list[str] | None = Field(
+        default=None, description="catalogue analyses allowed; null = every vetted analysis"
+    )
+    min_cell_size: int = Field(default=10, ge=MIN_CELL_FLOOR)
+    approval_mode: ApprovalMode | None = Field(
+        default=None, description="null = the level's default: L1 auto, L2 single, L3 two_level"
+    )
+    approval_ttl_days: int = Field(default=14, ge=1, le=365,
+                                   description="pending approvals expire after this")
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    consumer_allow: list[str] | None = Field(
+        default=None, description="consumer user or organisation names; null = anyone"
+    )
+    consumer_deny: list[str] = Field(default_factory=list)
+    rate_limit_per_day: int | None = Field(default=None, ge=1,
+                                           description="studies per consumer per UTC day")
+    consent_default_tier: ConsentTier = ConsentTier.OPEN
+    # Reserved for later issues; accepted and carried, not yet enforced.
+    dp_budget: dict[str, Any] | None = None
+    prices: dict[str, Any] | None = None
+    sla: dict[str, Any] | None = None
+
+    @field_validator("valid_from", "valid_until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A naive time means UTC; mixing naive and aware would make comparisons raise.
+        return as_utc(value) if value is not None else None
+
+    @field_validator("allowed_purposes", "allowed_analyses")
+    @classmethod
+    def _no_duplicates(cls, value: list[Any] | None) -> list[Any] | None:
+        seen: set[str] = set()
+        for i, item in enumerate(value or []):
+            if str(item) in seen:
+                raise ValueError(f"duplicate entry {str(item)!r} at index {i}")
+            seen.add(str(item))
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UsagePolicy:
+        if self.valid_from and self.valid_until and self.valid_from >= self.valid_until:
+            raise ValueError("valid_from must be before valid_until")
+        if not self.allowed_purposes:
+            raise ValueError("allowed_purposes must not be empty")
+        return self
+
+    @property
+    def effective_approval(self) -> ApprovalMode:
+        return self.approval_mode or DEFAULT_APPROVAL[self.level]
+
+
+def as_utc(value: datetime) -> datetime:
+    """The same instant as a timezone-aware UTC datetime; a naive value is taken to be UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def load_policy(source: str | Path | dict[str, Any] | UsagePolicy) -> UsagePolicy:
+    """Parse a usage policy from a dict, JSON/YAML text or a .json/.yaml/.yml file path.
+
+    Errors are :class:`InvalidInput` naming the offending field, e.g. ``policy.min_cell_size``.
+    """
+    if isinstance(source, UsagePolicy):
+        return source
+    data: Any = source
+    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidInput(f"no such policy file: {path}", field="policy")
+        data = _parse_text(path.read_text(encoding="utf-8"))
+    elif isinstance(source, str):
+        data = _parse_text(source)
+    if data is None:
+        data = {}  # an empty file: every field takes its default
+    if not isinstance(data, dict):
+        raise InvalidInput("a usage policy must be an object", field="policy")
+    try:
+        return UsagePolicy.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_from_validation(exc, prefix=("policy",)) from exc
+
+
+def _looks_like_path(text: str) -> bool:
+    text = text.strip()
+    if not text or "\n" in text or text[0] in "{[" or len(text) > 4096:
+        return False
+    return text.lower().endswith((".json", ".yaml", ".yml")) or Path(text).is_file()
+
+
+def _parse_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    except RecursionError as exc:
+        raise InvalidInput("the policy is nested too deeply", field="policy") from exc
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise InvalidInput(f"not valid JSON or YAML: {exc}", field="policy") from exc

@@ -1,0 +1,1 @@
+"""Tamper-evident audit ledger: hash-chained entries, signed RFC 6962 Merkle checkpoints, verify."""
