@@ -14,11 +14,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from healthspace.cdm.store import state_path
 from healthspace.client.sdk import HubClient
 from healthspace.core.errors import Conflict, HealthspaceError
+from healthspace.governance.policy import load_policy
+from healthspace.node.state import NodeState
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -130,10 +134,18 @@ class LocalFederation:
             op.add_org(name, kind)
 
     def add_node(self, name: str, org: str, store: Path, *, start: bool = True,
-                 min_cell_size: int = 10) -> NodeProcess:
-        """Enrol a node for an already-ingested store and (by default) start its agent."""
+                 min_cell_size: int = 10, policy: dict[str, Any] | None = None
+                 ) -> NodeProcess:
+        """Enrol a node for an already-ingested store and (by default) start its agent.
+
+        The node's state (and key) is created first, so its public key is registered at
+        enrolment; ``policy`` becomes the node's authoritative usage policy.
+        """
+        state = NodeState.init(state_path(Path(store)))
+        if policy is not None:
+            state.set_policy(load_policy(policy))
         with self.operator() as op:
-            token = op.enroll_node(name, org).token
+            token = op.enroll_node(name, org, state.public_key_hex()).token
         node = NodeProcess(name=name, org=org, store=Path(store), token=token)
         self.nodes[name] = node
         if start:

@@ -8,6 +8,7 @@ round after round, as the hub would.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,64 @@ from healthspace.analyses.base import Final
 from healthspace.analyses.execute import run_local
 from healthspace.cdm.ingest import load_into
 from healthspace.cdm.store import create_schema
+from healthspace.core.clock import SystemClock
 from healthspace.core.errors import InvalidInput
+from healthspace.governance.consent import ConsentRecord, read_consent_csv
+from healthspace.governance.consent_filter import ConsentFilter
+from healthspace.governance.engine import (
+    Approval,
+    ApprovalStep,
+    DecisionContext,
+    Outcome,
+    StudyRequest,
+    decide,
+)
+from healthspace.governance.policy import UsagePolicy, load_policy
 
 
-def load_site(directory: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory CDM store loaded from one OMOP CSV folder."""
-    if not Path(directory).is_dir():
+@dataclass
+class Site:
+    """One simulated node: its CDM connection, its policy and its patients' consent."""
+
+    con: duckdb.DuckDBPyConnection
+    policy: UsagePolicy = field(default_factory=UsagePolicy)
+    consent: list[ConsentRecord] = field(default_factory=list)
+
+
+def load_site(directory: Path) -> Site:
+    """An in-memory CDM store loaded from one OMOP CSV folder, with the folder's
+    ``policy.yaml`` (or ``policy.json``) and ``consent.csv`` when present."""
+    directory = Path(directory)
+    if not directory.is_dir():
         raise InvalidInput(f"site folder {directory} does not exist", field="site")
     con = duckdb.connect()
     create_schema(con)
-    load_into(con, Path(directory))
-    return con
+    load_into(con, directory)
+    site = Site(con)
+    for name in ("policy.yaml", "policy.yml", "policy.json"):
+        if (directory / name).exists():
+            site.policy = load_policy(directory / name)
+            break
+    if (directory / "consent.csv").exists():
+        site.consent = read_consent_csv(directory / "consent.csv")
+    return site
+
+
+def admit(site: Site, analysis: str, purpose: str, consumer: str = "simulation") -> str | None:
+    """The node's policy check in simulation; returns the refusal reason or None.
+
+    Approval steps are taken as granted (the researcher runs this on their own machine); every
+    other rule — purpose, analysis, consumer lists, validity window — applies as on a node.
+    """
+    now = SystemClock().now()
+    request = StudyRequest(analysis=analysis, purpose=purpose, consumer=consumer,
+                           consumer_org=consumer, submitted_at=now)
+    granted = [Approval(step=step, approved=True, by="simulation", at=now, ethics_ref="sim")
+               for step in ApprovalStep]
+    decision = decide(request, site.policy, DecisionContext(now=now, approvals=granted))
+    if decision.outcome == Outcome.DENY:
+        return "; ".join(r.message for r in decision.reasons)
+    return None
 
 
 def parse_site_args(values: list[str]) -> dict[str, Path]:
@@ -48,7 +96,7 @@ def parse_site_args(values: list[str]) -> dict[str, Path]:
 
 def simulate(
     analysis: str,
-    connections: Mapping[str, duckdb.DuckDBPyConnection],
+    sites: Mapping[str, Site],
     *,
     params: dict[str, Any] | None = None,
     cohort: dict[str, Any] | None = None,
@@ -56,9 +104,15 @@ def simulate(
     purpose: str = "research",
     on_round: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``analysis`` over already-loaded site connections and return the final result."""
+    """Run ``analysis`` over loaded sites as nodes would: policy check, consent, rounds."""
     impl = registry.get(analysis)
     parsed = impl.parse_params(params)
+    refused = {name: why for name, site in sites.items()
+               if (why := admit(site, analysis, purpose)) is not None}
+    active = {name: site for name, site in sites.items() if name not in refused}
+    # Consent is snapshotted once, at the first round, as a node does for a study.
+    filters = {name: ConsentFilter.build(site.consent, site.policy.consent_default_tier, purpose)
+               for name, site in active.items()}
     state: dict[str, Any] = {}
     round_input: dict[str, Any] | None = None
     for round_no in range(1, impl.max_rounds + 1):
@@ -66,20 +120,24 @@ def simulate(
             on_round(round_no)
         partials = {
             name: run_local(
-                con,
+                site.con,
                 site=name,
                 analysis=analysis,
                 params=params,
                 cohort=cohort,
                 round_input=round_input,
-                min_cell_size=min_cell_size,
+                min_cell_size=max(min_cell_size, site.policy.min_cell_size),
                 purpose=purpose,
+                consent=filters[name],
             ).partial
-            for name, con in connections.items()
+            for name, site in active.items()
         }
         outcome = impl.combine(partials, parsed, state, round_no)
         if isinstance(outcome, Final):
-            return outcome.result
+            result = dict(outcome.result)
+            if refused:
+                result["refused"] = refused
+            return result
         state, round_input = outcome.state, outcome.round_input
     raise InvalidInput(f"{analysis} did not finish within {impl.max_rounds} rounds")
 
@@ -87,9 +145,9 @@ def simulate(
 def simulate_dirs(
     analysis: str, sites: Mapping[str, Path], **kwargs: Any
 ) -> dict[str, Any]:
-    connections = {name: load_site(path) for name, path in sites.items()}
+    loaded = {name: load_site(path) for name, path in sites.items()}
     try:
-        return simulate(analysis, connections, **kwargs)
+        return simulate(analysis, loaded, **kwargs)
     finally:
-        for con in connections.values():
-            con.close()
+        for site in loaded.values():
+            site.con.close()

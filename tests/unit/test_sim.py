@@ -46,3 +46,37 @@ def test_site_arguments_are_validated():
     for bad in (["a"], ["=x"], ["a=/x", "a=/y"], []):
         with pytest.raises(InvalidInput):
             parse_site_args(bad)
+
+
+def test_sim_applies_site_policy_and_consent_like_a_node(synth_dir, tmp_path, capsys):
+    import shutil
+
+    site = tmp_path / "h2"
+    shutil.copytree(synth_dir / "hospital_2", site)
+    cohort = {"entry": {"condition": {"codes": ["ICD10:E11%"]}}}
+    base = simulate_dirs("cohort_count", {"h2": site}, cohort=cohort)["sites"]["h2"]
+    people = duckdb.connect().execute(f"""
+        SELECT DISTINCT p.person_source_value
+        FROM read_csv_auto('{site}/condition_occurrence.csv') c
+        JOIN read_csv_auto('{site}/person.csv') p USING (person_id)
+        WHERE c.condition_source_value LIKE 'E11%' ORDER BY 1 LIMIT 12""").fetchall()
+    lines = ["person_source_value,tier,purposes"]
+    lines += [f"{psv},withheld," for (psv,) in people[:5]]
+    lines += [f"{psv},research_only," for (psv,) in people[5:12]]
+    (site / "consent.csv").write_text("\n".join(lines) + "\n")
+    (site / "policy.yaml").write_text(
+        "level: L1\nallowed_purposes: [research, drug_development]\nmin_cell_size: 11\n")
+    research = simulate_dirs("cohort_count", {"h2": site}, cohort=cohort, purpose="research")
+    assert research["sites"]["h2"] == base - 5
+    assert research["min_cell_size"]["h2"] == 11
+    pharma = simulate_dirs("cohort_count", {"h2": site}, cohort=cohort,
+                           purpose="drug_development")
+    assert pharma["sites"]["h2"] == base - 12
+    insurer = simulate_dirs("cohort_count", {"h2": site}, cohort=cohort,
+                            purpose="commercial_insurance")
+    assert insurer["sites"] == {} and "commercial_insurance" in insurer["refused"]["h2"]
+    cfile = tmp_path / "c.json"
+    cfile.write_text(json.dumps(cohort))
+    assert run(["sim", "count", f"--site=h2={site}", "--cohort", str(cfile), "--purpose",
+                "drug_development", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == base - 12

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from healthspace.core.clock import Clock, SystemClock
 from healthspace.core.errors import invalid_from_validation
+from healthspace.governance.consent_filter import ConsentFilter
 
 MIN_CELL_FLOOR = 5
 DEFAULT_MIN_CELL = 10
@@ -39,20 +40,54 @@ class LocalContext:
     cohort: Any = None  # healthspace.cohort.models.CohortDefinition | None
     purpose: str = "research"
     clock: Clock = field(default_factory=SystemClock)
+    consent: ConsentFilter | None = None
     records_used: int = 0
 
     def __post_init__(self) -> None:
         # The node never releases below the floor, whatever a task asks for.
         self.min_cell_size = max(int(self.min_cell_size), MIN_CELL_FLOOR)
+        if self.consent is not None and not self.consent.is_noop:
+            # Session-local temp tables: the CDM store itself stays read-only.
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE _consent_flip_psv AS "
+                "SELECT unnest(CAST(? AS VARCHAR[])) AS v",
+                [sorted(self.consent.flip_source_values)],
+            )
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE _consent_flip_pid AS "
+                "SELECT unnest(CAST(? AS BIGINT[])) AS v",
+                [sorted(self.consent.flip_person_ids)],
+            )
+
+    def consented_persons_sql(self) -> str:
+        """SQL selecting ``person_id`` of every person whose consent permits this purpose."""
+        if self.consent is None or self.consent.is_noop:
+            return "SELECT person_id FROM person"
+        flipped = (
+            "(p.person_source_value IN (SELECT v FROM _consent_flip_psv) "
+            "OR p.person_id IN (SELECT v FROM _consent_flip_pid))"
+        )
+        keep = f"NOT {flipped}" if self.consent.default_permits else flipped
+        return f"SELECT p.person_id FROM person p WHERE {keep}"
 
     def cohort_persons_sql(self) -> tuple[str, list[Any]]:
-        """SQL (and parameters) yielding ``person_id, index_date`` for the task's cohort."""
+        """SQL (and parameters) yielding ``person_id, index_date`` for the task's cohort.
+
+        Persons whose consent does not permit the study's purpose are left out here, so every
+        analysis built on the cohort honours consent without doing anything itself.
+        """
         from healthspace.cohort.compiler import compile_cohort
 
         if self.cohort is None:
             raise ValueError("this analysis needs a cohort")
         compiled = compile_cohort(self.cohort, dialect="duckdb")
-        return compiled.sql, list(compiled.params)
+        if self.consent is None or self.consent.is_noop:
+            return compiled.sql, list(compiled.params)
+        sql = (
+            f"SELECT c.person_id, c.index_date FROM ({compiled.sql}) c "
+            f"WHERE c.person_id IN ({self.consented_persons_sql()})"
+        )
+        return sql, list(compiled.params)
 
 
 @dataclass(frozen=True)

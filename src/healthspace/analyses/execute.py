@@ -12,6 +12,7 @@ import duckdb
 from healthspace.analyses import registry
 from healthspace.analyses.base import LocalContext
 from healthspace.core.clock import Clock, SystemClock
+from healthspace.governance.consent_filter import ConsentFilter
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ def run_local(
     min_cell_size: int = 10,
     purpose: str = "research",
     clock: Clock | None = None,
+    consent: ConsentFilter | None = None,
 ) -> LocalRun:
     """Validate the request as a node must (never trusting the sender) and run ``local``."""
     from healthspace.cohort.models import load_cohort
@@ -51,6 +53,7 @@ def run_local(
         cohort=definition,
         purpose=purpose,
         clock=clock or SystemClock(),
+        consent=consent,
     )
     started = time.perf_counter()
     partial = impl.local(ctx, parsed, round_input)

@@ -14,6 +14,10 @@ from healthspace.cli.output import emit_json, err, out, progress_bar, setup_logg
 from healthspace.core.errors import InvalidInput
 
 app = typer.Typer(help="Run a node at a data holder: store, state, agent.", no_args_is_help=True)
+policy_app = typer.Typer(help="The node's usage policy (authoritative).", no_args_is_help=True)
+consent_app = typer.Typer(help="Patient consent kept at the node.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(consent_app, name="consent")
 
 StoreOpt = Annotated[Path, typer.Option("--store", help="The node's DuckDB CDM store file.")]
 
@@ -75,12 +79,19 @@ def serve(
     store: StoreOpt,
     hub: HubOpt = None,
     token: TokenOpt = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Usage policy file (YAML/JSON); stored in the state.")
+    ] = None,
+    hub_key: Annotated[
+        str | None, typer.Option(help="Pin this hub public key (hex) instead of first use.")
+    ] = None,
     poll_wait: Annotated[float, typer.Option(help="Long-poll seconds per request.")] = 20.0,
     min_cell_size: Annotated[int, typer.Option(help="This node's own minimum cell size.")] = 10,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
     """Poll the hub (outbound only) and run approved tasks until interrupted."""
     from healthspace.client.config import resolve
+    from healthspace.governance.policy import load_policy
     from healthspace.node.agent import NodeAgent
     from healthspace.node.state import NodeState
 
@@ -91,9 +102,11 @@ def serve(
         raise InvalidInput(f"store {store} does not exist; run 'node ingest' first", field="store")
     conn = resolve(hub, token)
     state = NodeState.init(_state_path(store))
-    with client(conn.hub, conn.token) as c:
-        name = c.me().name
-    agent = NodeAgent(hub=conn.hub, token=conn.token, store=store, state=state, site=name,
+    if policy is not None:
+        state.set_policy(load_policy(policy))
+    if hub_key is not None:
+        state.pin_hub_key(hub_key.strip().lower())
+    agent = NodeAgent(hub=conn.hub, token=conn.token, store=store, state=state,
                       poll_wait=poll_wait, min_cell_size=min_cell_size)
     try:
         agent.run_forever()
@@ -101,15 +114,39 @@ def serve(
         logging.getLogger("healthspace.node").info("stopped")
 
 
+@app.command("rotate-key")
+def rotate_key(
+    store: StoreOpt, hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Replace the node's signing key; the old key vouches for the new one at the hub."""
+    from healthspace.core.envelope import seal
+    from healthspace.node.state import NodeState
+
+    state = NodeState.open(_state_path(store))
+    old = state.signing_key()
+    with client(hub, token) as c:
+        node_id = c.me().id
+        statement = state.rotate_key()
+        envelope = seal("key.rotate", statement, old, node_id=node_id, clock=state.clock)
+        c.rotate_node_key(envelope)
+    if json_out:
+        emit_json(statement)
+    else:
+        out.print(f"new node key {statement['new_key']} registered at the hub", highlight=False)
+
+
 @app.command("enroll")
 def enroll(
     name: str,
     org: Annotated[str, typer.Option(help="The data holder organisation.")],
+    public_key: Annotated[
+        str | None, typer.Option(help="The node's public key, as 'node init' printed it.")
+    ] = None,
     hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Enrol a node at the hub (operator or the org's admin); prints the node's token."""
     with client(hub, token) as c:
-        node = c.enroll_node(name, org)
+        node = c.enroll_node(name, org, public_key)
     if json_out:
         emit_json(node.model_dump(mode="json"))
         return
@@ -145,3 +182,81 @@ def show_catalog(store: StoreOpt) -> None:
         emit_json(catalog(con).model_dump(mode="json"))
     finally:
         con.close()
+
+
+@policy_app.command("set")
+def policy_set(file: Annotated[Path, typer.Argument(help="Policy file (YAML/JSON).")],
+               store: StoreOpt) -> None:
+    """Store a new usage policy; a running agent publishes it (signed) on its next cycle."""
+    from healthspace.governance.policy import load_policy
+    from healthspace.node.state import NodeState
+
+    state = NodeState.init(_state_path(store))
+    changed = state.set_policy(load_policy(file))
+    out.print("policy stored" if changed else "policy unchanged")
+
+
+@policy_app.command("show")
+def policy_show(store: StoreOpt) -> None:
+    """Print the policy in force (the defaults when none was set), as JSON."""
+    from healthspace.node.state import NodeState
+
+    emit_json(NodeState.open(_state_path(store)).policy().model_dump(mode="json"))
+
+
+@consent_app.command("import")
+def consent_import(file: Annotated[Path, typer.Argument(help="consent.csv")],
+                   store: StoreOpt) -> None:
+    """Import consent records (person_source_value|person_id, tier, purposes, updated_at)."""
+    from healthspace.node import consent
+    from healthspace.node.state import NodeState
+
+    n = consent.import_csv(NodeState.init(_state_path(store)), file)
+    out.print(f"{n:,} consent records imported; effective for the next computation")
+
+
+@consent_app.command("set")
+def consent_set(
+    store: StoreOpt,
+    tier: Annotated[str, typer.Option(help="open | research_only | withheld")],
+    person_source_value: Annotated[str | None, typer.Option(help="Network pseudonym.")] = None,
+    person_id: Annotated[int | None, typer.Option(help="This site's person_id.")] = None,
+    purposes: Annotated[str | None, typer.Option(help="';'-separated purposes.")] = None,
+) -> None:
+    """Record one person's consent (e.g. a withdrawal), effective for the next computation."""
+    from pydantic import ValidationError
+
+    from healthspace.core.errors import invalid_from_validation
+    from healthspace.governance.consent import ConsentRecord, parse_purposes
+    from healthspace.node import consent
+    from healthspace.node.state import NodeState
+
+    try:
+        parsed = parse_purposes(purposes)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="purposes") from exc
+    try:
+        record = ConsentRecord(person_source_value=person_source_value, person_id=person_id,
+                               tier=tier, purposes=parsed)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise invalid_from_validation(exc) from exc
+    consent.upsert(NodeState.init(_state_path(store)), [record])
+    out.print("consent recorded")
+
+
+@consent_app.command("show")
+def consent_show(store: StoreOpt, json_out: JsonOpt = False) -> None:
+    """Consent records per tier (persons without a record follow the policy default)."""
+    from healthspace.node import consent
+    from healthspace.node.state import NodeState
+
+    state = NodeState.open(_state_path(store))
+    counts = consent.tier_counts(state)
+    default = state.policy().consent_default_tier.value
+    if json_out:
+        emit_json({"tiers": counts, "default_tier": default})
+        return
+    table = Table("tier", "records", title=f"consent (default tier: {default})")
+    for tier, n in counts.items():
+        table.add_row(tier, f"{n:,}")
+    out.print(table)

@@ -25,6 +25,9 @@ def count(
     cohort: Annotated[Path, typer.Option("--cohort", help="Cohort definition (JSON or YAML).")],
     min_cell_size: Annotated[int, typer.Option(help="Minimum cell size (≥ 5).")] = 10,
     breakdown: Annotated[bool, typer.Option(help="Include the age × sex breakdown.")] = True,
+    purpose: Annotated[str, typer.Option(help="The study's purpose (policy and consent).")] = (
+        "research"
+    ),
     json_out: JsonOpt = False,
 ) -> None:
     """Cohort counts per site and in total, with the nodes' disclosure rules."""
@@ -42,11 +45,13 @@ def count(
         err.print(f"loading {len(sites)} site(s) and counting…")
     result = simulate_dirs(
         "cohort_count", sites, params={"breakdown": breakdown}, cohort=definition,
-        min_cell_size=min_cell_size,
+        min_cell_size=min_cell_size, purpose=purpose,
     )
     if json_out:
         emit_json(result)
         return
     out.print(count_table(result, title="cohort counts (simulation)"))
+    for name, why in result.get("refused", {}).items():
+        err.print(f"{name} refused: {why}", highlight=False)
     for name, cells in result.get("breakdown", {}).items():
         out.print(breakdown_table(name, cells))

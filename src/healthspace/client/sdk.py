@@ -8,8 +8,8 @@ from typing import Any
 
 from healthspace.client.http import Http
 from healthspace.core.enums import StudyStatus
+from healthspace.core.envelope import Envelope
 from healthspace.core.models import (
-    Catalog,
     Me,
     NodeEnrolled,
     NodeView,
@@ -18,7 +18,6 @@ from healthspace.core.models import (
     StudyView,
     TaskAck,
     TaskAssignment,
-    TaskResult,
     TokenView,
     UserView,
 )
@@ -66,8 +65,8 @@ class HubClient:
             self.http.request("POST", f"{API}/tokens", json=body).json()
         )
 
-    def enroll_node(self, name: str, org: str) -> NodeEnrolled:
-        body = {"name": name, "org": org}
+    def enroll_node(self, name: str, org: str, public_key: str | None = None) -> NodeEnrolled:
+        body = {"name": name, "org": org, "public_key": public_key}
         return NodeEnrolled.model_validate(
             self.http.request("POST", f"{API}/nodes", json=body).json()
         )
@@ -123,11 +122,26 @@ class HubClient:
 
     # --- node side ------------------------------------------------------------------
 
-    def publish_catalog(self, catalog: Catalog) -> NodeView:
-        body = catalog.model_dump(mode="json")
+    def publish_catalog(self, envelope: Envelope) -> NodeView:
+        """Publish the node's catalog (an Envelope of kind ``catalog``)."""
+        body = envelope.model_dump(mode="json")
         return NodeView.model_validate(
             self.http.request("PUT", f"{API}/node/catalog", json=body).json()
         )
+
+    def publish_policy(self, envelope: Envelope) -> dict[str, Any]:
+        """Publish the node's usage policy (an Envelope of kind ``policy``)."""
+        body = envelope.model_dump(mode="json")
+        return dict(self.http.request("PUT", f"{API}/node/policy", json=body).json())
+
+    def rotate_node_key(self, envelope: Envelope) -> dict[str, Any]:
+        """Register a new node key (an Envelope of kind ``key.rotate`` signed by the old key)."""
+        body = envelope.model_dump(mode="json")
+        return dict(self.http.request("POST", f"{API}/node/key", json=body).json())
+
+    def hub_key(self) -> dict[str, Any]:
+        """The hub's current public key and its rotation statements, oldest first."""
+        return dict(self.http.request("GET", f"{API}/hub/key").json())
 
     def next_task(self, wait: float = 20.0) -> TaskAssignment | None:
         response = self.http.request(
@@ -137,8 +151,9 @@ class HubClient:
             return None
         return TaskAssignment.model_validate(response.json())
 
-    def post_result(self, task_id: int, result: TaskResult | dict[str, Any]) -> TaskAck:
-        body = result.model_dump(mode="json") if isinstance(result, TaskResult) else result
+    def post_result(self, task_id: int, envelope: Envelope) -> TaskAck:
+        """Post a signed result (an Envelope of kind ``task.result`` carrying a TaskResult)."""
+        body = envelope.model_dump(mode="json")
         response = self.http.request("POST", f"{API}/node/tasks/{task_id}/result", json=body)
         return TaskAck.model_validate(response.json())
 

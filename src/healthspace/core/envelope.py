@@ -38,7 +38,7 @@ class ReplayError(EnvelopeError):
 
 
 class Envelope(BaseModel):
-    """``{study_id, node_id, round, nonce, timestamp, payload_digest, payload, meter}`` + signature."""
+    """The spec's envelope fields plus kind, signer key id and Ed25519 signature."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from healthspace.governance.policy import ApprovalMode, Purpose, UsagePolicy, as_utc
 
@@ -61,7 +61,12 @@ class ApprovalStep(StrEnum):
 
 
 class Approval(BaseModel):
-    """One approver's decision on one study for one dataset."""
+    """One approver's decision on one study for one dataset.
+
+    An approved ethics step needs a non-empty ``ethics_ref``. The engine enforces that (the
+    approval does not count, reason ``ethics_reference_missing``) rather than the model, so a
+    stored record without one yields a clear reason instead of a validation crash.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -72,11 +77,10 @@ class Approval(BaseModel):
     comment: str | None = None
     ethics_ref: str | None = None
 
-    @model_validator(mode="after")
-    def _ethics_ref(self) -> Approval:
-        if self.step == ApprovalStep.ETHICS and self.approved and not _has_ref(self):
-            raise ValueError("an ethics approval must cite the committee's reference (ethics_ref)")
-        return self
+    @property
+    def counts(self) -> bool:
+        """Whether this approval satisfies its step (an ethics approval must cite a reference)."""
+        return self.approved and (self.step != ApprovalStep.ETHICS or _has_ref(self))
 
 
 class StudyRequest(BaseModel):
@@ -221,13 +225,11 @@ def _approval_progress(
     reasons: list[Reason] = []
     for step in approval_steps(mode):
         given = [a for a in approvals if a.step == step and a.approved]
-        if step == ApprovalStep.ETHICS:
-            if given and not any(_has_ref(a) for a in given):
-                reasons.append(Reason(code="ethics_reference_missing", field="approval_mode",
-                                      message="the ethics approval cites no committee reference"))
-            given = [a for a in given if _has_ref(a)]
-        if given:
+        if any(a.counts for a in given):
             continue
+        if given:  # approved, but an ethics approval without its committee reference
+            reasons.append(Reason(code="ethics_reference_missing", field="approval_mode",
+                                  message="the ethics approval cites no committee reference"))
         missing.append(step)
         if step == ApprovalStep.ETHICS:
             reasons.append(Reason(code="ethics_approval_required", field="approval_mode",

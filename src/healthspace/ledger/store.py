@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from healthspace.core.errors import HealthspaceError
+from healthspace.core.errors import Conflict
 from healthspace.ledger.checkpoint import Checkpoint
-from healthspace.ledger.entry import GENESIS_HASH, Entry, expected_hash
+from healthspace.ledger.entry import Entry, expected_hash
 
 
-class LedgerConflict(HealthspaceError):
+class LedgerConflict(Conflict):
     """An append that does not extend the current head (lost a race or forged)."""
 
 
@@ -18,7 +18,7 @@ class LedgerStore(Protocol):
     """Append-only storage of entries (in seq order, 1, 2, 3, …) and their checkpoints."""
 
     def append_entry(self, entry: Entry) -> None:
-        """Store ``entry`` if it is the next one (seq, prev_hash, hash) else raise LedgerConflict."""
+        """Store ``entry`` if it is the next (seq, prev_hash, hash), else raise LedgerConflict."""
         ...
 
     def append_many(self, entries: Iterable[Entry]) -> int:
@@ -56,9 +56,8 @@ def check_next(last_seq: int, last_hash: str, entry: Entry) -> None:
         raise LedgerConflict(f"entry seq {entry.seq} hash does not match its fields")
 
 
-def check_run(last: Entry | None, entries: Iterable[Entry]) -> list[Entry]:
-    """Check a run of entries extends ``last`` one by one; returns them as a list."""
-    seq, prev = (last.seq, last.hash) if last else (0, GENESIS_HASH)
+def check_run(seq: int, prev: str, entries: Iterable[Entry]) -> list[Entry]:
+    """Check a run of entries extends a head at (``seq``, ``prev``); returns them as a list."""
     run = []
     for entry in entries:
         check_next(seq, prev, entry)

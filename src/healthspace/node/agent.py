@@ -1,8 +1,8 @@
 """The node agent: long-polls the hub over outbound HTTP, runs tasks, delivers results.
 
-Results go to the state file's outbox before they are posted, and leave it only when the hub
-acknowledges them, so a hub restart (or a node restart) neither loses nor duplicates a result;
-the hub treats a repeated post as a no-op.
+Everything the node sends is a signed envelope. Results go to the state file's outbox before
+they are posted and leave it only when the hub acknowledges them, so a hub restart (or a node
+restart) neither loses nor duplicates a result; the hub treats a repeated post as a no-op.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from healthspace import __version__
 from healthspace.cdm.store import catalog, open_store
 from healthspace.client.http import HubUnavailable
 from healthspace.client.sdk import HubClient
+from healthspace.core.envelope import Envelope, EnvelopeError, seal, verify_rotation
 from healthspace.core.errors import HealthspaceError, Unauthorized
 from healthspace.core.models import Catalog, TaskAssignment
+from healthspace.node import consent
 from healthspace.node.runner import run_task
 from healthspace.node.state import NodeState
 
@@ -42,7 +45,7 @@ class Backoff:
 
 
 class NodeAgent:
-    """One node's loop: publish catalog, flush outbox, fetch a task, run it, repeat."""
+    """One node's loop: publish catalog and policy, flush outbox, fetch a task, run it."""
 
     def __init__(
         self,
@@ -51,19 +54,44 @@ class NodeAgent:
         token: str,
         store: Path,
         state: NodeState,
-        site: str,
         poll_wait: float = 20.0,
         min_cell_size: int = 10,
     ) -> None:
         self.client = HubClient(hub, token, timeout=poll_wait + 30)
         self.store = Path(store)
         self.state = state
-        self.site = site
         self.poll_wait = poll_wait
         self.min_cell_size = min_cell_size
         self.stop_event = threading.Event()
-        self._published_mtime: float | None = None
+        self._published: tuple[float, str] | None = None
         self._backoff = Backoff()
+        me = self.client.me()
+        self.node_id, self.site = me.id, me.name
+
+    # --- signing ----------------------------------------------------------------------
+
+    def seal(self, kind: str, payload: dict[str, Any], **ids: Any) -> Envelope:
+        return seal(kind, payload, self.state.signing_key(), node_id=self.node_id,
+                    clock=self.state.clock, **ids)
+
+    def pin_hub_key(self) -> None:
+        """Trust on first use, then follow only rotations the pinned key vouched for."""
+        info = self.client.hub_key()
+        pinned = self.state.pinned_hub_keys()
+        if not pinned:
+            first = info["rotations"][0]["old_key"] if info["rotations"] else info["public_key"]
+            self.state.pin_hub_key(first)
+            pinned = [first]
+        for statement in info["rotations"]:
+            if statement["old_key"] in pinned:
+                new = verify_rotation(statement)
+                self.state.pin_hub_key(new)
+                pinned.append(new)
+        if info["public_key"] not in pinned:
+            raise EnvelopeError("the hub's key is not vouched for by the pinned key",
+                                field="hub_key")
+
+    # --- publication ----------------------------------------------------------------
 
     def build_catalog(self) -> Catalog:
         con = open_store(self.store, read_only=True)
@@ -71,32 +99,43 @@ class NodeAgent:
             cat = catalog(con)
         finally:
             con.close()
-        return cat.model_copy(
-            update={"public_key": self.state.public_key_hex(), "software_version": __version__}
-        )
+        k = max(self.min_cell_size, self.state.policy().min_cell_size)
+        return cat.model_copy(update={
+            "public_key": self.state.public_key_hex(),
+            "software_version": __version__,
+            "consent_tiers": consent.published_tiers(self.state, k),
+        })
 
     def _publish_if_changed(self) -> None:
-        mtime = self.store.stat().st_mtime
-        if mtime != self._published_mtime:
-            self.client.publish_catalog(self.build_catalog())
-            self._published_mtime = mtime
-            log.info("catalog published")
+        policy = self.state.policy()
+        marker = (self.store.stat().st_mtime,
+                  policy.model_dump_json() + str(consent.tier_counts(self.state)))
+        if marker == self._published:
+            return
+        cat = self.build_catalog()
+        self.client.publish_catalog(self.seal("catalog", cat.model_dump(mode="json")))
+        self.client.publish_policy(self.seal("policy", {"policy": policy.model_dump(mode="json")}))
+        self._published = marker
+        log.info("catalog and policy v%s published", policy.version)
 
     def _flush_outbox(self) -> None:
         for task_id, body in self.state.pending_results():
-            ack = self.client.post_result(task_id, body)
+            envelope = self.seal("task.result", body["result"], study_id=body["study_id"],
+                                 round=body["round"])  # a fresh nonce on every attempt
+            ack = self.client.post_result(task_id, envelope)
             self.state.ack_result(task_id)
             log.info("result for task %s delivered (duplicate=%s)", task_id, ack.duplicate)
+
+    # --- work -----------------------------------------------------------------------
 
     def _handle(self, task: TaskAssignment) -> None:
         log.info("task %s: study %s round %s %s", task.task_id, task.study_id, task.round,
                  task.analysis)
-        stored = self.state.has_result(task.task_id)
-        if stored is None:
-            result = run_task(
-                self.store, task, site=self.site, min_cell_size=self.min_cell_size
-            )
-            body = result.model_dump(mode="json")
+        if self.state.has_result(task.task_id) is None:
+            result = run_task(self.store, task, site=self.site, state=self.state,
+                              min_cell_size=self.min_cell_size)
+            body = {"study_id": task.study_id, "round": task.round,
+                    "result": result.model_dump(mode="json")}
             self.state.put_result(task.task_id, task.study_id, task.round, body)
             self.state.log_run(
                 task_id=task.task_id, study_id=task.study_id, round=task.round,
@@ -107,8 +146,8 @@ class NodeAgent:
             log.info("task %s %s in %.3fs", task.task_id, result.status.value,
                      result.metrics.seconds)
         else:
-            # Redelivered after a restart: resend what was computed, do not compute twice.
-            self.state.put_result(task.task_id, task.study_id, task.round, stored)
+            # Redelivered after a restart: resend what was computed, never compute twice.
+            self.state.requeue_result(task.task_id)
         self._flush_outbox()
 
     def step(self) -> bool:
@@ -123,26 +162,27 @@ class NodeAgent:
 
     def run_forever(self) -> None:
         log.info("node %s polling %s", self.site, self.client.http.base_url)
+        self.pin_hub_key()
         while not self.stop_event.is_set():
             try:
                 self.step()
                 self._backoff.reset()
             except Unauthorized:
-                log.error("the hub rejected this node's token; stopping")
+                log.error("the hub rejected this node's token or signature; stopping")
                 raise
             except HubUnavailable as exc:
-                delay = self._backoff.next_delay()
-                log.warning("hub unavailable (%s); retrying in %.1fs", exc, delay)
-                self.stop_event.wait(delay)
+                self._wait(f"hub unavailable ({exc})")
             except HealthspaceError as exc:
-                delay = self._backoff.next_delay()
-                log.error("hub refused a request: %s; retrying in %.1fs", exc, delay)
-                self.stop_event.wait(delay)
+                self._wait(f"hub refused a request: {exc}")
             except Exception:  # keep serving: one bad cycle must not take the node down
-                delay = self._backoff.next_delay()
-                log.exception("node cycle failed; retrying in %.1fs", delay)
-                self.stop_event.wait(delay)
+                log.exception("node cycle failed")
+                self._wait("node cycle failed")
         self.client.close()
+
+    def _wait(self, why: str) -> None:
+        delay = self._backoff.next_delay()
+        log.warning("%s; retrying in %.1fs", why, delay)
+        self.stop_event.wait(delay)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -9,8 +9,14 @@ from healthspace.analyses.execute import run_local
 from healthspace.cdm.store import open_store
 from healthspace.core.clock import Clock
 from healthspace.core.enums import TaskStatus
+from healthspace.core.envelope import EnvelopeError
 from healthspace.core.errors import HealthspaceError, InvalidInput, Refused
 from healthspace.core.models import TaskAssignment, TaskMetrics, TaskResult
+from healthspace.governance.consent_filter import ConsentFilter
+from healthspace.governance.engine import Outcome
+from healthspace.node import consent
+from healthspace.node.guard import recheck
+from healthspace.node.state import NodeState
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +26,29 @@ def run_task(
     assignment: TaskAssignment,
     *,
     site: str,
+    state: NodeState | None = None,
     min_cell_size: int = 10,
     clock: Clock | None = None,
+    require_hub_signature: bool = True,
 ) -> TaskResult:
     """Never raises: a refusal or failure becomes a TaskResult the hub can report per node.
 
-    The node applies the stricter of its own minimum cell size and the task's.
+    With a ``state`` (always, in the agent), the node re-checks the task against its own
+    policy and applies its patient-consent filter. The minimum cell size is the strictest of
+    the node's own, its policy's and the task's.
     """
-    k = max(assignment.min_cell_size, min_cell_size)
     try:
+        consent_filter: ConsentFilter | None = None
+        k = max(assignment.min_cell_size, min_cell_size)
+        if state is not None:
+            policy = state.policy()
+            decision = recheck(assignment, policy, state, clock=clock,
+                               require_hub_signature=require_hub_signature)
+            if decision.outcome != Outcome.ALLOW:
+                reasons = "; ".join(r.message for r in decision.reasons)
+                raise Refused(f"refused by the node's policy: {reasons}")
+            k = max(k, policy.min_cell_size)
+            consent_filter = consent.build_filter(state, assignment.purpose, assignment.study_id)
         con = open_store(store, read_only=True)
         try:
             run = run_local(
@@ -41,10 +61,11 @@ def run_task(
                 min_cell_size=k,
                 purpose=assignment.purpose,
                 clock=clock,
+                consent=consent_filter,
             )
         finally:
             con.close()
-    except Refused as exc:
+    except (Refused, EnvelopeError) as exc:
         return TaskResult(status=TaskStatus.REFUSED, error=str(exc))
     except InvalidInput as exc:
         # The hub validated this request; a node that still finds it invalid refuses it.

@@ -19,6 +19,7 @@ from nacl.signing import SigningKey
 
 from healthspace.core.clock import Clock, SystemClock, iso
 from healthspace.core.errors import IngestError, InvalidInput
+from healthspace.governance.policy import UsagePolicy
 
 SCHEMA_VERSION = "1"
 
@@ -32,6 +33,19 @@ CREATE TABLE IF NOT EXISTS identity_vault (
 CREATE TABLE IF NOT EXISTS outbox (
   task_id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL, round INTEGER NOT NULL,
   body TEXT NOT NULL, created_at TEXT NOT NULL, acked_at TEXT);
+CREATE TABLE IF NOT EXISTS retired_keys (
+  public_key TEXT PRIMARY KEY, private_key TEXT NOT NULL, retired_at TEXT NOT NULL,
+  rotation TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hub_keys (
+  public_key TEXT PRIMARY KEY, pinned_at TEXT NOT NULL, retired_at TEXT);
+CREATE TABLE IF NOT EXISTS policy (
+  id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL, version INTEGER NOT NULL,
+  updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS consent (
+  person_key TEXT PRIMARY KEY, person_source_value TEXT, person_id INTEGER,
+  tier TEXT NOT NULL, purposes TEXT, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS consent_snapshots (
+  study_id INTEGER PRIMARY KEY, body TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER NOT NULL, study_id INTEGER NOT NULL,
   round INTEGER NOT NULL, analysis TEXT NOT NULL, consumer TEXT, purpose TEXT,
@@ -112,6 +126,68 @@ class NodeState:
     def public_key_hex(self) -> str:
         return self.signing_key().verify_key.encode().hex()
 
+    def rotate_key(self) -> dict[str, str]:
+        """Replace the signing key; the old key vouches for the new one (the statement)."""
+        from healthspace.core.envelope import rotation_statement
+
+        old = self.signing_key()
+        new = SigningKey.generate()
+        statement = rotation_statement(old, new, at=self.clock.now())
+        now = iso(self.clock.now())
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO retired_keys VALUES (?, ?, ?, ?)",
+                (old.verify_key.encode().hex(), old.encode().hex(), now, json.dumps(statement)),
+            )
+            db.execute(
+                "UPDATE keys SET private_key = ?, public_key = ?, created_at = ? "
+                "WHERE kind = 'ed25519'",
+                (new.encode().hex(), new.verify_key.encode().hex(), now),
+            )
+        return statement
+
+    def retired_signing_key(self, public_key: str) -> SigningKey | None:
+        with self.connect() as db:
+            row = db.execute(
+                "SELECT private_key FROM retired_keys WHERE public_key = ?", (public_key,)
+            ).fetchone()
+        return SigningKey(bytes.fromhex(row[0])) if row else None
+
+    # --- the hub's pinned keys ---------------------------------------------------------
+
+    def pinned_hub_keys(self) -> list[str]:
+        with self.connect() as db:
+            rows = db.execute("SELECT public_key FROM hub_keys ORDER BY pinned_at").fetchall()
+        return [r[0] for r in rows]
+
+    def pin_hub_key(self, public_key: str) -> None:
+        with self.connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO hub_keys(public_key, pinned_at) VALUES (?, ?)",
+                (public_key, iso(self.clock.now())),
+            )
+
+    # --- the node's usage policy (authoritative) ----------------------------------------
+
+    def policy(self) -> UsagePolicy:
+        """The stored policy, or the documented defaults when none was set."""
+        with self.connect() as db:
+            row = db.execute("SELECT body FROM policy WHERE id = 1").fetchone()
+        return UsagePolicy.model_validate_json(row[0]) if row else UsagePolicy()
+
+    def set_policy(self, policy: UsagePolicy) -> bool:
+        """Store ``policy``; returns False when it equals the stored one."""
+        body = policy.model_dump_json()
+        with self.connect() as db:
+            row = db.execute("SELECT body FROM policy WHERE id = 1").fetchone()
+            if row and row[0] == body:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO policy VALUES (1, ?, ?, ?)",
+                (body, policy.version, iso(self.clock.now())),
+            )
+        return True
+
     # --- identity vault -------------------------------------------------------------
 
     def load_identity(self, csv_path: Path) -> int:
@@ -170,6 +246,11 @@ class NodeState:
             db.execute(
                 "UPDATE outbox SET acked_at = ? WHERE task_id = ?", (iso(self.clock.now()), task_id)
             )
+
+    def requeue_result(self, task_id: int) -> None:
+        """Mark a stored result as not yet acknowledged, so the outbox sends it again."""
+        with self.connect() as db:
+            db.execute("UPDATE outbox SET acked_at = NULL WHERE task_id = ?", (task_id,))
 
     def has_result(self, task_id: int) -> dict[str, Any] | None:
         with self.connect() as db:

@@ -138,7 +138,8 @@ def test_missing_file_is_invalid_input(tmp_path: Path) -> None:
 
 
 def test_naive_times_are_utc_and_mix_with_aware() -> None:
-    p = load_policy({"valid_from": "2025-01-01T00:00:00", "valid_until": "2025-06-01T08:00:00+08:00"})
+    p = load_policy({"valid_from": "2025-01-01T00:00:00",
+                     "valid_until": "2025-06-01T08:00:00+08:00"})
     assert p.valid_from == datetime(2025, 1, 1, tzinfo=UTC)
     assert p.valid_from is not None and p.valid_from.tzinfo is not None
     assert p.valid_until == datetime(2025, 6, 1, tzinfo=UTC)
@@ -152,4 +153,4 @@ def test_yaml_dates_mean_midnight_utc() -> None:
 
 def test_policy_is_frozen() -> None:
     with pytest.raises(ValueError):
-        UsagePolicy().min_cell_size = 5  # type: ignore[misc]
+        UsagePolicy().min_cell_size = 5

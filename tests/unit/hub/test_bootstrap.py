@@ -19,7 +19,8 @@ from healthspace.hub.db.session import make_engine, make_sessionmaker, upgrade
 
 def test_init_returns_a_working_operator_token(hub: Hub) -> None:
     me = hub.ok("GET", "/me", hub.operator)
-    assert me == {"id": 1, "name": "operator", "kind": "user", "role": "operator", "org": "operator"}
+    assert me == {"id": 1, "name": "operator", "kind": "user", "role": "operator",
+                  "org": "operator"}
     token = hub.operator["Authorization"].removeprefix("Bearer ")
     assert token.startswith("hs_") and len(token) > 40
 

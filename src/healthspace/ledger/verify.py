@@ -1,0 +1,124 @@
+"""Full ledger verification in one streaming pass: hash chain, Merkle roots, signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from healthspace.ledger.checkpoint import Checkpoint, verify_checkpoint
+from healthspace.ledger.entry import GENESIS_HASH, entry_hash
+from healthspace.ledger.merkle import Frontier
+from healthspace.ledger.store import LedgerStore
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome; ``warning`` (e.g. an unsigned tail) never makes ``ok`` false."""
+
+    ok: bool
+    entries: int
+    checkpoints: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    bad_checkpoint: int | None = None
+    warning: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Bad(Exception):
+    def __init__(self, seq: int, problem: str, checkpoint: int | None = None) -> None:
+        super().__init__(problem)
+        self.seq, self.problem, self.checkpoint = seq, problem, checkpoint
+
+
+def _static_checks(
+    cps: list[Checkpoint], trusted_keys: Collection[str], ledger_id: str | None
+) -> dict[int, str]:
+    """Signature and identity problems of each checkpoint, keyed by its size."""
+    owner = ledger_id if ledger_id is not None else (cps[0].ledger_id if cps else None)
+    problems: dict[int, str] = {}
+    for cp in cps:
+        reason = verify_checkpoint(cp, trusted_keys)
+        if reason is None and cp.ledger_id != owner:
+            reason = f"checkpoint at size {cp.size} is for ledger {cp.ledger_id!r}, not {owner!r}"
+        if reason is not None and cp.size not in problems:
+            problems[cp.size] = reason
+    return problems
+
+
+def _check_roots(cps: list[Checkpoint], root: bytes, good_size: int) -> None:
+    hex_root = root.hex()
+    for cp in cps:
+        if cp.root.lower() != hex_root:
+            raise _Bad(
+                good_size + 1,
+                f"checkpoint at size {cp.size}: Merkle root does not match entries 1..{cp.size}",
+                cp.size,
+            )
+
+
+def _scan(store: LedgerStore, by_size: dict[int, list[Checkpoint]], sig: dict[int, str]) -> int:
+    """Walk every entry once; raise _Bad at the first problem; return the head seq."""
+    frontier = Frontier()
+    good = 0  # size of the last checkpoint verified so far
+
+    def at_checkpoint(size: int) -> None:
+        nonlocal good
+        if size in sig:
+            raise _Bad(good + 1, sig[size], size)
+        _check_roots(by_size[size], frontier.root(), good)
+        good = size
+
+    if 0 in by_size:
+        at_checkpoint(0)
+    seq, prev, prev2 = 0, GENESIS_HASH, ""
+    for e in store.entries():
+        seq += 1
+        if e.seq != seq:
+            raise _Bad(seq, f"entry {seq} is missing (next stored entry is {e.seq})")
+        if e.prev_hash != prev:
+            if e.prev_hash == prev2:  # links over its predecessor: that one was slipped in
+                raise _Bad(seq - 1, f"entry {seq - 1} was inserted: entry {seq} links to "
+                                    f"entry {seq - 2}")
+            raise _Bad(seq, f"entry {seq}: prev_hash does not match entry {seq - 1}'s hash "
+                            "(reordered, deleted or inserted)")
+        h = entry_hash(seq, e.time, e.actor, e.action, e.subject, e.payload_digest, prev)
+        if h != e.hash:
+            raise _Bad(seq, f"entry {seq}: hash does not match its fields (edited)")
+        frontier.append(bytes.fromhex(h))
+        if seq in by_size:
+            at_checkpoint(seq)
+        prev, prev2 = h, prev
+    beyond = [size for size in by_size if size > seq]
+    if beyond:
+        raise _Bad(seq + 1, f"truncated: checkpoint at size {max(beyond)} but only {seq} entries",
+                   max(beyond))
+    return seq
+
+
+def verify(
+    store: LedgerStore,
+    trusted_keys: Collection[str],
+    *,
+    ledger_id: str | None = None,
+    extra_checkpoints: Iterable[Checkpoint] = (),
+) -> VerifyReport:
+    """Verify everything in ``store``; ``extra_checkpoints`` (e.g. copies published to the hub)
+    are held to the same entries, which catches truncation of entries and checkpoints together."""
+    cps = sorted([*store.checkpoints(), *extra_checkpoints], key=lambda cp: cp.size)
+    by_size: dict[int, list[Checkpoint]] = {}
+    for cp in cps:
+        by_size.setdefault(cp.size, []).append(cp)
+    sig = _static_checks(cps, trusted_keys, ledger_id)
+    try:
+        head = _scan(store, by_size, sig)
+    except _Bad as bad:
+        return VerifyReport(False, store.count(), len(cps), bad.seq, bad.problem, bad.checkpoint)
+    covered = cps[-1].size if cps else 0
+    warning = None
+    if covered < head:
+        warning = f"head not checkpointed: entries {covered + 1}..{head} are only hash-chained"
+    return VerifyReport(True, head, len(cps), warning=warning)
