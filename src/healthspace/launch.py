@@ -22,6 +22,7 @@ from healthspace.cdm.store import state_path
 from healthspace.client.sdk import HubClient
 from healthspace.core.errors import Conflict, HealthspaceError
 from healthspace.governance.policy import load_policy
+from healthspace.node import audit
 from healthspace.node.state import NodeState
 
 
@@ -143,7 +144,7 @@ class LocalFederation:
         """
         state = NodeState.init(state_path(Path(store)))
         if policy is not None:
-            state.set_policy(load_policy(policy))
+            audit.set_policy(state, load_policy(policy))
         with self.operator() as op:
             token = op.enroll_node(name, org, state.public_key_hex()).token
         node = NodeProcess(name=name, org=org, store=Path(store), token=token)

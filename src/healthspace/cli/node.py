@@ -92,6 +92,7 @@ def serve(
     """Poll the hub (outbound only) and run approved tasks until interrupted."""
     from healthspace.client.config import resolve
     from healthspace.governance.policy import load_policy
+    from healthspace.node import audit
     from healthspace.node.agent import NodeAgent
     from healthspace.node.state import NodeState
 
@@ -103,7 +104,7 @@ def serve(
     conn = resolve(hub, token)
     state = NodeState.init(_state_path(store))
     if policy is not None:
-        state.set_policy(load_policy(policy))
+        audit.set_policy(state, load_policy(policy))
     if hub_key is not None:
         state.pin_hub_key(hub_key.strip().lower())
     agent = NodeAgent(hub=conn.hub, token=conn.token, store=store, state=state,
@@ -120,6 +121,7 @@ def rotate_key(
 ) -> None:
     """Replace the node's signing key; the old key vouches for the new one at the hub."""
     from healthspace.core.envelope import seal
+    from healthspace.node import audit
     from healthspace.node.state import NodeState
 
     state = NodeState.open(_state_path(store))
@@ -129,6 +131,7 @@ def rotate_key(
         statement = state.rotate_key()
         envelope = seal("key.rotate", statement, old, node_id=node_id, clock=state.clock)
         c.rotate_node_key(envelope)
+    audit.record(state, "key.rotate", f"key:{statement['new_key']}", statement)
     if json_out:
         emit_json(statement)
     else:
@@ -189,10 +192,11 @@ def policy_set(file: Annotated[Path, typer.Argument(help="Policy file (YAML/JSON
                store: StoreOpt) -> None:
     """Store a new usage policy; a running agent publishes it (signed) on its next cycle."""
     from healthspace.governance.policy import load_policy
+    from healthspace.node import audit
     from healthspace.node.state import NodeState
 
     state = NodeState.init(_state_path(store))
-    changed = state.set_policy(load_policy(file))
+    changed = audit.set_policy(state, load_policy(file))
     out.print("policy stored" if changed else "policy unchanged")
 
 

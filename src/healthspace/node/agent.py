@@ -18,10 +18,11 @@ from healthspace import __version__
 from healthspace.cdm.store import catalog, open_store
 from healthspace.client.http import HubUnavailable
 from healthspace.client.sdk import HubClient
+from healthspace.core.canonical import digest
 from healthspace.core.envelope import Envelope, EnvelopeError, seal, verify_rotation
 from healthspace.core.errors import HealthspaceError, Unauthorized
 from healthspace.core.models import Catalog, TaskAssignment
-from healthspace.node import consent
+from healthspace.node import audit, consent
 from healthspace.node.runner import run_task
 from healthspace.node.state import NodeState
 
@@ -67,6 +68,7 @@ class NodeAgent:
         self._backoff = Backoff()
         me = self.client.me()
         self.node_id, self.site = me.id, me.name
+        state.set_node_name(me.name)
 
     # --- signing ----------------------------------------------------------------------
 
@@ -142,6 +144,14 @@ class NodeAgent:
                 analysis=task.analysis, consumer=task.consumer, purpose=task.purpose,
                 status=result.status.value, records=result.metrics.records,
                 seconds=result.metrics.seconds, error=result.error,
+            )
+            audit.record(
+                self.state, "task.run", audit.task_subject(task.study_id, task.round,
+                                                           task.task_id),
+                {"analysis": task.analysis, "consumer": task.consumer,
+                 "purpose": task.purpose, "status": result.status.value,
+                 "records": result.metrics.records, "error": result.error,
+                 "partial_digest": digest(result.partial) if result.partial else None},
             )
             log.info("task %s %s in %.3fs", task.task_id, result.status.value,
                      result.metrics.seconds)

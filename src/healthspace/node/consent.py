@@ -11,10 +11,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from healthspace.core.canonical import digest
 from healthspace.core.clock import iso
 from healthspace.governance.consent import ConsentRecord, read_consent_csv
 from healthspace.governance.consent_filter import ConsentFilter
 from healthspace.governance.policy import ConsentTier
+from healthspace.node import audit
 from healthspace.node.state import NodeState
 
 
@@ -24,7 +26,8 @@ def _key(record: ConsentRecord) -> str:
     return f"pid:{record.person_id}"
 
 
-def upsert(state: NodeState, records: list[ConsentRecord]) -> int:
+def upsert(state: NodeState, records: list[ConsentRecord], *, action: str = "consent.change",
+           actor: str = "data_holder") -> int:
     """Insert or replace consent records (one per person); returns how many were written."""
     now = iso(state.clock.now())
     rows = [
@@ -40,12 +43,21 @@ def upsert(state: NodeState, records: list[ConsentRecord]) -> int:
     ]
     with state.connect() as db:
         db.executemany("INSERT OR REPLACE INTO consent VALUES (?, ?, ?, ?, ?, ?)", rows)
+    tiers = Counter(r.tier.value for r in records)
+    audit.record(state, action, f"consent:{len(rows)}",
+                 {"records": len(rows), "tiers": dict(tiers), "digest": _digest(rows)},
+                 actor=actor)
     return len(rows)
+
+
+def _digest(rows: list[tuple[Any, ...]]) -> str:
+    """A digest of the records, so the ledger proves which consent was applied when."""
+    return digest([list(r) for r in sorted(rows, key=lambda r: str(r[0]))])
 
 
 def import_csv(state: NodeState, path: Path) -> int:
     """Validate the whole file first, so a bad row changes nothing."""
-    return upsert(state, read_consent_csv(path))
+    return upsert(state, read_consent_csv(path), action="consent.import")
 
 
 def records(state: NodeState) -> list[ConsentRecord]:

@@ -114,6 +114,17 @@ class NodeState:
         finally:
             db.close()
 
+    # --- identity -------------------------------------------------------------------
+
+    def node_name(self) -> str:
+        with self.connect() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'node_name'").fetchone()
+        return str(row[0]) if row else "node"
+
+    def set_node_name(self, name: str) -> None:
+        with self.connect() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('node_name', ?)", (name,))
+
     # --- keys ---------------------------------------------------------------------
 
     def signing_key(self) -> SigningKey:

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the hub store: identities, nodes, tokens, studies, tasks, hub keys."""
+"""SQLAlchemy models of the hub store: identities, nodes and keys, studies, governance, tasks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Integer,
@@ -65,8 +66,50 @@ class Node(Base):
     catalog: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The node's authoritative usage policy as it last published it (signed), for pre-checks.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    policy_envelope_id: Mapped[int | None] = mapped_column(ForeignKey("envelopes.id"))
 
     org: Mapped[Organisation] = relationship(lazy="joined")
+
+
+class NodeKey(Base):
+    """Every Ed25519 key a node has signed with; retired keys stay so old envelopes verify."""
+
+    __tablename__ = "node_keys"
+    __table_args__ = (UniqueConstraint("public_key", name="uq_node_keys_public_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StoredEnvelope(Base):
+    """A verified node message, kept whole (signature included) so it can be re-verified."""
+
+    __tablename__ = "envelopes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    study_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    round: Mapped[int | None] = mapped_column(Integer)
+    nonce: Mapped[str] = mapped_column(String(32), unique=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EnvelopeNonce(Base):
+    """Nonces seen within twice the freshness window (older ones are pruned)."""
+
+    __tablename__ = "envelope_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    node_id: Mapped[int] = mapped_column(Integer)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Token(Base):
@@ -112,15 +155,86 @@ class Study(Base):
     tasks: Mapped[list[Task]] = relationship(
         back_populates="study", order_by="(Task.round, Task.id)", lazy="selectin"
     )
+    targets: Mapped[list[StudyNode]] = relationship(
+        order_by="StudyNode.node_id", lazy="selectin", viewonly=True
+    )
+    events: Mapped[list[StudyEvent]] = relationship(
+        order_by="(StudyEvent.at, StudyEvent.id)", lazy="selectin", viewonly=True
+    )
+    feedback: Mapped[StudyFeedback | None] = relationship(lazy="selectin", viewonly=True)
 
 
 class StudyNode(Base):
-    """Which nodes a study involves, relationally (lets data holders find their studies)."""
+    """A study's target node and the governance decision for it (policy pre-check, approval).
+
+    ``decision`` is the engine's outcome (allow | needs_approval | deny); ``approval`` tracks
+    the human side: pending | approved | rejected | expired | not_required.
+    """
 
     __tablename__ = "study_nodes"
 
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), primary_key=True)
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), primary_key=True, index=True)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    approval_mode: Mapped[str | None] = mapped_column(String(16))
+    missing_steps: Mapped[list[str] | None] = mapped_column(JSON)
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    min_cell_size: Mapped[int | None] = mapped_column(Integer)
+    approval: Mapped[str | None] = mapped_column(String(16), index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    node: Mapped[Node] = relationship(lazy="joined")
+    approvals: Mapped[list[StudyApproval]] = relationship(
+        order_by="StudyApproval.id",
+        lazy="selectin",
+        viewonly=True,
+        primaryjoin="and_(StudyNode.study_id == foreign(StudyApproval.study_id), "
+        "StudyNode.node_id == foreign(StudyApproval.node_id))",
+    )
+
+
+class StudyApproval(Base):
+    """One approver's step (approve or reject) on one study for one node."""
+
+    __tablename__ = "study_approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    step: Mapped[str] = mapped_column(String(16))
+    approved: Mapped[bool] = mapped_column(Boolean)
+    by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    comment: Mapped[str | None] = mapped_column(Text)
+    ethics_ref: Mapped[str | None] = mapped_column(String(200))
+
+
+class StudyEvent(Base):
+    """One timestamped step of a study's life (its timeline)."""
+
+    __tablename__ = "study_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class StudyFeedback(Base):
+    """The submitter's rating of a finished study (at most one)."""
+
+    __tablename__ = "study_feedback"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Task(Base):
@@ -143,6 +257,8 @@ class Task(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The signed envelope that carried this task's result: every answer traces to its node.
+    envelope_id: Mapped[int | None] = mapped_column(ForeignKey("envelopes.id"))
 
     study: Mapped[Study] = relationship(back_populates="tasks")
     node: Mapped[Node] = relationship(lazy="joined")
@@ -156,3 +272,6 @@ class HubKey(Base):
     private_key: Mapped[str] = mapped_column(String(128))
     public_key: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The rotation statement by which the previous key vouched for this one (None: the first).
+    rotation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
