@@ -33,7 +33,7 @@ typecheck: $(STAMP)
 check: lint typecheck test-fast
 
 bench: $(STAMP)
-	$(PY) benchmarks/cohort_count.py
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

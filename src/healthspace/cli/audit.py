@@ -49,12 +49,17 @@ def open_hub(value: str) -> tuple[SqlAlchemyLedgerStore, list[str]]:
 
 
 def open_node(path: Path) -> tuple[SqliteLedgerStore, list[str]]:
-    """The node's ledger store (opened without writing) and the public keys in ``keys``."""
+    """The node's ledger store (opened without writing) and its current and retired keys."""
     if not path.is_file():
         raise NotFound(f"no node state file at {path}")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         keys = [row[0] for row in db.execute("SELECT public_key FROM keys")]
+        has_retired = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'retired_keys'"
+        ).fetchone()
+        if has_retired:  # checkpoints signed before a key rotation stay verifiable
+            keys += [row[0] for row in db.execute("SELECT public_key FROM retired_keys")]
     finally:
         db.close()
     return SqliteLedgerStore(path, create=False), keys

@@ -153,6 +153,24 @@ class TaskView(Wire):
     attempts: int = 0
 
 
+class TimelineEvent(Wire):
+    """One timestamped step of a study: submitted, policy_checked, approval, started, …"""
+
+    at: datetime
+    event: str
+    node: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Feedback(Wire):
+    """The submitter's rating of a finished study."""
+
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=2000)
+    by: str | None = None
+    at: datetime | None = None
+
+
 class StudyView(Wire):
     id: int
     title: str | None = None
@@ -169,6 +187,11 @@ class StudyView(Wire):
     result: dict[str, Any] | None = None
     error: str | None = None
     tasks: list[TaskView] = Field(default_factory=list)
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+    feedback: Feedback | None = None
+    decisions: dict[str, Any] = Field(
+        default_factory=dict, description="node -> the hub's policy decision and approval state"
+    )
 
 
 class StudyList(Wire):

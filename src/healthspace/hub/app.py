@@ -9,6 +9,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from nacl.signing import SigningKey
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
 
 import healthspace
 from healthspace.core.clock import Clock, SystemClock
@@ -17,8 +20,19 @@ from healthspace.hub.auth import Permission, permission_table
 from healthspace.hub.db.session import make_engine, make_sessionmaker
 from healthspace.hub.deps import HubState
 from healthspace.hub.notifier import Notifier
-from healthspace.hub.routers import directory, me, node_tasks, nodes, studies, tokens
+from healthspace.hub.routers import (
+    approvals,
+    directory,
+    keys,
+    me,
+    node_tasks,
+    nodes,
+    studies,
+    tokens,
+)
+from healthspace.hub.services import hub_keys, timeline
 from healthspace.hub.settings import HubSettings
+from healthspace.hub.webhooks import WebhookSender
 
 API_PREFIX = "/api/v1"
 ROUTERS = (
@@ -27,7 +41,9 @@ ROUTERS = (
     tokens.router,
     nodes.router,
     node_tasks.router,
+    keys.router,
     studies.router,
+    approvals.router,
 )
 
 
@@ -63,6 +79,28 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return _error(422, message, first["field"], errors=errors)
 
 
+def _webhooks(sessions: sessionmaker[Session], settings: HubSettings) -> WebhookSender:
+    """The webhook sender, fed by one after-commit interceptor (never by scattered calls):
+    committed study status changes are sent, rolled-back ones dropped."""
+
+    def signing_key() -> SigningKey:  # read per event: a rotated hub key applies at once
+        with sessions() as session:
+            return hub_keys.signing_key(session)
+
+    sender = WebhookSender(settings.webhooks, signing_key, timeout=settings.webhook_timeout)
+
+    def after_commit(session: Session) -> None:
+        for change in timeline.committed_changes(session):
+            sender.send(change)
+
+    def after_rollback(session: Session) -> None:
+        timeline.discard_changes(session)
+
+    event.listen(sessions, "after_commit", after_commit)
+    event.listen(sessions, "after_rollback", after_rollback)
+    return sender
+
+
 def create_app(
     db_url: str, *, clock: Clock | None = None, settings: HubSettings | None = None
 ) -> FastAPI:
@@ -82,12 +120,15 @@ def create_app(
         docs_url="/docs",
         lifespan=lifespan,
     )
+    settings = settings or HubSettings()
+    sessions = make_sessionmaker(engine)
     app.state.hub = HubState(
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         clock=clock or SystemClock(),
-        settings=settings or HubSettings(),
+        settings=settings,
         notifier=Notifier(),
+        webhooks=_webhooks(sessions, settings),
     )
     app.add_exception_handler(HealthspaceError, _healthspace_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,8 +1,7 @@
-"""First start of a hub: schema, signing key, operator organisation and user, first token."""
+"""First start of a hub (schema, signing key, operator, first token) and hub key rotation."""
 
 from __future__ import annotations
 
-from nacl.encoding import HexEncoder
 from nacl.signing import SigningKey
 from sqlalchemy import select
 
@@ -11,7 +10,7 @@ from healthspace.core.enums import OrgKind, Role
 from healthspace.core.errors import Conflict
 from healthspace.hub.db.models import HubKey, Organisation, User
 from healthspace.hub.db.session import make_engine, make_sessionmaker, upgrade
-from healthspace.hub.services import tokens
+from healthspace.hub.services import hub_keys, tokens
 
 OPERATOR = "operator"
 
@@ -29,15 +28,7 @@ def init_hub(db_url: str, clock: Clock | None = None) -> str:
             if session.scalar(select(HubKey.id).limit(1)) is not None:
                 raise Conflict("the hub is already initialised", field="db_url")
             now = clock.now()
-            key = SigningKey.generate()
-            session.add(
-                HubKey(
-                    kind="ed25519",
-                    private_key=key.encode(HexEncoder).decode("ascii"),
-                    public_key=key.verify_key.encode(HexEncoder).decode("ascii"),
-                    created_at=now,
-                )
-            )
+            session.add(hub_keys.new_key_row(SigningKey.generate(), clock))
             org = Organisation(
                 name=OPERATOR, kind=OrgKind.OPERATOR, display_name="Space operator", created_at=now
             )
@@ -47,5 +38,21 @@ def init_hub(db_url: str, clock: Clock | None = None) -> str:
             secret = tokens.issue(session, clock, user_id=user.id, label="bootstrap")
             session.commit()
             return secret
+    finally:
+        engine.dispose()
+
+
+def rotate_hub_key(db_url: str, clock: Clock | None = None) -> dict[str, str]:
+    """Replace the hub's signing key; returns the rotation statement (old vouches for new).
+
+    The old key stays in ``hub_keys`` (retired) so signatures it made still verify; nodes
+    follow the statement from ``GET /api/v1/hub/key`` to pin the new key. A running hub picks
+    the new key up at its next signature.
+    """
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            return hub_keys.rotate(session, clock or SystemClock())
     finally:
         engine.dispose()

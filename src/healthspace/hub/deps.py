@@ -1,4 +1,4 @@
-"""Per-app state (engine, clock, settings, notifier) and the FastAPI dependencies exposing it."""
+"""Per-app state (engine, clock, settings, notifier, webhooks) and the dependencies exposing it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from healthspace.core.clock import Clock
 from healthspace.hub.notifier import Notifier
 from healthspace.hub.settings import HubSettings
+from healthspace.hub.webhooks import WebhookSender
 
 
 @dataclass
@@ -21,6 +22,7 @@ class HubState:
     clock: Clock
     settings: HubSettings
     notifier: Notifier
+    webhooks: WebhookSender
 
 
 def get_hub(request: Request) -> HubState:

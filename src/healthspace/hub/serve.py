@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import uvicorn
 
 from healthspace.hub.app import create_app
+from healthspace.hub.settings import HubSettings
 
 
-def serve(db_url: str, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve the hub at ``db_url`` until interrupted (one process; long-polls are async)."""
-    uvicorn.run(create_app(db_url), host=host, port=port, log_level=log_level)
+def serve(
+    db_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    webhooks: Sequence[str] = (),
+) -> None:
+    """Serve the hub at ``db_url`` until interrupted (one process; long-polls are async).
+
+    ``webhooks``: URLs that receive a signed POST on every study status change.
+    """
+    settings = HubSettings(webhooks=list(webhooks))
+    uvicorn.run(create_app(db_url, settings=settings), host=host, port=port, log_level=log_level)

@@ -1,8 +1,8 @@
-"""Hub settings: disclosure defaults and long-poll timing."""
+"""Hub settings: disclosure defaults, long-poll timing, webhooks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from healthspace.analyses.base import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
 
@@ -17,6 +17,9 @@ class HubSettings:
     # Long-polls re-check the database this often even without an in-process wake-up,
     # so several hub worker processes sharing one database still see each other's writes.
     recheck_seconds: float = 1.0
+    # Study status changes are POSTed (signed by the hub key) to each of these URLs.
+    webhooks: list[str] = field(default_factory=list)
+    webhook_timeout: float = 5.0
 
     @property
     def min_cell_size(self) -> int:

@@ -15,6 +15,19 @@ from healthspace.ledger.merkle import Frontier, inclusion_proof, verify_inclusio
 from healthspace.ledger.store import LedgerConflict, LedgerStore
 
 APPEND_RETRIES = 20
+# Merkle frontiers by store location, so a short-lived Ledger (one per request or record) does
+# not re-read the whole ledger to sign a checkpoint; reused only if the head entry still matches.
+_FRONTIERS: dict[str, Frontier] = {}
+
+
+def _cached_frontier(store: LedgerStore) -> Frontier:
+    cached = _FRONTIERS.get(store.location)
+    if cached is None or cached.last is None:
+        return Frontier()
+    entry = store.entry(cached.size)
+    if entry is None or entry.hash != cached.last.hex():
+        return Frontier()
+    return cached.copy()
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,11 @@ class Ledger:
     def _sync(self) -> Frontier:
         """The Merkle frontier at the store's head, reading only entries not yet folded in."""
         if self._frontier is None:
-            self._frontier = Frontier()
+            self._frontier = _cached_frontier(self.store)
         frontier = self._frontier
         for entry in self.store.entries(frontier.size + 1):
             frontier.append(bytes.fromhex(entry.hash))
+        _FRONTIERS[self.store.location] = frontier.copy()
         return frontier
 
     def checkpoint(self) -> Checkpoint:

@@ -25,13 +25,20 @@ class Frontier:
     """Roots of the perfect subtrees covering the leaves so far: O(1) amortised append,
     O(log n) tree head at the current size."""
 
-    __slots__ = ("size", "_stack")
+    __slots__ = ("size", "last", "_stack")
 
     def __init__(self) -> None:
         self.size = 0
+        self.last: bytes | None = None  # the latest leaf's data
         self._stack: list[bytes] = []
 
+    def copy(self) -> Frontier:
+        twin = Frontier()
+        twin.size, twin.last, twin._stack = self.size, self.last, list(self._stack)
+        return twin
+
     def append(self, data: bytes) -> None:
+        self.last = data
         h = leaf_hash(data)
         n = self.size
         stack = self._stack

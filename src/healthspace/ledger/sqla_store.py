@@ -80,6 +80,7 @@ class SqlAlchemyLedgerStore:
     def __init__(self, engine: Engine, *, table_prefix: str = "ledger") -> None:
         self.engine = engine
         self.table, self.cp_table = _tables(table_prefix)
+        self._location = f"{engine.url.render_as_string(hide_password=True)}#{table_prefix}"
         t = self.table
         self._cols = (
             t.c.seq, t.c.time, t.c.actor, t.c.action, t.c.subject,
@@ -87,6 +88,10 @@ class SqlAlchemyLedgerStore:
         )
         self._cp_cols = tuple(self.cp_table.c[name] for name in (
             "ledger_id", "size", "root", "time", "key_id", "signature"))
+
+    @property
+    def location(self) -> str:
+        return self._location
 
     def _last(self, conn: Connection) -> Entry | None:
         row = conn.execute(

@@ -53,6 +53,10 @@ class SqliteLedgerStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_DDL)
 
+    @property
+    def location(self) -> str:
+        return f"sqlite:{self.path.resolve()}"
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -17,6 +17,11 @@ class LedgerConflict(Conflict):
 class LedgerStore(Protocol):
     """Append-only storage of entries (in seq order, 1, 2, 3, …) and their checkpoints."""
 
+    @property
+    def location(self) -> str:
+        """Names the database and tables holding this ledger (same ledger, same string)."""
+        ...
+
     def append_entry(self, entry: Entry) -> None:
         """Store ``entry`` if it is the next (seq, prev_hash, hash), else raise LedgerConflict."""
         ...

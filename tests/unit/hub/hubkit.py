@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from nacl.signing import SigningKey
 
 from healthspace.core.clock import FixedClock
+from healthspace.core.envelope import seal
 from healthspace.hub.app import create_app
 from healthspace.hub.bootstrap import init_hub
 from healthspace.hub.settings import HubSettings
@@ -18,6 +20,7 @@ from healthspace.hub.settings import HubSettings
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 COHORT = {"entry": {"condition": {"codes": ["ICD10:K92%"]}}}
 CC_PARTIAL = {"count": 42, "min_cell_size": 10, "breakdown": None}  # cohort_count's format
+OPEN_POLICY = {"level": "L1"}  # automatic approval: studies start at once
 
 Headers = dict[str, str]
 
@@ -35,6 +38,9 @@ class Hub:
     client: TestClient
     operator: Headers
     nodes: dict[str, int] = field(default_factory=dict)
+    keys: dict[str, SigningKey] = field(default_factory=dict)  # node name -> signing key
+    names: dict[str, str] = field(default_factory=dict)  # node Authorization header -> name
+    handed_out: dict[int, tuple[int, int]] = field(default_factory=dict)  # task -> study, round
 
     def close(self) -> None:
         self.client.close()
@@ -55,13 +61,33 @@ class Hub:
         self.ok("POST", "/users", self.operator, 201, json={"name": name, "org": org, "role": role})
         return bearer(self.ok("POST", "/tokens", self.operator, 201, json={"user": name})["token"])
 
-    def node(self, name: str, org: str, persons: int = 1000) -> Headers:
-        enrolled = self.ok("POST", "/nodes", self.operator, 201, json={"name": name, "org": org})
-        self.nodes[name] = enrolled["id"]
+    def node(
+        self, name: str, org: str, persons: int = 1000, policy: dict[str, Any] | None = None
+    ) -> Headers:
+        """Enrol a node with a fresh key, publish its signed catalogue and policy."""
+        key = SigningKey.generate()
+        body = {"name": name, "org": org, "public_key": key.verify_key.encode().hex()}
+        enrolled = self.ok("POST", "/nodes", self.operator, 201, json=body)
+        self.nodes[name], self.keys[name] = enrolled["id"], key
         headers = bearer(enrolled["token"])
-        catalog = {"tables": {"person": persons}, "public_key": "ab" * 32}
-        self.ok("PUT", "/node/catalog", headers, json=catalog)
+        self.names[headers["Authorization"]] = name
+        self.ok("PUT", "/node/catalog", headers, json=self.seal(headers, "catalog",
+                                                              {"tables": {"person": persons}}))
+        self.publish_policy(headers, OPEN_POLICY if policy is None else policy)
         return headers
+
+    def seal(
+        self, headers: Headers, kind: str, payload: dict[str, Any], **ids: Any
+    ) -> dict[str, Any]:
+        """A fresh envelope from the node behind ``headers``, signed with its key, as JSON."""
+        name = self.names[headers["Authorization"]]
+        envelope = seal(kind, payload, self.keys[name], node_id=self.nodes[name],
+                        clock=self.clock, **ids)
+        return envelope.model_dump(mode="json")
+
+    def publish_policy(self, headers: Headers, policy: dict[str, Any]) -> dict[str, Any]:
+        envelope = self.seal(headers, "policy", {"policy": policy})
+        return self.ok("PUT", "/node/policy", headers, json=envelope)  # type: ignore[no-any-return]
 
     def submit(self, headers: Headers, **spec: Any) -> dict[str, Any]:
         spec.setdefault("analysis", "cohort_count")
@@ -72,10 +98,26 @@ class Hub:
     def next_task(self, headers: Headers, wait: float = 0) -> dict[str, Any] | None:
         response = self.call("GET", f"/node/tasks/next?wait={wait}", headers)
         assert response.status_code in (200, 204), response.text
-        return response.json() if response.status_code == 200 else None
+        if response.status_code == 204:
+            return None
+        task: dict[str, Any] = response.json()
+        self.handed_out[task["task_id"]] = (task["study_id"], task["round"])
+        return task
+
+    def result_envelope(self, headers: Headers, task_id: int, **result: Any) -> dict[str, Any]:
+        """A signed ``task.result`` envelope for a task this kit saw handed out."""
+        study_id, round_ = self.handed_out.get(task_id, (None, None))
+        return self.seal(headers, "task.result", result, study_id=study_id, round=round_)
+
+    def post_raw(self, headers: Headers, task_id: int, **result: Any) -> Any:
+        envelope = self.result_envelope(headers, task_id, **result)
+        return self.call("POST", f"/node/tasks/{task_id}/result", headers, json=envelope)
 
     def post(self, headers: Headers, task_id: int, **result: Any) -> dict[str, Any]:
-        return self.ok("POST", f"/node/tasks/{task_id}/result", headers, json=result)
+        envelope = self.result_envelope(headers, task_id, **result)
+        return self.ok(  # type: ignore[no-any-return]
+            "POST", f"/node/tasks/{task_id}/result", headers, json=envelope
+        )
 
     def study(self, headers: Headers, study_id: int, wait: float = 0) -> dict[str, Any]:
         return self.ok("GET", f"/studies/{study_id}?wait={wait}", headers)
@@ -102,7 +144,10 @@ def copy_hub(template: Hub, folder: Path, settings: HubSettings | None = None) -
     for path in Path(template.url.removeprefix("sqlite:///")).parent.iterdir():
         if path.name.startswith("hub.db"):
             shutil.copyfile(path, folder / path.name)
-    return open_hub(folder, template.operator, settings, nodes=dict(template.nodes))
+    return open_hub(
+        folder, template.operator, settings, nodes=dict(template.nodes), keys=dict(template.keys),
+        names=dict(template.names), handed_out=dict(template.handed_out),
+    )
 
 
 @dataclass

@@ -38,20 +38,29 @@ def test_data_holder_admin_enrols_only_for_its_own_org(space: Space) -> None:
     assert hub.call("GET", "/me", space.node_a).status_code == 401
 
 
-def test_catalog_publication_updates_key_and_last_seen(space: Space) -> None:
+def test_catalog_publication_updates_last_seen(space: Space) -> None:
     hub = space.hub
     hub.clock.advance(hours=2)
+    key = hub.keys["node-b"].verify_key.encode().hex()
     catalog = {
         "tables": {"person": 2300, "condition_occurrence": 51000},
         "vocabularies": {"ICD10": ["K92.2"]},
-        "public_key": "cd" * 32,
+        "public_key": key,
         "software_version": "0.1.0",
     }
-    view = hub.ok("PUT", "/node/catalog", space.node_b, json=catalog)
-    assert view["public_key"] == "cd" * 32
+    view = hub.ok("PUT", "/node/catalog", space.node_b, json=hub.seal(space.node_b, "catalog",
+                                                                      catalog))
+    assert view["public_key"] == key
     assert view["catalog"]["tables"]["person"] == 2300
     assert view["last_seen_at"] == "2025-03-01T11:00:00Z"
     assert view["enrolled_at"] == START.isoformat().replace("+00:00", "Z")
+
+
+def test_catalog_may_not_name_another_key(space: Space) -> None:
+    envelope = space.hub.seal(space.node_b, "catalog", {"public_key": "cd" * 32})
+    response = space.hub.call("PUT", "/node/catalog", space.node_b, json=envelope)
+    assert response.status_code == 422
+    assert response.json()["detail"]["field"] == "payload.public_key"
 
 
 def test_consumers_browse_the_catalogue(space: Space) -> None:
@@ -60,14 +69,19 @@ def test_consumers_browse_the_catalogue(space: Space) -> None:
     assert set(by_name) == {"node-a", "node-b", "node-payer"}
     assert by_name["node-payer"]["org_kind"] == "payer"
     assert by_name["node-a"]["catalog"]["tables"] == {"person": 1000}
+    assert by_name["node-a"]["public_key"] == space.hub.keys["node-a"].verify_key.encode().hex()
     page = space.hub.ok("GET", "/nodes?limit=1&offset=1", space.alice)
     assert [n["name"] for n in page] == ["node-b"]
 
 
 def test_catalog_is_validated(space: Space) -> None:
-    response = space.hub.call("PUT", "/node/catalog", space.node_a, json={"tables": {"x": "many"}})
+    envelope = space.hub.seal(space.node_a, "catalog", {"tables": {"x": "many"}})
+    response = space.hub.call("PUT", "/node/catalog", space.node_a, json=envelope)
     assert response.status_code == 422
-    assert response.json()["detail"]["field"] == "body.tables.x"
+    assert response.json()["detail"]["field"] == "payload.tables.x"
+    unsigned = {"tables": {"person": 10}}  # a bare catalogue is no longer accepted
+    response = space.hub.call("PUT", "/node/catalog", space.node_a, json=unsigned)
+    assert response.status_code == 422 and response.json()["detail"]["field"].startswith("body")
 
 
 def test_polling_records_last_seen(space: Space) -> None:

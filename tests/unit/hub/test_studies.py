@@ -26,10 +26,21 @@ def test_operator_may_submit_and_min_cell_size_has_a_floor(
     space_template: Space, tmp_path: Path
 ) -> None:
     space = copy_space(space_template, tmp_path, HubSettings(default_min_cell_size=3))
+    space.hub.publish_policy(space.node_a, {"level": "L1", "min_cell_size": 5})
     space.hub.submit(space.hub.operator, nodes=["node-a"])
     task = space.hub.next_task(space.node_a)
     assert task is not None and task["min_cell_size"] == 5 and task["consumer"] == "operator"
+    assert task["consumer_org"] == "operator"
     space.hub.close()
+
+
+def test_min_cell_size_is_the_larger_of_policy_and_hub(space: Space) -> None:
+    hub = space.hub
+    hub.publish_policy(space.node_a, {"level": "L1", "min_cell_size": 20, "version": 2})
+    hub.submit(space.alice, nodes=["node-a", "node-b"])
+    task_a, task_b = hub.next_task(space.node_a), hub.next_task(space.node_b)
+    assert task_a is not None and task_b is not None
+    assert (task_a["min_cell_size"], task_b["min_cell_size"]) == (20, 10)
 
 
 def test_visibility_per_role(space: Space) -> None:

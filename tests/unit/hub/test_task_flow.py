@@ -65,7 +65,7 @@ def _run_round(space: Space, x: dict[str, int]) -> dict[str, dict[str, Any]]:
 
 def test_cohort_count_over_two_nodes(space: Space) -> None:
     hub = space.hub
-    study = hub.submit(space.alice, nodes=["node-a", "node-b"], purpose="feasibility")
+    study = hub.submit(space.alice, nodes=["node-a", "node-b"], purpose="public_health")
     assert study["status"] == "running" and [t["status"] for t in study["tasks"]] == ["queued"] * 2
     task_a = hub.next_task(space.node_a)
     task_b = hub.next_task(space.node_b)
@@ -73,7 +73,7 @@ def test_cohort_count_over_two_nodes(space: Space) -> None:
     assert task_a["study_id"] == study["id"] and task_a["analysis"] == "cohort_count"
     assert (task_a["consumer"], task_a["purpose"], task_a["min_cell_size"]) == (
         "alice",
-        "feasibility",
+        "public_health",
         10,
     )
     assert task_a["cohort"] == study["cohort"] and task_a["params"] == {"breakdown": True}
@@ -158,19 +158,9 @@ def test_nodes_see_only_their_own_tasks(space: Space) -> None:
     assert hub.next_task(space.node_a) is None
     task = hub.next_task(space.node_b)
     assert task is not None
-    response = hub.call(
-        "POST",
-        f"/node/tasks/{task['task_id']}/result",
-        space.node_a,
-        json={"status": "completed", "partial": CC_PARTIAL},
-    )
+    response = hub.post_raw(space.node_a, task["task_id"], status="completed", partial=CC_PARTIAL)
     assert response.status_code == 403
-    response = hub.call(
-        "POST",
-        "/node/tasks/9999/result",
-        space.node_a,
-        json={"status": "completed", "partial": CC_PARTIAL},
-    )
+    response = hub.post_raw(space.node_a, 9999, status="completed", partial=CC_PARTIAL)
     assert response.status_code == 404
 
 

@@ -85,11 +85,25 @@ def test_bad_path_parameter(space: Space) -> None:
 
 
 def test_task_result_must_be_consistent(space: Space) -> None:
-    response = space.hub.call(
-        "POST", "/node/tasks/1/result", space.node_a, json={"status": "completed"}
-    )
-    assert _field(response) == "body"
+    hub = space.hub
+    hub.submit(space.alice, nodes=["node-a"])
+    task = hub.next_task(space.node_a)
+    assert task is not None
+    response = hub.post_raw(space.node_a, task["task_id"], status="completed")
+    assert _field(response) == "payload"
     assert "partial" in response.json()["detail"]["message"]
+    response = hub.post_raw(space.node_a, task["task_id"], status="done", error="x")
+    assert _field(response) == "payload.status"
+    # a rejected payload spends no nonce and changes nothing: a good answer still lands
+    assert hub.post(space.node_a, task["task_id"], status="failed", error="x")["duplicate"] is False
+
+
+def test_unknown_purpose_names_the_field(space: Space) -> None:
+    spec = {"analysis": "cohort_count", "cohort": COHORT, "purpose": "feasibility"}
+    response = space.hub.call("POST", "/studies", space.alice, json=spec)
+    assert _field(response) == "purpose"
+    assert "research" in response.json()["detail"]["message"]
+    assert _field(space.hub.call("POST", "/studies/check", space.alice, json=spec)) == "purpose"
 
 
 def test_unknown_references_name_the_field(space: Space) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import KEY, Backend, make_ledger
+from ledgerkit import KEY, Backend, make_ledger
 
 from healthspace.ledger.checkpoint import key_id, signature_valid
 from healthspace.ledger.entry import GENESIS_HASH, Entry, make_entry, payload_digest
@@ -127,3 +127,15 @@ def test_concurrent_writers_never_fork(backend: Backend) -> None:
     assert store.count() == 60
     report = verify(store, TRUSTED)
     assert report.ok, report
+
+
+def test_short_lived_ledgers_checkpoint_every_record(backend: Backend) -> None:
+    """One Ledger per record (as a request handler or CLI would): the head is always signed."""
+    for i in range(12):
+        ledger = make_ledger(backend.store(), every=5)
+        ledger.append("node:h1", "task.run", f"study:1/round:1/task:{i}")
+        ledger.checkpoint()
+    store = backend.store()
+    assert [cp.size for cp in store.checkpoints()] == list(range(1, 13))
+    report = verify(store, TRUSTED)
+    assert report.ok and report.warning is None, report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import FOREIGN_KEY, KEY
+from ledgerkit import FOREIGN_KEY, KEY
 
 from healthspace.ledger.checkpoint import (
     Checkpoint,

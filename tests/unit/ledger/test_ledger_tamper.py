@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import FOREIGN_KEY, KEY, Backend, make_ledger
+from ledgerkit import FOREIGN_KEY, KEY, Backend, make_ledger
 
 from healthspace.ledger.checkpoint import Checkpoint, key_id, sign_checkpoint
 from healthspace.ledger.entry import entry_hash, make_entry

@@ -69,7 +69,8 @@ class Node(Base):
     # The node's authoritative usage policy as it last published it (signed), for pre-checks.
     policy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     policy_version: Mapped[int | None] = mapped_column(Integer)
-    policy_envelope_id: Mapped[int | None] = mapped_column(ForeignKey("envelopes.id"))
+    # envelopes.id of that publication; no FK, as envelopes already refer to nodes.
+    policy_envelope_id: Mapped[int | None] = mapped_column(Integer)
 
     org: Mapped[Organisation] = relationship(lazy="joined")
 

@@ -1,4 +1,4 @@
-"""The node's side of the work queue: long-poll for the next task, post its result."""
+"""The node's side of the work queue: long-poll for the next signed task, post a signed result."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from healthspace.core.models import TaskAck, TaskAssignment, TaskResult
+from healthspace.core.envelope import Envelope
+from healthspace.core.models import TaskAck, TaskAssignment
 from healthspace.hub.auth import require_node
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
@@ -55,12 +56,13 @@ async def next_task(
 @router.post("/{task_id}/result", response_model=TaskAck)
 def post_result(
     task_id: int,
-    result: TaskResult,
+    envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),
     hub: HubState = Depends(get_hub),
 ) -> TaskAck:
-    ack, study_id, woken = tasks.record_result(session, hub.clock, principal.id, task_id, result)
+    """An Envelope(kind="task.result", study_id, round, payload=TaskResult); fresh per post."""
+    ack, study_id, woken = tasks.record_result(session, hub.clock, principal.id, task_id, envelope)
     if not ack.duplicate:
         hub.notifier.notify(study_topic(study_id), *(node_topic(n) for n in woken))
     return ack

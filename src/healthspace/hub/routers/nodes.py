@@ -1,4 +1,4 @@
-"""Node enrolment, the node catalogue consumers browse, and catalogue publication by nodes."""
+"""Node enrolment, the catalogue consumers browse, and signed catalogue / policy publication."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from fastapi import APIRouter, Depends, Response, status
 from sqlalchemy.orm import Session
 
 from healthspace.core.enums import Role
-from healthspace.core.models import Catalog, NodeEnroll, NodeEnrolled, NodeView
+from healthspace.core.envelope import Envelope
+from healthspace.core.models import NodeEnroll, NodeEnrolled, NodeView
 from healthspace.hub.auth import require, require_node, require_user
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import Page, page
-from healthspace.hub.services import nodes
+from healthspace.hub.schemas import PolicyPublished
+from healthspace.hub.services import nodes, policies
 
 router = APIRouter(tags=["nodes"])
 
@@ -48,9 +50,21 @@ def list_nodes(
 
 @router.put("/node/catalog", response_model=NodeView)
 def publish_catalog(
-    catalog: Catalog,
+    envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),
     hub: HubState = Depends(get_hub),
 ) -> NodeView:
-    return nodes.publish_catalog(session, hub.clock, principal.id, catalog)
+    """An Envelope(kind="catalog", payload=Catalog); the first one may register the node key."""
+    return nodes.publish_catalog(session, hub.clock, principal.id, envelope)
+
+
+@router.put("/node/policy", response_model=PolicyPublished)
+def publish_policy(
+    envelope: Envelope,
+    principal: Principal = Depends(require_node()),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> PolicyPublished:
+    """An Envelope(kind="policy", payload={"policy": UsagePolicy}): the hub's pre-check copy."""
+    return policies.publish(session, hub.clock, principal.id, envelope)

@@ -1,4 +1,4 @@
-"""Studies: submit, list, read (with long-poll), cancel."""
+"""Studies: check (dry run), submit, list, read (with long-poll), cancel, feedback."""
 
 from __future__ import annotations
 
@@ -7,18 +7,30 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from healthspace.core.enums import Role, StudyStatus
-from healthspace.core.models import StudyList, StudySpec, StudyView
+from healthspace.core.models import Feedback, StudyList, StudySpec, StudyView
 from healthspace.hub.auth import require, require_user
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import Page, page
-from healthspace.hub.services import studies
+from healthspace.hub.schemas import CheckResult, FeedbackSpec
+from healthspace.hub.services import feedback, studies
 from healthspace.hub.settings import MAX_WAIT_SECONDS
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 VISIBILITY = "consumer: own; data_holder_admin: involving its nodes; operator, auditor: all"
+
+
+@router.post("/check", response_model=CheckResult)
+def check_study(
+    spec: StudySpec,
+    principal: Principal = Depends(require(Role.CONSUMER, Role.OPERATOR)),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> CheckResult:
+    """What submitting ``spec`` would decide at each node; stores nothing."""
+    return studies.check(session, hub.clock, principal, spec)
 
 
 @router.post("", response_model=StudyView, status_code=status.HTTP_201_CREATED)
@@ -38,9 +50,12 @@ def list_studies(
     status_: StudyStatus | None = Query(None, alias="status"),
     principal: Principal = Depends(require_user(note=VISIBILITY)),
     session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
     p: Page = Depends(page),
 ) -> StudyList:
-    rows = studies.list_studies(session, principal, status=status_, limit=p.limit, offset=p.offset)
+    rows = studies.list_studies(
+        session, hub.clock, principal, status=status_, limit=p.limit, offset=p.offset
+    )
     return StudyList(studies=rows)
 
 
@@ -53,7 +68,7 @@ async def get_study(
 ) -> StudyView:
     def check() -> StudyView:
         with hub.sessions() as session:
-            return studies.get_study(session, principal, study_id)
+            return studies.get_study(session, hub.clock, principal, study_id)
 
     view = await long_poll(
         hub.notifier,
@@ -78,3 +93,18 @@ def cancel_study(
     view = studies.cancel(session, hub.clock, principal, study_id)
     hub.notifier.notify(study_topic(study_id))
     return view
+
+
+@router.post(
+    "/{study_id}/feedback", response_model=Feedback, status_code=status.HTTP_201_CREATED
+)
+def give_feedback(
+    study_id: int,
+    spec: FeedbackSpec,
+    principal: Principal = Depends(
+        require(Role.CONSUMER, Role.OPERATOR, note="the submitter only, once, after it ends")
+    ),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> Feedback:
+    return feedback.give(session, hub.clock, principal, study_id, spec)

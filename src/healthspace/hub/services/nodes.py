@@ -1,4 +1,4 @@
-"""Node enrolment (idempotent), the node catalogue, and node liveness."""
+"""Node enrolment (idempotent), the signed node catalogue, key rotation, node liveness."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from sqlalchemy.orm import Session
 
 from healthspace.core.clock import Clock
 from healthspace.core.enums import DATA_HOLDER_KINDS, OrgKind
+from healthspace.core.envelope import Envelope
 from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthspace.core.models import Catalog, NodeEnroll, NodeEnrolled, NodeView
 from healthspace.hub.db.models import Node
 from healthspace.hub.principal import Principal
-from healthspace.hub.services import tokens
+from healthspace.hub.schemas import KeyRotated
+from healthspace.hub.services import envelopes, node_keys, tokens
 from healthspace.hub.services.directory import org_by_name
 from healthspace.hub.services.views import node_view
 
@@ -20,7 +22,8 @@ def enrol(session: Session, clock: Clock, principal: Principal, spec: NodeEnroll
     """Create the node, or — same name, same organisation — rotate its token.
 
     Re-enrolling is how a node that lost its token (or was reinstalled) gets a new one;
-    every earlier token of the node stops working at once.
+    every earlier token of the node stops working at once. A ``public_key`` registers the
+    node's signing key (on re-enrolment it replaces the current key, which is retired).
     """
     if not principal.is_operator and spec.org != principal.org:
         raise Forbidden(
@@ -47,6 +50,8 @@ def enrol(session: Session, clock: Clock, principal: Principal, spec: NodeEnroll
         )
     else:
         tokens.revoke_node_tokens(session, clock, node.id)
+    if spec.public_key is not None:
+        node_keys.register(session, clock, node, spec.public_key)
     secret = tokens.issue(session, clock, node_id=node.id, label="node enrolment")
     session.commit()
     return NodeEnrolled(id=node.id, name=node.name, org=org.name, token=secret, created=created)
@@ -57,16 +62,35 @@ def list_nodes(session: Session, *, limit: int, offset: int) -> list[NodeView]:
     return [node_view(node) for node in rows]
 
 
-def publish_catalog(session: Session, clock: Clock, node_id: int, catalog: Catalog) -> NodeView:
+def publish_catalog(
+    session: Session, clock: Clock, node_id: int, envelope: Envelope
+) -> NodeView:
+    """Store a node's signed catalogue; the first one of a keyless node registers its key."""
+    stored = envelopes.accept(
+        session, clock, node_id, envelope, kind="catalog", trust_on_first_use=True
+    )
+    catalog = envelopes.payload_as(envelope, Catalog)
+    if catalog.public_key is not None and catalog.public_key != envelope.key_id:
+        raise InvalidInput("the catalogue names a key other than the one that signed it",
+                           field="payload.public_key")
     node = session.get(Node, node_id)
     if node is None:
         raise NotFound("node not found")
     node.catalog = catalog.model_dump(mode="json")
-    if catalog.public_key is not None:
-        node.public_key = catalog.public_key
-    node.last_seen_at = clock.now()
+    node.last_seen_at = stored.received_at
     session.commit()
     return node_view(node)
+
+
+def rotate_key(session: Session, clock: Clock, node_id: int, envelope: Envelope) -> KeyRotated:
+    """Register a new node key from a rotation statement enveloped with the current key."""
+    envelopes.accept(session, clock, node_id, envelope, kind="key.rotate")
+    node = session.get(Node, node_id)
+    if node is None:
+        raise NotFound("node not found")
+    rotated = node_keys.rotate(session, clock, node, envelope.payload, envelope.key_id)
+    session.commit()
+    return KeyRotated.model_validate(rotated)
 
 
 def touch(session: Session, clock: Clock, node_id: int) -> None:

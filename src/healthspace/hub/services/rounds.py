@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,6 +15,7 @@ from healthspace.core.clock import Clock
 from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.hub.db.models import Node, Study, Task
 from healthspace.hub.db.session import rowcount
+from healthspace.hub.services import timeline
 
 
 def queue_round(
@@ -23,9 +25,10 @@ def queue_round(
     nodes: list[Node],
     *,
     round: int,
-    min_cell_size: int,
+    min_cell_size: Mapping[int, int],
     round_input: dict[str, Any] | None = None,
 ) -> None:
+    """Queue a task per node; ``min_cell_size`` maps node id -> that node's threshold."""
     now = clock.now()
     for node in nodes:
         session.add(
@@ -35,7 +38,7 @@ def queue_round(
                 round=round,
                 status=TaskStatus.QUEUED,
                 round_input=round_input,
-                min_cell_size=min_cell_size,
+                min_cell_size=min_cell_size[node.id],
                 queued_at=now,
                 attempts=0,
             )
@@ -112,6 +115,8 @@ def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[i
     if not changed:
         session.rollback()
         return []
+    if "status" in values:
+        timeline.status_changed(session, now, study_id, StudyStatus(values["status"]))
     woken: list[int] = []
     if again is not None:
         survivors, round_input = again
@@ -122,7 +127,7 @@ def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[i
             study,
             nodes,
             round=round + 1,
-            min_cell_size=survivors[0].min_cell_size,
+            min_cell_size={t.node_id: t.min_cell_size for t in survivors},
             round_input=round_input,
         )
         woken = [n.id for n in nodes]

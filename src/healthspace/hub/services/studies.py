@@ -1,4 +1,4 @@
-"""Study submission, admission, visibility, listing and cancellation."""
+"""Study submission (with per-node policy pre-checks), dry-run checks, visibility, cancel."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ from healthspace.core.clock import Clock
 from healthspace.core.enums import TERMINAL_STUDY_STATUSES, OrgKind, Role, StudyStatus
 from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthspace.core.models import StudySpec, StudyView
+from healthspace.governance.engine import StudyRequest
+from healthspace.governance.policy import Purpose
 from healthspace.hub.db.models import Node, Study, StudyNode
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.principal import Principal
+from healthspace.hub.schemas import CheckResult
+from healthspace.hub.services import admission, approvals, timeline
 from healthspace.hub.services.nodes import holds_persons
-from healthspace.hub.services.rounds import queue_round
 from healthspace.hub.services.views import study_view
 from healthspace.hub.settings import HubSettings
+
+PURPOSES = [str(p) for p in Purpose]
 
 
 def _validate(spec: StudySpec) -> tuple[Analysis, dict[str, object]]:
@@ -30,6 +35,10 @@ def _validate(spec: StudySpec) -> tuple[Analysis, dict[str, object]]:
         raise InvalidInput(f"analysis {analysis.name!r} takes no cohort", field="cohort")
     if spec.cohort is not None:
         load_cohort(spec.cohort)  # a dict only: never a path the hub would read
+    if spec.purpose not in PURPOSES:
+        raise InvalidInput(
+            f"unknown purpose {spec.purpose!r}; one of {', '.join(PURPOSES)}", field="purpose"
+        )
     return analysis, params
 
 
@@ -54,21 +63,36 @@ def _resolve_nodes(session: Session, names: list[str] | None) -> list[Node]:
     return [found[name] for name in names]
 
 
-def admit(study: Study) -> StudyStatus:
-    """The governance decision for a newly submitted study.
-
-    Every study is admitted straight to running for now; policy evaluation and approvals
-    will decide here (running, awaiting_approval or rejected).
-    """
-    return StudyStatus.RUNNING
+def check(
+    session: Session, clock: Clock, principal: Principal, spec: StudySpec
+) -> CheckResult:
+    """What a submit would decide per node, without storing anything (a dry run)."""
+    analysis, _ = _validate(spec)
+    now = clock.now()
+    request = StudyRequest(
+        analysis=analysis.name, purpose=spec.purpose, consumer=principal.name,
+        consumer_org=principal.org, submitted_at=now,
+    )
+    decisions = {
+        node.name: admission.evaluate(
+            session, request, node, consumer_id=principal.id, now=now
+        )[0]
+        for node in _resolve_nodes(session, spec.nodes)
+    }
+    return CheckResult(nodes=decisions)
 
 
 def submit(
     session: Session, clock: Clock, settings: HubSettings, principal: Principal, spec: StudySpec
 ) -> tuple[StudyView, list[int]]:
-    """Validate, store and admit a study; returns its view and the node ids given work."""
+    """Validate, store and pre-check a study; returns its view and the node ids given work.
+
+    Each target node's published policy decides (allow / needs_approval / deny); the study
+    then waits for approvals, starts, or is rejected (see ``admission.settle``).
+    """
     analysis, params = _validate(spec)
     nodes = _resolve_nodes(session, spec.nodes)
+    approvals.sweep(session, clock)
     now = clock.now()
     study = Study(
         title=spec.title,
@@ -86,14 +110,12 @@ def submit(
     )
     session.add(study)
     session.flush()
-    session.add_all(StudyNode(study_id=study.id, node_id=n.id) for n in nodes)
-    study.status = admit(study)
-    if study.status == StudyStatus.RUNNING:
-        queue_round(session, clock, study, nodes, round=1, min_cell_size=settings.min_cell_size)
-    elif StudyStatus(study.status).terminal:
-        study.finished_at = now
+    timeline.record(session, now, study.id, "submitted", by=principal.name)
+    admission.precheck(session, clock, settings, study, nodes)
+    session.flush()
+    woken = admission.settle(session, clock, study.id)
     session.commit()
-    woken = [n.id for n in nodes] if study.status == StudyStatus.RUNNING else []
+    session.expire(study)
     return study_view(study), woken
 
 
@@ -114,8 +136,15 @@ def _visible(principal: Principal) -> Select[Study]:
 
 
 def list_studies(
-    session: Session, principal: Principal, *, status: StudyStatus | None, limit: int, offset: int
+    session: Session,
+    clock: Clock,
+    principal: Principal,
+    *,
+    status: StudyStatus | None,
+    limit: int,
+    offset: int,
 ) -> list[StudyView]:
+    approvals.sweep(session, clock)
     query = _visible(principal)
     if status is not None:
         query = query.where(Study.status == status)
@@ -123,7 +152,8 @@ def list_studies(
     return [study_view(study) for study in rows]
 
 
-def get_study(session: Session, principal: Principal, study_id: int) -> StudyView:
+def get_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> StudyView:
+    approvals.sweep(session, clock)
     if session.get(Study, study_id) is None:
         raise NotFound(f"study {study_id} not found")
     study = session.scalar(_visible(principal).where(Study.id == study_id))
@@ -146,8 +176,10 @@ def cancel(session: Session, clock: Clock, principal: Principal, study_id: int) 
         .where(Study.id == study_id, Study.status.not_in(TERMINAL_STUDY_STATUSES))
         .values(status=StudyStatus.CANCELLED, updated_at=now, finished_at=now),
     )
+    if changed:
+        timeline.status_changed(session, now, study_id, StudyStatus.CANCELLED, by=principal.name)
     session.commit()
-    session.refresh(study)
+    session.expire(study)
     if not changed:
         raise Conflict(f"study {study_id} is already {study.status}", field="status")
     return study_view(study)

@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from healthspace.core.clock import iso
 from healthspace.core.enums import OrgKind, Role, StudyStatus, TaskStatus
-from healthspace.core.models import Catalog, NodeView, OrgView, StudyView, TaskView, UserView
-from healthspace.hub.db.models import Node, Organisation, Study, Task, User
+from healthspace.core.models import (
+    Catalog,
+    Feedback,
+    NodeView,
+    OrgView,
+    StudyView,
+    TaskView,
+    TimelineEvent,
+    UserView,
+)
+from healthspace.governance.engine import Approval, ApprovalStep
+from healthspace.hub.db.models import (
+    Node,
+    Organisation,
+    Study,
+    StudyApproval,
+    StudyFeedback,
+    StudyNode,
+    Task,
+    User,
+)
+from healthspace.hub.schemas import ApprovalView
 
 
 def org_view(org: Organisation) -> OrgView:
@@ -70,4 +93,67 @@ def study_view(study: Study) -> StudyView:
         result=study.result,
         error=study.error,
         tasks=[task_view(task) for task in study.tasks],
+        timeline=[
+            TimelineEvent(at=e.at, event=e.event, node=e.node, detail=e.detail or {})
+            for e in study.events
+        ],
+        feedback=feedback_view(study.feedback) if study.feedback is not None else None,
+        decisions={
+            row.node.name: decision_view(row) for row in study.targets if row.decision is not None
+        },
+    )
+
+
+def feedback_view(feedback: StudyFeedback) -> Feedback:
+    return Feedback(
+        rating=feedback.rating, comment=feedback.comment, by=feedback.by, at=feedback.at
+    )
+
+
+def approval_record(approval: StudyApproval) -> dict[str, Any]:
+    """A recorded step in the engine's ``Approval`` shape (as task assignments carry it)."""
+    return Approval(
+        step=ApprovalStep(approval.step),
+        approved=approval.approved,
+        by=approval.by,
+        at=approval.at,
+        comment=approval.comment,
+        ethics_ref=approval.ethics_ref,
+    ).model_dump(mode="json")
+
+
+def decision_view(row: StudyNode) -> dict[str, Any]:
+    """The hub's decision for one node of a study and where its approval stands."""
+    return {
+        "outcome": row.decision,
+        "reasons": row.reasons or [],
+        "approval_mode": row.approval_mode,
+        "policy_version": row.policy_version,
+        "min_cell_size": row.min_cell_size,
+        "approval": row.approval,
+        "missing_steps": row.missing_steps or [],
+        "expires_at": iso(row.expires_at) if row.expires_at is not None else None,
+        "approvals": [approval_record(a) for a in row.approvals],
+    }
+
+
+def approval_view(study: Study, row: StudyNode) -> ApprovalView:
+    return ApprovalView(
+        study_id=study.id,
+        node=row.node.name,
+        title=study.title,
+        analysis=study.analysis,
+        purpose=study.purpose,
+        consumer=study.submitter.name,
+        consumer_org=study.submitter.org.name,
+        cohort=study.cohort,
+        approval_mode=row.approval_mode or "auto",
+        steps_done=[a.step for a in row.approvals if a.approved],
+        missing_steps=row.missing_steps or [],
+        status=row.approval or "not_required",
+        decision=row.decision or "allow",
+        reasons=row.reasons or [],
+        approvals=[approval_record(a) for a in row.approvals],
+        submitted_at=study.created_at,
+        expires_at=row.expires_at,
     )

@@ -1,0 +1,68 @@
+"""Approvals: data holders approve or reject studies for their organisation's nodes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.orm import Session
+
+from healthspace.core.enums import Role
+from healthspace.hub.auth import require
+from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.notifier import node_topic, study_topic
+from healthspace.hub.principal import Principal
+from healthspace.hub.routers.common import Page, page
+from healthspace.hub.schemas import ApprovalView, ApproveSpec, RejectSpec
+from healthspace.hub.services import approvals
+from healthspace.hub.services.admission import ApprovalStatus
+
+router = APIRouter(prefix="/approvals", tags=["approvals"])
+
+OWN_NODES = "data_holder_admin: nodes of its own organisation; operator: any node"
+
+
+@router.get("", response_model=list[ApprovalView])
+def list_approvals(
+    status_: ApprovalStatus = Query(ApprovalStatus.PENDING, alias="status"),
+    principal: Principal = Depends(
+        require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, Role.AUDITOR,
+                note="data_holder_admin: own organisation's nodes; operator, auditor: all")
+    ),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+    p: Page = Depends(page),
+) -> list[ApprovalView]:
+    return approvals.list_approvals(
+        session, hub.clock, principal, status_, limit=p.limit, offset=p.offset
+    )
+
+
+@router.post("/{study_id}/{node}/approve", response_model=ApprovalView)
+def approve(
+    study_id: int,
+    node: str,
+    spec: ApproveSpec | None = None,
+    principal: Principal = Depends(require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, note=OWN_NODES)),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> ApprovalView:
+    view, woken = approvals.approve(
+        session, hub.clock, hub.settings, principal, study_id, node, spec or ApproveSpec()
+    )
+    hub.notifier.notify(study_topic(study_id), *(node_topic(n) for n in woken))
+    return view
+
+
+@router.post("/{study_id}/{node}/reject", response_model=ApprovalView)
+def reject(
+    study_id: int,
+    node: str,
+    spec: RejectSpec,
+    principal: Principal = Depends(require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, note=OWN_NODES)),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> ApprovalView:
+    view, woken = approvals.reject(
+        session, hub.clock, hub.settings, principal, study_id, node, spec
+    )
+    hub.notifier.notify(study_topic(study_id), *(node_topic(n) for n in woken))
+    return view

@@ -1,0 +1,116 @@
+"""Accepting signed node messages: who sent it, is it intact and fresh, was it seen before.
+
+Every node→hub write arrives as a :class:`~healthspace.core.envelope.Envelope`. ``accept``
+checks it against the calling node and the expected kind / study / round, verifies the
+signature with the node's keys, rejects replays by nonce and timestamp, and stores it.
+The caller commits, so a request that fails later leaves neither nonce nor envelope behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from healthspace.core.clock import Clock
+from healthspace.core.envelope import (
+    REPLAY_WINDOW,
+    Envelope,
+    EnvelopeError,
+    ReplayError,
+    verify_envelope,
+)
+from healthspace.core.errors import InvalidInput, NotFound, invalid_from_validation
+from healthspace.hub.db.models import EnvelopeNonce, Node, StoredEnvelope
+from healthspace.hub.services import node_keys
+
+# Seen nonces are kept this long: an envelope is fresh only within ±REPLAY_WINDOW of its
+# timestamp, so a nonce older than twice the window can never be replayed successfully.
+NONCE_RETENTION = 2 * REPLAY_WINDOW
+
+_UNSET: Any = object()
+M = TypeVar("M", bound=BaseModel)
+
+
+def _expect(envelope: Envelope, field: str, expected: Any) -> None:
+    actual = getattr(envelope, field)
+    if expected is not _UNSET and actual != expected:
+        raise InvalidInput(f"envelope {field} is {actual!r}, expected {expected!r}", field=field)
+
+
+def accept(
+    session: Session,
+    clock: Clock,
+    node_id: int,
+    envelope: Envelope,
+    *,
+    kind: str,
+    study_id: Any = _UNSET,
+    round: Any = _UNSET,
+    trust_on_first_use: bool = False,
+) -> StoredEnvelope:
+    """Verify ``envelope`` from node ``node_id`` and store it; raise naming the failing field.
+
+    Mismatches (kind, node_id, study_id, round) → 422; unknown key or bad signature → 401;
+    stale timestamp or a nonce seen before → 409. With ``trust_on_first_use`` a node that has
+    no key yet registers the envelope's signing key.
+    """
+    _expect(envelope, "kind", kind)
+    _expect(envelope, "node_id", node_id)
+    _expect(envelope, "study_id", study_id)
+    _expect(envelope, "round", round)
+    node = session.get(Node, node_id)
+    if node is None:
+        raise NotFound("node not found")
+    now = clock.now()
+    keys = node_keys.trusted(session, node_id, envelope.timestamp)
+    first_use = not keys and node.public_key is None and trust_on_first_use
+    if first_use:
+        keys = {envelope.key_id}
+    elif not keys:
+        raise EnvelopeError(
+            "no key is registered for this node: enrol it with its public key, or publish "
+            "a signed catalogue first",
+            field="key_id",
+        )
+    verify_envelope(envelope, keys, now=now)
+    session.execute(delete(EnvelopeNonce).where(EnvelopeNonce.seen_at < now - NONCE_RETENTION))
+    session.add(EnvelopeNonce(nonce=envelope.nonce, node_id=node_id, seen_at=now))
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise ReplayError("this envelope's nonce was already used; re-seal the message",
+                          field="nonce") from exc
+    if first_use:
+        node_keys.register(session, clock, node, envelope.key_id)
+    stored = StoredEnvelope(
+        node_id=node_id,
+        kind=envelope.kind,
+        study_id=envelope.study_id,
+        round=envelope.round,
+        nonce=envelope.nonce,
+        body=envelope.model_dump(mode="json"),
+        received_at=now,
+    )
+    session.add(stored)
+    session.flush()
+    return stored
+
+
+def payload_as(envelope: Envelope, model: type[M]) -> M:
+    """The envelope's payload parsed as ``model``; errors name ``payload.<field>``."""
+    try:
+        return model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise invalid_from_validation(exc, prefix=("payload",)) from exc
+
+
+def reverify(session: Session, stored: StoredEnvelope) -> None:
+    """Check a stored envelope again, against every key the node ever had (audits)."""
+    envelope = Envelope.model_validate(stored.body)
+    keys = node_keys.history(session, stored.node_id)
+    verify_envelope(envelope, keys, now=envelope.timestamp)
