@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from healthspace.core.documents import parse_text
 from healthspace.core.errors import InvalidInput, invalid_from_validation
 from healthspace.core.models import StudySpec
 
@@ -18,11 +17,7 @@ def read_document(path: Path, what: str = "file") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"{what} {path} does not exist", field=what)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot parse {path}: {exc}", field=what) from exc
+    data = parse_text(path.read_text(encoding="utf-8"), what)
     if not isinstance(data, dict):
         raise InvalidInput(f"{path} must contain a mapping (an object)", field=what)
     return data

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -18,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from healthspace.core.documents import load_document
 from healthspace.core.errors import InvalidInput, invalid_from_validation
 
 EVENT_KINDS = ("condition", "drug", "procedure", "measurement", "visit")
@@ -269,47 +268,11 @@ class CohortDefinition(_Strict):
         return self
 
 
-def _parse_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    except RecursionError as exc:
-        raise InvalidInput("the definition is nested too deeply", field="cohort") from exc
-    try:
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise InvalidInput(f"not valid JSON or YAML: {exc}", field="cohort") from exc
-
-
-def _as_path(source: str | Path) -> Path | None:
-    """A path when ``source`` names an existing file or ends like one; None for inline text."""
-    if isinstance(source, Path):
-        return source
-    text = source.strip()
-    if not text or "\n" in text or text[0] in "{[" or len(text) > 4096:
-        return None
-    try:
-        if Path(text).is_file() or text.lower().endswith((".json", ".yaml", ".yml")):
-            return Path(text)
-    except OSError:
-        return None
-    return None
-
-
 def load_cohort(source: str | Path | dict[str, Any] | CohortDefinition) -> CohortDefinition:
     """Parse a cohort definition from a dict, JSON/YAML text or a .json/.yaml/.yml file path."""
     if isinstance(source, CohortDefinition):
         return source
-    data: Any = source
-    if isinstance(source, str | Path):
-        path = _as_path(source)
-        if path is None:
-            data = _parse_text(str(source))
-        elif path.is_file():
-            data = _parse_text(path.read_text(encoding="utf-8"))
-        else:
-            raise InvalidInput(f"no such cohort file: {path}", field="cohort")
+    data = load_document(source, "cohort")
     if not isinstance(data, dict):
         raise InvalidInput("a cohort definition must be an object", field="cohort")
     try:

@@ -6,15 +6,14 @@ pre-checks. The decision logic lives in :mod:`healthspace.governance.engine`.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from healthspace.core.documents import load_document
 from healthspace.core.errors import InvalidInput, invalid_from_validation
 
 MIN_CELL_FLOOR = 5
@@ -129,14 +128,7 @@ def load_policy(source: str | Path | dict[str, Any] | UsagePolicy) -> UsagePolic
     """
     if isinstance(source, UsagePolicy):
         return source
-    data: Any = source
-    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
-        path = Path(source)
-        if not path.is_file():
-            raise InvalidInput(f"no such policy file: {path}", field="policy")
-        data = _parse_text(path.read_text(encoding="utf-8"))
-    elif isinstance(source, str):
-        data = _parse_text(source)
+    data = load_document(source, "policy")
     if data is None:
         data = {}  # an empty file: every field takes its default
     if not isinstance(data, dict):
@@ -145,23 +137,3 @@ def load_policy(source: str | Path | dict[str, Any] | UsagePolicy) -> UsagePolic
         return UsagePolicy.model_validate(data)
     except ValidationError as exc:
         raise invalid_from_validation(exc, prefix=("policy",)) from exc
-
-
-def _looks_like_path(text: str) -> bool:
-    text = text.strip()
-    if not text or "\n" in text or text[0] in "{[" or len(text) > 4096:
-        return False
-    return text.lower().endswith((".json", ".yaml", ".yml")) or Path(text).is_file()
-
-
-def _parse_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    except RecursionError as exc:
-        raise InvalidInput("the policy is nested too deeply", field="policy") from exc
-    try:
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise InvalidInput(f"not valid JSON or YAML: {exc}", field="policy") from exc

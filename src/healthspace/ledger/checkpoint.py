@@ -9,7 +9,7 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from healthspace.ledger.entry import canonical_json
+from healthspace.core.canonical import canonical_json
 
 CHECKPOINT_DOMAIN = b"healthspace-ledger-checkpoint-v1\x00"
 

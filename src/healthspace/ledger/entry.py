@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from healthspace.core.canonical import canonical_json
 
 GENESIS_HASH = "0" * 64
 ENTRY_DOMAIN = b"healthspace-ledger-entry-v1\x00"
@@ -26,13 +27,6 @@ class Entry:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8 (not \\u-escaped); NaN and infinities are rejected."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 def payload_digest(payload: dict[str, Any] | None) -> str:
