@@ -16,6 +16,17 @@ from healthspace.client.sdk import HubClient
 from healthspace.launch import LocalFederation
 
 HOSPITALS = ["hospital_1", "hospital_2", "hospital_3"]
+STRICT_POLICY = {
+    "level": "L3",
+    "allowed_purposes": ["research", "drug_development"],
+    "min_cell_size": 11,
+}
+# Foundation tests exercise counting, not approvals: every purpose, no approval step.
+OPEN_POLICY = {
+    "level": "L2",
+    "approval_mode": "auto",
+    "allowed_purposes": ["research", "public_health", "drug_development", "payer_policy"],
+}
 
 
 @dataclass
@@ -24,6 +35,8 @@ class Live:
     consumer_token: str
     data: Path
     eunomia: list[Path]
+    steward_token: str = ""
+    auditor_token: str = ""
 
     @property
     def url(self) -> str:
@@ -46,17 +59,27 @@ def live(tmp_path_factory, synth_dir, eunomia_sites) -> Live:
             store = workdir / "nodes" / f"{name}.duckdb"
             ingest_dir(store, synth_dir / name)
             fed.ensure_org(name, kind)
-            fed.add_node(name, name, store)
+            fed.add_node(name, name, store, policy=OPEN_POLICY)
+        # A sensitive (L3) dataset: two-level approval, its own admin, for governance tests.
+        strict = workdir / "nodes" / "strict_site.duckdb"
+        ingest_dir(strict, synth_dir / "hospital_3")
+        fed.ensure_org("strict_lab", "data_centre")
+        fed.add_node("strict_site", "strict_lab", strict, policy=STRICT_POLICY)
         fed.ensure_org("gibleed_centre", "data_centre")
         for site in eunomia_sites:
             store = workdir / "nodes" / f"{site.name}.duckdb"
             ingest_dir(store, site)
-            fed.add_node(site.name, "gibleed_centre", store)
+            fed.add_node(site.name, "gibleed_centre", store, policy=OPEN_POLICY)
         fed.wait_nodes_ready()
         fed.ensure_org("pharma", "consumer")
         with fed.operator() as op:
             op.add_user("analyst", "pharma", "consumer")
             token = op.issue_token("analyst").token
-        yield Live(fed=fed, consumer_token=token, data=synth_dir, eunomia=eunomia_sites)
+            op.add_user("steward", "strict_lab", "data_holder_admin")
+            steward = op.issue_token("steward").token
+            op.add_user("auditor", "operator", "auditor")
+            auditor = op.issue_token("auditor").token
+        yield Live(fed=fed, consumer_token=token, data=synth_dir, eunomia=eunomia_sites,
+                   steward_token=steward, auditor_token=auditor)
     finally:
         fed.close()

@@ -15,7 +15,7 @@ import pytest
 from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.demo import showcase_cohort
 
-from .conftest import HOSPITALS
+from .conftest import HOSPITALS, OPEN_POLICY
 from .reference import persons_with_concept, released, t2d_feasibility
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("federation")]
@@ -151,7 +151,7 @@ def test_a_failing_node_is_reported_and_others_complete(live):
                 "FROM measurement_raw")
     con.close()
     fed.ensure_org("broken_lab", "data_centre")
-    fed.add_node("broken_site", "broken_lab", broken)
+    fed.add_node("broken_site", "broken_lab", broken, policy=OPEN_POLICY)
     fed.wait_nodes_ready()
     with live.consumer() as c:
         view = c.wait(c.submit({"analysis": "cohort_count", "cohort": showcase_cohort(),

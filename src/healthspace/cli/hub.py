@@ -33,8 +33,26 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    webhook: Annotated[
+        list[str] | None,
+        typer.Option("--webhook", help="URL POSTed (signed) on every study status change; "
+                     "repeatable."),
+    ] = None,
 ) -> None:
     """Serve the hub API (OpenAPI at /docs)."""
     from healthspace.hub.serve import serve as run
 
-    run(db, host=host, port=port, log_level=log_level)
+    run(db, host=host, port=port, log_level=log_level, webhooks=webhook or [])
+
+
+@app.command("rotate-key")
+def rotate_key(db: DbOpt, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Replace the hub's signing key; the old key vouches for the new one (nodes follow)."""
+    from healthspace.hub.bootstrap import rotate_hub_key
+
+    statement = rotate_hub_key(db)
+    if json_out:
+        emit_json(statement)
+        return
+    err.print("hub key rotated; nodes pick up the new key from GET /api/v1/hub/key")
+    out.print(statement["new_key"], highlight=False)

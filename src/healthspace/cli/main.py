@@ -8,7 +8,7 @@ import click
 import typer
 from pydantic import ValidationError
 
-from healthspace.cli import admin, audit, demo, hub, node, sim, study, synth
+from healthspace.cli import admin, approvals, audit, demo, hub, node, sim, study, synth
 from healthspace.cli.output import err
 from healthspace.core.enums import ExitCode
 from healthspace.core.errors import HealthspaceError, invalid_from_validation
@@ -28,6 +28,7 @@ app.add_typer(admin.token_app, name="token")
 app.add_typer(study.app, name="study")
 app.add_typer(sim.app, name="sim")
 app.add_typer(audit.app, name="audit")
+app.add_typer(approvals.app, name="approvals")
 app.command("synth")(synth.synth)
 app.command("demo")(demo.demo)
 

@@ -118,3 +118,38 @@ def cancel(
         emit_json(view.model_dump(mode="json"))
     else:
         out.print(f"study {view.id}: {view.status.value}")
+
+
+@app.command("check")
+def check(
+    file: Annotated[Path, typer.Argument(help="Study file (JSON or YAML).")],
+    hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Dry run: what each node's policy would decide for this study (nothing is submitted)."""
+    spec = load_study_file(file)
+    with client(hub, token) as c:
+        decisions = c.check(spec)
+    if json_out:
+        emit_json({"nodes": {n: d.model_dump(mode="json") for n, d in decisions.items()}})
+        return
+    table = Table("node", "outcome", "approval", "min cell", "reasons", title="policy check")
+    for name, d in decisions.items():
+        table.add_row(name, d.outcome.value, d.approval_mode.value, str(d.min_cell_size),
+                      "; ".join(r.message for r in d.reasons))
+    out.print(table)
+
+
+@app.command("feedback")
+def feedback(
+    study_id: int,
+    rating: Annotated[int, typer.Option(min=1, max=5, help="1 (poor) to 5 (excellent).")],
+    comment: Annotated[str | None, typer.Option(help="Up to 2000 characters.")] = None,
+    hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Rate a finished study you submitted (once)."""
+    with client(hub, token) as c:
+        given = c.feedback(study_id, rating, comment)
+    if json_out:
+        emit_json(given.model_dump(mode="json"))
+    else:
+        out.print(f"study {study_id}: feedback {given.rating}/5 recorded")

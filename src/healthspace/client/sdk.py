@@ -10,6 +10,7 @@ from healthspace.client.http import Http
 from healthspace.core.enums import StudyStatus
 from healthspace.core.envelope import Envelope
 from healthspace.core.models import (
+    Feedback,
     Me,
     NodeEnrolled,
     NodeView,
@@ -21,6 +22,7 @@ from healthspace.core.models import (
     TokenView,
     UserView,
 )
+from healthspace.governance.engine import Decision
 
 API = "/api/v1"
 
@@ -157,6 +159,44 @@ class HubClient:
         response = self.http.request("POST", f"{API}/node/tasks/{task_id}/result", json=body)
         return TaskAck.model_validate(response.json())
 
+
+    # --- governance: dry-run checks, approvals, feedback ------------------------------
+
+    def check(self, spec: StudySpec | dict[str, Any]) -> dict[str, Decision]:
+        """What submitting ``spec`` would decide per node (a dry run; nothing is stored)."""
+        body = spec.model_dump(mode="json") if isinstance(spec, StudySpec) else spec
+        data = self.http.request("POST", f"{API}/studies/check", json=body).json()
+        return {name: Decision.model_validate(d) for name, d in data["nodes"].items()}
+
+    def approvals(self, status: str = "pending") -> list[dict[str, Any]]:
+        """Approvals in ``status`` (pending|approved|rejected|expired) on nodes you may see."""
+        response = self.http.request("GET", f"{API}/approvals", params={"status": status})
+        return list(response.json())
+
+    def approve(
+        self,
+        study_id: int,
+        node: str,
+        *,
+        step: str | None = None,
+        comment: str | None = None,
+        ethics_ref: str | None = None,
+    ) -> dict[str, Any]:
+        """Approve the next (or the named) step for one node of a study."""
+        body = {"step": step, "comment": comment, "ethics_ref": ethics_ref}
+        path = f"{API}/approvals/{study_id}/{node}/approve"
+        return dict(self.http.request("POST", path, json=body).json())
+
+    def reject(self, study_id: int, node: str, comment: str) -> dict[str, Any]:
+        """Reject a study for one node; ``comment`` reaches the consumer."""
+        path = f"{API}/approvals/{study_id}/{node}/reject"
+        return dict(self.http.request("POST", path, json={"comment": comment}).json())
+
+    def feedback(self, study_id: int, rating: int, comment: str | None = None) -> Feedback:
+        """Rate a finished study you submitted (once)."""
+        body = {"rating": rating, "comment": comment}
+        response = self.http.request("POST", f"{API}/studies/{study_id}/feedback", json=body)
+        return Feedback.model_validate(response.json())
 
 def results_document(view: StudyView) -> dict[str, Any]:
     """What ``study results --json`` prints: the analysis result, study id and node statuses."""

@@ -87,7 +87,8 @@ class Hub:
 
     def publish_policy(self, headers: Headers, policy: dict[str, Any]) -> dict[str, Any]:
         envelope = self.seal(headers, "policy", {"policy": policy})
-        return self.ok("PUT", "/node/policy", headers, json=envelope)  # type: ignore[no-any-return]
+        published: dict[str, Any] = self.ok("PUT", "/node/policy", headers, json=envelope)
+        return published
 
     def submit(self, headers: Headers, **spec: Any) -> dict[str, Any]:
         spec.setdefault("analysis", "cohort_count")
@@ -115,9 +116,10 @@ class Hub:
 
     def post(self, headers: Headers, task_id: int, **result: Any) -> dict[str, Any]:
         envelope = self.result_envelope(headers, task_id, **result)
-        return self.ok(  # type: ignore[no-any-return]
+        ack: dict[str, Any] = self.ok(
             "POST", f"/node/tasks/{task_id}/result", headers, json=envelope
         )
+        return ack
 
     def study(self, headers: Headers, study_id: int, wait: float = 0) -> dict[str, Any]:
         return self.ok("GET", f"/studies/{study_id}?wait={wait}", headers)

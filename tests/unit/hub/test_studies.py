@@ -150,7 +150,8 @@ def test_study_long_poll_returns_as_soon_as_the_result_arrives(
     hub.post(space.node_a, task["task_id"], status="completed", partial=CC_PARTIAL)
     thread.join(timeout=10)
     assert out["value"]["status"] == "completed"
-    assert out["done"] - posted < 0.5
+    # Far below the 30 s re-check: the notifier woke it (generous for a loaded CI machine).
+    assert out["done"] - posted < 5.0
     hub.close()
 
 
@@ -161,7 +162,7 @@ def test_node_long_poll_wakes_on_submission_and_times_out_otherwise(
     hub = space.hub
     started = time.monotonic()
     assert hub.next_task(space.node_a, wait=0.3) is None
-    assert 0.3 <= time.monotonic() - started < 2
+    assert 0.3 <= time.monotonic() - started < 5
     notifier = hub.client.app.state.hub.notifier  # type: ignore[attr-defined]
     thread, out = _in_thread(lambda: hub.next_task(space.node_a, wait=30))
     _until(lambda: notifier.waiting(node_topic(hub.nodes["node-a"])) == 1)
@@ -169,7 +170,7 @@ def test_node_long_poll_wakes_on_submission_and_times_out_otherwise(
     study = hub.submit(space.alice, nodes=["node-a"])
     thread.join(timeout=10)
     assert out["value"]["study_id"] == study["id"]
-    assert out["done"] - submitted < 0.5
+    assert out["done"] - submitted < 5.0  # the re-check is 30 s: the notifier woke it
     hub.close()
 
 
@@ -191,6 +192,6 @@ def test_long_poll_falls_back_to_periodic_recheck(space_template: Space, tmp_pat
     submitted = time.monotonic()
     other_worker.submit(space.alice, nodes=["node-a"])
     thread.join(timeout=10)
-    assert out["value"] is not None and out["done"] - submitted < 1.0
+    assert out["value"] is not None and out["done"] - submitted < 5.0  # the wait is 30 s
     other_worker.close()
     hub.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
@@ -18,11 +20,12 @@ from healthspace.hub.services.admission import ApprovalStatus
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 
 OWN_NODES = "data_holder_admin: nodes of its own organisation; operator: any node"
+Listed = Literal["pending", "approved", "rejected", "expired"]
 
 
 @router.get("", response_model=list[ApprovalView])
 def list_approvals(
-    status_: ApprovalStatus = Query(ApprovalStatus.PENDING, alias="status"),
+    status_: Listed = Query("pending", alias="status"),
     principal: Principal = Depends(
         require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, Role.AUDITOR,
                 note="data_holder_admin: own organisation's nodes; operator, auditor: all")
@@ -32,7 +35,7 @@ def list_approvals(
     p: Page = Depends(page),
 ) -> list[ApprovalView]:
     return approvals.list_approvals(
-        session, hub.clock, principal, status_, limit=p.limit, offset=p.offset
+        session, hub.clock, principal, ApprovalStatus(status_), limit=p.limit, offset=p.offset
     )
 
 

@@ -34,10 +34,9 @@ def public_info(session: Session) -> dict[str, Any]:
 
     A node that pinned any earlier key follows the chain of statements to the current one.
     """
-    rotations = session.scalars(
-        select(HubKey.rotation).where(HubKey.rotation.is_not(None)).order_by(HubKey.id)
-    )
-    return {"public_key": active_key(session).public_key, "rotations": list(rotations)}
+    # Filtered here, not in SQL: a JSON column may hold JSON null rather than SQL NULL.
+    rotations = [r for r in session.scalars(select(HubKey.rotation).order_by(HubKey.id)) if r]
+    return {"public_key": active_key(session).public_key, "rotations": rotations}
 
 
 def new_key_row(key: SigningKey, clock: Clock, rotation: dict[str, str] | None = None) -> HubKey:

@@ -1,0 +1,151 @@
+"""Every route × every principal → the expected status, from one table that must cover the app.
+
+The table is walked in order on one populated space (rows that change state come last).
+A route without a row fails the test, so a new endpoint cannot ship without its permissions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hubkit import CC_PARTIAL, COHORT, Space
+from nacl.signing import SigningKey
+
+from healthspace.core.envelope import rotation_statement, seal
+from healthspace.hub.app import api_permissions
+
+WHO = ("operator", "admin", "other_admin", "consumer", "auditor", "node")
+NAMES = {"operator": "operator", "admin": "admin-a", "other_admin": "admin-b",
+         "consumer": "alice", "auditor": "audrey"}
+SPEC = {"analysis": "cohort_count", "cohort": COHORT, "nodes": ["node-a"]}
+
+
+@dataclass
+class Ctx:
+    space: Space
+    done_study: int = 0
+    done_task: int = 0
+    made: list[int] = field(default_factory=list)
+
+    def awaiting(self) -> int:
+        """A fresh study of alice's waiting for node-a's approval."""
+        study = self.space.hub.submit(self.space.alice, nodes=["node-a"])
+        assert study["status"] == "awaiting_approval"
+        return int(study["id"])
+
+    def envelope(self, kind: str, payload: dict[str, Any], **ids: Any) -> dict[str, Any]:
+        return self.space.hub.seal(self.space.node_a, kind, payload, **ids)
+
+    def rotation(self) -> dict[str, Any]:
+        hub = self.space.hub
+        old, new = hub.keys["node-a"], SigningKey.generate()
+        statement = rotation_statement(old, new, at=hub.clock.now())
+        hub.keys["node-a"] = new  # the node's later envelopes are signed with the new key
+        return seal("key.rotate", statement, old, node_id=hub.nodes["node-a"],
+                    clock=hub.clock).model_dump(mode="json")
+
+
+Path = str | Callable[[Ctx, str], str]
+Body = Callable[[Ctx, str], Any] | None
+
+
+def _only(allowed: dict[str, int]) -> dict[str, int]:
+    return {who: allowed.get(who, 403) for who in WHO}
+
+
+USERS_200 = _only({w: 200 for w in WHO if w != "node"})
+ALL_200 = {w: 200 for w in WHO}
+
+# (method, route template) -> (concrete path, body, expected status per principal)
+MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
+    ("GET", "/api/v1/me", "/me", None, ALL_200),
+    ("GET", "/api/v1/hub/key", "/hub/key", None, ALL_200),
+    ("GET", "/api/v1/orgs", "/orgs", None, _only({"operator": 200, "auditor": 200})),
+    ("GET", "/api/v1/users", "/users", None, _only({"operator": 200, "auditor": 200})),
+    ("GET", "/api/v1/nodes", "/nodes", None, USERS_200),
+    ("GET", "/api/v1/studies", "/studies", None, USERS_200),
+    ("GET", "/api/v1/studies/{study_id}", lambda c, w: f"/studies/{c.done_study}", None,
+     _only({"operator": 200, "admin": 200, "consumer": 200, "auditor": 200})),
+    ("GET", "/api/v1/approvals", "/approvals", None,
+     _only({"operator": 200, "admin": 200, "other_admin": 200, "auditor": 200})),
+    ("GET", "/api/v1/node/tasks/next", "/node/tasks/next", None, _only({"node": 204})),
+    ("POST", "/api/v1/node/tasks/{task_id}/result",
+     lambda c, w: f"/node/tasks/{c.done_task}/result",
+     lambda c, w: c.envelope("task.result", {"status": "completed", "partial": CC_PARTIAL},
+                             study_id=c.done_study, round=1),
+     _only({"node": 200})),
+    ("PUT", "/api/v1/node/catalog", "/node/catalog",
+     lambda c, w: c.envelope("catalog", {"tables": {"person": 1000}}), _only({"node": 200})),
+    ("PUT", "/api/v1/node/policy", "/node/policy",
+     lambda c, w: c.envelope("policy", {"policy": {"level": "L2", "version": 2}}),
+     _only({"node": 200})),
+    ("POST", "/api/v1/orgs", "/orgs", lambda c, w: {"name": f"org-{w}", "kind": "consumer"},
+     _only({"operator": 201})),
+    ("POST", "/api/v1/users", "/users",
+     lambda c, w: {"name": f"user-{w}", "org": "hosp-a", "role": "consumer"},
+     _only({"operator": 201, "admin": 201})),
+    ("POST", "/api/v1/tokens", "/tokens", lambda c, w: {"user": NAMES.get(w, "alice")},
+     _only({w: 201 for w in NAMES})),
+    ("POST", "/api/v1/nodes", "/nodes", lambda c, w: {"name": f"node-{w}", "org": "hosp-a"},
+     _only({"operator": 201, "admin": 201})),
+    ("POST", "/api/v1/studies/check", "/studies/check", lambda c, w: SPEC,
+     _only({"operator": 200, "consumer": 200})),
+    ("POST", "/api/v1/studies", "/studies", lambda c, w: SPEC,
+     _only({"operator": 201, "consumer": 201})),
+    ("POST", "/api/v1/studies/{study_id}/feedback",
+     lambda c, w: f"/studies/{c.done_study}/feedback", lambda c, w: {"rating": 4},
+     _only({"consumer": 201})),  # the operator may give feedback only on its own studies
+    ("POST", "/api/v1/studies/{study_id}/cancel",
+     lambda c, w: f"/studies/{c.awaiting()}/cancel", None,
+     _only({"operator": 200, "consumer": 200})),
+    ("POST", "/api/v1/approvals/{study_id}/{node}/approve",
+     lambda c, w: f"/approvals/{c.awaiting()}/node-a/approve", lambda c, w: {},
+     _only({"operator": 200, "admin": 200})),
+    ("POST", "/api/v1/approvals/{study_id}/{node}/reject",
+     lambda c, w: f"/approvals/{c.awaiting()}/node-a/reject", lambda c, w: {"comment": "no"},
+     _only({"operator": 200, "admin": 200})),
+    ("POST", "/api/v1/node/key", "/node/key", lambda c, w: c.rotation() if w == "node" else {},
+     _only({"node": 200})),
+]
+
+
+def _setup(space: Space) -> Ctx:
+    hub = space.hub
+    ctx = Ctx(space)
+    study = hub.submit(space.alice, nodes=["node-a"])  # node-a is L1: runs at once
+    task = hub.next_task(space.node_a)
+    assert task is not None
+    hub.post(space.node_a, task["task_id"], status="completed", partial=CC_PARTIAL)
+    ctx.done_study, ctx.done_task = study["id"], task["task_id"]
+    hub.publish_policy(space.node_a, {"level": "L2", "version": 2})  # from now on: approvals
+    return ctx
+
+
+def test_the_matrix_covers_every_route() -> None:
+    rows = [(method, route) for method, route, *_ in MATRIX]
+    assert len(rows) == len(set(rows)), "a route is listed twice"
+    assert sorted(rows) == sorted(api_permissions()), "add the new route to MATRIX"
+    for method, route, _path, _body, expect in MATRIX:
+        assert set(expect) == set(WHO), (method, route)
+
+
+def test_auditors_never_write() -> None:
+    """Auditors read; the one write they may make is a fresh token for themselves."""
+    for method, route, _path, _body, expect in MATRIX:
+        if method != "GET" and route != "/api/v1/tokens":
+            assert expect["auditor"] == 403, (method, route)
+
+
+def test_every_route_times_every_principal(space: Space) -> None:
+    heads = {"operator": space.hub.operator, "admin": space.admin_a,
+             "other_admin": space.admin_b, "consumer": space.alice,
+             "auditor": space.auditor, "node": space.node_a}
+    ctx = _setup(space)
+    for method, route, path, body, expect in MATRIX:
+        for who in WHO:
+            concrete = path(ctx, who) if callable(path) else path
+            kwargs = {"json": body(ctx, who)} if body is not None else {}
+            response = space.hub.call(method, concrete, heads[who], **kwargs)
+            assert response.status_code == expect[who], (method, route, who, response.text)
