@@ -54,12 +54,15 @@ def test_two_level_approval_through_the_cli(live, tmp_path):
     pending = json.loads(cli(live, "approvals", "list", "--json",
                              token=live.steward_token).stdout)
     assert any(p["study_id"] == view["id"] and p["node"] == "strict_site" for p in pending)
+    early = cli(live, "approvals", "approve", str(view["id"]), "strict_site", "--step",
+                "ethics", "--ethics-ref", "IRB-1", token=live.steward_token, check=False)
+    assert early.returncode == 2 and "steward" in early.stderr  # steward first
+    cli(live, "approvals", "approve", str(view["id"]), "strict_site", "--step", "steward",
+        "--comment", "data steward ok", token=live.steward_token)
     # Ethics needs its reference: a user mistake, exit 2, nothing recorded.
     bad = cli(live, "approvals", "approve", str(view["id"]), "strict_site", "--step", "ethics",
               token=live.steward_token, check=False)
     assert bad.returncode == 2 and "ethics_ref" in bad.stderr
-    cli(live, "approvals", "approve", str(view["id"]), "strict_site", "--step", "steward",
-        "--comment", "data steward ok", token=live.steward_token)
     with live.consumer() as c:
         assert c.study(view["id"]).status == StudyStatus.AWAITING_APPROVAL
     cli(live, "approvals", "approve", str(view["id"]), "strict_site", "--step", "ethics",

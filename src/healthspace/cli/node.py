@@ -29,11 +29,17 @@ def _state_path(store: Path) -> Path:
 
 
 @app.command("init")
-def init(store: StoreOpt, json_out: JsonOpt = False) -> None:
-    """Create the node's state file (keys, vault, outbox) beside the store."""
+def init(
+    store: StoreOpt,
+    name: Annotated[
+        str | None, typer.Option(help="Node name for its ledger (default: the store's stem).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create the node's state file (keys, vault, outbox, ledger) beside the store."""
     from healthspace.node.state import NodeState
 
-    state = NodeState.init(_state_path(store))
+    state = NodeState.init(_state_path(store), name=name)
     doc = {"store": str(store), "state": str(state.path), "public_key": state.public_key_hex()}
     if json_out:
         emit_json(doc)

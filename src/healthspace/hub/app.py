@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +31,7 @@ from healthspace.hub.routers import (
     tokens,
 )
 from healthspace.hub.services import hub_keys, timeline
+from healthspace.hub.services.audit import AuditTrail
 from healthspace.hub.settings import HubSettings
 from healthspace.hub.webhooks import WebhookSender
 
@@ -79,14 +80,11 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return _error(422, message, first["field"], errors=errors)
 
 
-def _webhooks(sessions: sessionmaker[Session], settings: HubSettings) -> WebhookSender:
+def _webhooks(
+    sessions: sessionmaker[Session], settings: HubSettings, signing_key: Callable[[], SigningKey]
+) -> WebhookSender:
     """The webhook sender, fed by one after-commit interceptor (never by scattered calls):
     committed study status changes are sent, rolled-back ones dropped."""
-
-    def signing_key() -> SigningKey:  # read per event: a rotated hub key applies at once
-        with sessions() as session:
-            return hub_keys.signing_key(session)
-
     sender = WebhookSender(settings.webhooks, signing_key, timeout=settings.webhook_timeout)
 
     def after_commit(session: Session) -> None:
@@ -122,13 +120,22 @@ def create_app(
     )
     settings = settings or HubSettings()
     sessions = make_sessionmaker(engine)
+    clock = clock or SystemClock()
+
+    def signing_key() -> SigningKey:  # read per use: a rotated hub key applies at once
+        with sessions() as session:
+            return hub_keys.signing_key(session)
+
+    trail = AuditTrail(engine, signing_key, clock)
+    trail.attach(sessions)
     app.state.hub = HubState(
         engine=engine,
         sessions=sessions,
-        clock=clock or SystemClock(),
+        clock=clock,
         settings=settings,
         notifier=Notifier(),
-        webhooks=_webhooks(sessions, settings),
+        webhooks=_webhooks(sessions, settings, signing_key),
+        audit=trail,
     )
     app.add_exception_handler(HealthspaceError, _healthspace_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from nacl.signing import SigningKey
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from healthspace.core.clock import Clock, SystemClock
 from healthspace.core.enums import OrgKind, Role
 from healthspace.core.errors import Conflict
 from healthspace.hub.db.models import HubKey, Organisation, User
 from healthspace.hub.db.session import make_engine, make_sessionmaker, upgrade
-from healthspace.hub.services import hub_keys, tokens
+from healthspace.hub.services import audit, hub_keys, tokens
+from healthspace.hub.services.audit import AuditTrail
 
 OPERATOR = "operator"
 
@@ -23,8 +25,9 @@ def init_hub(db_url: str, clock: Clock | None = None) -> str:
     clock = clock or SystemClock()
     upgrade(db_url)
     engine = make_engine(db_url)
+    sessions = _audited_sessions(engine, clock)
     try:
-        with make_sessionmaker(engine)() as session:
+        with sessions() as session:
             if session.scalar(select(HubKey.id).limit(1)) is not None:
                 raise Conflict("the hub is already initialised", field="db_url")
             now = clock.now()
@@ -36,6 +39,7 @@ def init_hub(db_url: str, clock: Clock | None = None) -> str:
             session.add_all([org, user])
             session.flush()
             secret = tokens.issue(session, clock, user_id=user.id, label="bootstrap")
+            audit.queue(session, OPERATOR, "hub.init", "hub", {"operator": OPERATOR})
             session.commit()
             return secret
     finally:
@@ -51,8 +55,22 @@ def rotate_hub_key(db_url: str, clock: Clock | None = None) -> dict[str, str]:
     """
     upgrade(db_url)
     engine = make_engine(db_url)
+    clock = clock or SystemClock()
+    sessions = _audited_sessions(engine, clock)
     try:
-        with make_sessionmaker(engine)() as session:
-            return hub_keys.rotate(session, clock or SystemClock())
+        with sessions() as session:
+            return hub_keys.rotate(session, clock)
     finally:
         engine.dispose()
+
+
+def _audited_sessions(engine: Engine, clock: Clock) -> sessionmaker[Session]:
+    """Sessions whose commits append their queued audit entries, as in the running hub."""
+    sessions = make_sessionmaker(engine)
+
+    def signing_key() -> SigningKey:
+        with sessions() as session:
+            return hub_keys.signing_key(session)
+
+    AuditTrail(engine, signing_key, clock).attach(sessions)
+    return sessions

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from healthspace.core.clock import Clock
 from healthspace.hub.notifier import Notifier
+from healthspace.hub.services.audit import AuditTrail
 from healthspace.hub.settings import HubSettings
 from healthspace.hub.webhooks import WebhookSender
 
@@ -23,6 +24,7 @@ class HubState:
     settings: HubSettings
     notifier: Notifier
     webhooks: WebhookSender
+    audit: AuditTrail
 
 
 def get_hub(request: Request) -> HubState:

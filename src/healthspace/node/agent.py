@@ -68,7 +68,6 @@ class NodeAgent:
         self._backoff = Backoff()
         me = self.client.me()
         self.node_id, self.site = me.id, me.name
-        state.set_node_name(me.name)
 
     # --- signing ----------------------------------------------------------------------
 

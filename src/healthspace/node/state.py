@@ -62,8 +62,11 @@ class NodeState:
         self.clock = clock or SystemClock()
 
     @classmethod
-    def init(cls, path: Path, clock: Clock | None = None) -> NodeState:
-        """Create the state file and the node's Ed25519 key; idempotent."""
+    def init(cls, path: Path, clock: Clock | None = None, name: str | None = None) -> NodeState:
+        """Create the state file and the node's Ed25519 key; idempotent.
+
+        ``name`` (default: the store's file stem) names the node's ledger and never changes.
+        """
         state = cls(path, clock)
         state.path.parent.mkdir(parents=True, exist_ok=True)
         ddl = sqlite3.connect(state.path, timeout=30)
@@ -80,6 +83,10 @@ class NodeState:
             db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)",
                 (iso(state.clock.now()),),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('node_name', ?)",
+                (name or state.path.name.split(".")[0],),
             )
             if db.execute("SELECT 1 FROM keys WHERE kind = 'ed25519'").fetchone() is None:
                 key = SigningKey.generate()
@@ -117,13 +124,10 @@ class NodeState:
     # --- identity -------------------------------------------------------------------
 
     def node_name(self) -> str:
+        """The node's name as its own ledger's owner: fixed when the state is created."""
         with self.connect() as db:
             row = db.execute("SELECT value FROM meta WHERE key = 'node_name'").fetchone()
-        return str(row[0]) if row else "node"
-
-    def set_node_name(self, name: str) -> None:
-        with self.connect() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('node_name', ?)", (name,))
+        return str(row[0]) if row else self.path.name.split(".")[0]
 
     # --- keys ---------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from healthspace.node.state import NodeState
 
 
 def make_state(tmp_path):
-    state = NodeState.init(tmp_path / "n.state.sqlite")
-    state.set_node_name("hospital_x")
+    state = NodeState.init(tmp_path / "n.state.sqlite", name="hospital_x")
+    assert state.node_name() == "hospital_x"
     audit.set_policy(state, UsagePolicy(level="L1"))
     assert not audit.set_policy(state, UsagePolicy(level="L1"))  # unchanged: no entry
     consent.upsert(state, [ConsentRecord(person_source_value="a", tier="withheld")])

@@ -78,7 +78,12 @@ async def get_study(
         wait=wait,
         recheck=hub.settings.recheck_seconds,
     )
-    return view if view is not None else await run_in_threadpool(check)
+    if view is None:
+        view = await run_in_threadpool(check)
+    if view.result is not None:  # every read of a released result is on the record
+        await run_in_threadpool(hub.audit.record, principal.name, "study.result_access",
+                                f"study:{study_id}", {"status": str(view.status)})
+    return view
 
 
 @router.post("/{study_id}/cancel", response_model=StudyView)

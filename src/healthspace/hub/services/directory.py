@@ -11,6 +11,7 @@ from healthspace.core.errors import Conflict, Forbidden, InvalidInput
 from healthspace.core.models import OrgCreate, OrgView, UserCreate, UserView
 from healthspace.hub.db.models import Organisation, User
 from healthspace.hub.principal import Principal
+from healthspace.hub.services import audit
 from healthspace.hub.services.views import org_view, user_view
 
 
@@ -28,6 +29,8 @@ def create_org(session: Session, clock: Clock, spec: OrgCreate) -> OrgView:
         name=spec.name, kind=spec.kind, display_name=spec.display_name, created_at=clock.now()
     )
     session.add(org)
+    audit.queue(session, "operator", "org.create", f"org:{spec.name}",
+                spec.model_dump(mode="json"))
     session.commit()
     return org_view(org)
 
@@ -54,6 +57,8 @@ def create_user(session: Session, clock: Clock, principal: Principal, spec: User
     user = User(name=spec.name, org_id=org.id, role=spec.role, created_at=clock.now())
     user.org = org
     session.add(user)
+    audit.queue(session, principal.name, "user.create", f"user:{spec.name}",
+                spec.model_dump(mode="json"))
     session.commit()
     return user_view(user)
 

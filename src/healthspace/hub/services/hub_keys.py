@@ -13,6 +13,7 @@ from healthspace.core.clock import Clock
 from healthspace.core.envelope import rotation_statement
 from healthspace.core.errors import NotFound
 from healthspace.hub.db.models import HubKey
+from healthspace.hub.services import audit
 
 
 def active_key(session: Session) -> HubKey:
@@ -58,5 +59,6 @@ def rotate(session: Session, clock: Clock) -> dict[str, str]:
     statement = rotation_statement(old, new, at=now)
     old_row.retired_at = now
     session.add(new_key_row(new, clock, statement))
+    audit.queue(session, "operator", "hub.key_rotate", "hub", statement)
     session.commit()
     return statement

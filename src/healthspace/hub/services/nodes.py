@@ -13,7 +13,7 @@ from healthspace.core.models import Catalog, NodeEnroll, NodeEnrolled, NodeView
 from healthspace.hub.db.models import Node
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import KeyRotated
-from healthspace.hub.services import envelopes, node_keys, tokens
+from healthspace.hub.services import audit, envelopes, node_keys, tokens
 from healthspace.hub.services.directory import org_by_name
 from healthspace.hub.services.views import node_view
 
@@ -53,6 +53,8 @@ def enrol(session: Session, clock: Clock, principal: Principal, spec: NodeEnroll
     if spec.public_key is not None:
         node_keys.register(session, clock, node, spec.public_key)
     secret = tokens.issue(session, clock, node_id=node.id, label="node enrolment")
+    audit.queue(session, principal.name, "node.enrol" if created else "node.reenrol",
+                f"node:{node.name}", {"org": org.name, "public_key": spec.public_key})
     session.commit()
     return NodeEnrolled(id=node.id, name=node.name, org=org.name, token=secret, created=created)
 
@@ -89,6 +91,7 @@ def rotate_key(session: Session, clock: Clock, node_id: int, envelope: Envelope)
     if node is None:
         raise NotFound("node not found")
     rotated = node_keys.rotate(session, clock, node, envelope.payload, envelope.key_id)
+    audit.queue(session, node.name, "node.key_rotate", f"node:{node.name}", rotated)
     session.commit()
     return KeyRotated.model_validate(rotated)
 

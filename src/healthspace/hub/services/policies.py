@@ -11,7 +11,7 @@ from healthspace.core.errors import Conflict, InvalidInput, NotFound, invalid_fr
 from healthspace.governance.policy import UsagePolicy
 from healthspace.hub.db.models import Node
 from healthspace.hub.schemas import PolicyPublished
-from healthspace.hub.services import envelopes
+from healthspace.hub.services import audit, envelopes
 
 
 def node_policy(node: Node) -> UsagePolicy:
@@ -47,6 +47,8 @@ def publish(
     node.policy_version = policy.version
     node.policy_envelope_id = stored.id
     node.last_seen_at = stored.received_at
+    audit.queue(session, node.name, "policy.publish", f"node:{node.name}",
+                {"version": policy.version, "envelope_id": stored.id})
     session.commit()
     return PolicyPublished(
         node=node.name,

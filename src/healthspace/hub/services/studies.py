@@ -18,7 +18,7 @@ from healthspace.hub.db.models import Node, Study, StudyNode
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import CheckResult
-from healthspace.hub.services import admission, approvals, timeline
+from healthspace.hub.services import admission, approvals, audit, timeline
 from healthspace.hub.services.nodes import holds_persons
 from healthspace.hub.services.views import study_view
 from healthspace.hub.settings import HubSettings
@@ -79,6 +79,10 @@ def check(
         )[0]
         for node in _resolve_nodes(session, spec.nodes)
     }
+    audit.queue(session, principal.name, "study.check", f"consumer:{principal.name}",
+                {"analysis": analysis.name, "purpose": spec.purpose,
+                 "outcomes": {name: str(d.outcome) for name, d in decisions.items()}})
+    session.commit()
     return CheckResult(nodes=decisions)
 
 

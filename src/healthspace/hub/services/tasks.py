@@ -13,7 +13,7 @@ from healthspace.core.errors import Forbidden, NotFound
 from healthspace.core.models import TaskAck, TaskAssignment, TaskResult
 from healthspace.hub.db.models import Node, Study, StudyNode, Task
 from healthspace.hub.db.session import rowcount
-from healthspace.hub.services import approvals, envelopes, hub_keys, timeline
+from healthspace.hub.services import approvals, audit, envelopes, hub_keys, timeline
 from healthspace.hub.services.rounds import advance
 from healthspace.hub.services.views import approval_record
 
@@ -130,6 +130,10 @@ def record_result(
     if changed:
         timeline.record(session, now, study_id, "task_finished", node_name,
                         round=round_, status=str(result.status))
+        audit.queue(session, node_name, "task.result", audit.task_subject(study_id, round_,
+                                                                          task_id),
+                    {"status": str(result.status), "envelope_id": stored.id,
+                     "payload_digest": envelope.payload_digest})
     session.commit()
     if not changed:  # a concurrent retry won the race
         return duplicate, study_id, []

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from healthspace.core.clock import iso
 from healthspace.core.enums import StudyStatus
 from healthspace.hub.db.models import StudyEvent
+from healthspace.hub.services import audit
 
 _PENDING = "healthspace.status_changes"
 
@@ -33,8 +34,15 @@ def record(
     node: str | None = None,
     **detail: Any,
 ) -> None:
-    """Add one event to a study's timeline (committed with the caller's unit of work)."""
+    """Add one event to a study's timeline (committed with the caller's unit of work).
+
+    Every timeline step is also an audit-ledger entry (``study.<event>``), appended after the
+    same commit.
+    """
     session.add(StudyEvent(study_id=study_id, at=at, event=event, node=node, detail=detail))
+    actor = str(detail.get("by") or node or "hub")
+    subject = f"study:{study_id}" + (f"/node:{node}" if node else "")
+    audit.queue(session, actor, f"study.{event}", subject, {"node": node, **detail})
 
 
 def status_changed(

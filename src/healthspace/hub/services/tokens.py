@@ -14,6 +14,7 @@ from healthspace.core.errors import Forbidden, InvalidInput
 from healthspace.core.models import TokenIssue, TokenView
 from healthspace.hub.db.models import Node, Token, User
 from healthspace.hub.principal import Principal
+from healthspace.hub.services import audit
 
 PREFIX = "hs_"
 
@@ -66,6 +67,8 @@ def issue_for_user(
     if user is None:
         raise InvalidInput(f"unknown user {spec.user!r}", field="user")
     secret = issue(session, clock, user_id=user.id, label=spec.label)
+    audit.queue(session, principal.name, "token.issue", f"user:{user.name}",
+                {"label": spec.label})
     session.commit()
     return TokenView(token=secret, principal=user.name, kind=PrincipalKind.USER)
 
