@@ -172,3 +172,32 @@ def test_ledgers_verify_crosscheck_and_detect_tampering(live, tmp_path):
         con.execute("DELETE FROM ledger_entries WHERE seq = 2")
     assert cli(live, "audit", "verify", "--node-state", str(node_copy),
                check=False).returncode != 0
+
+
+def test_truncated_node_ledger_is_caught_by_the_checkpoints_it_published(live, tmp_path):
+    db = live.fed.workdir / "hub.sqlite"
+    state = live.fed.nodes["hospital_1"].store.with_suffix(".state.sqlite")
+    hub_url = f"sqlite:///{db}"
+    with sqlite3.connect(state) as con:
+        size = con.execute("SELECT max(seq) FROM ledger_entries").fetchone()[0]
+    deadline = time.monotonic() + 30  # the agent publishes its head on its next cycle
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db) as con:
+            sizes = [json.loads(b)["payload"]["size"] for (b,) in con.execute(
+                "SELECT e.body FROM envelopes e JOIN nodes n ON n.id = e.node_id "
+                "WHERE n.name = 'hospital_1' AND e.kind = 'ledger.checkpoint'")]
+        if sizes and max(sizes) >= size:
+            break
+        time.sleep(0.2)
+    assert sizes and max(sizes) >= size >= 2
+    assert cli(live, "audit", "verify", "--node-state", str(state), "--hub-db",
+               hub_url).returncode == 0
+    copy = backup(state, tmp_path / "truncated.sqlite")
+    with sqlite3.connect(copy) as con:  # drop the tail and every checkpoint that covers it
+        con.execute("DELETE FROM ledger_entries WHERE seq = ?", (size,))
+        con.execute("DELETE FROM ledger_checkpoints WHERE size >= ?", (size,))
+    alone = cli(live, "audit", "verify", "--node-state", str(copy), check=False)
+    assert alone.returncode == 0  # on its own, a clean truncation looks intact
+    held = cli(live, "audit", "verify", "--node-state", str(copy), "--hub-db", hub_url,
+               "--node-name", "hospital_1", check=False)
+    assert held.returncode == 1, held.stdout

@@ -12,6 +12,7 @@ from rich.table import Table
 from healthspace.cli.output import emit_json, out
 from healthspace.core.enums import ExitCode
 from healthspace.core.errors import InvalidInput, NotFound
+from healthspace.ledger.checkpoint import Checkpoint
 from healthspace.ledger.crosscheck import NODE_ACTION, Discrepancy, crosscheck, executions
 from healthspace.ledger.sqla_store import SqlAlchemyLedgerStore
 from healthspace.ledger.sqlite_store import SqliteLedgerStore
@@ -84,29 +85,51 @@ def _report_table(name: str, report: VerifyReport) -> Table:
 def verify_cmd(
     hub_db: HubOpt = None,
     node_state: NodeOpt = None,
+    node_name: Annotated[str | None, typer.Option(
+        help="With --node-state and --hub-db: the node's name at the hub.")] = None,
     key: Annotated[list[str] | None, typer.Option(
         "--key", help="Trusted Ed25519 public key (hex); repeatable. Default: the keys stored "
         "in the ledger's own database (hub_keys / keys).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Recompute every hash, Merkle root and checkpoint signature; exit 1 naming the first bad
-    entry if anything was edited, deleted, reordered, truncated or signed with another key."""
-    if (hub_db is None) == (node_state is None):
-        raise InvalidInput("give exactly one of --hub-db or --node-state")
+    entry if anything was edited, deleted, reordered, truncated or signed with another key.
+
+    With both --node-state and --hub-db, the node's ledger is also held to the checkpoints it
+    published to the hub, which exposes a truncation of entries and checkpoints together."""
+    if hub_db is None and node_state is None:
+        raise InvalidInput("give --hub-db, --node-state, or both", field="hub_db")
     store: LedgerStore
+    extra: list[Checkpoint] = []
     if node_state is not None:
-        store, stored_keys = open_node(node_state)
-        name = str(node_state)
+        node_store, stored_keys = open_node(node_state)
+        store, name = node_store, str(node_state)
+        if hub_db is not None:
+            extra = _published_checkpoints(str(hub_db), _node_name(node_store, node_name))
     else:
         store, stored_keys = open_hub(str(hub_db))
         name = str(hub_db)
     trusted = [k.strip().lower() for k in key] if key else stored_keys
-    report = verify(store, trusted)
+    report = verify(store, trusted, extra_checkpoints=extra)
     if json_out:
-        emit_json({"ledger": name, **report.to_dict(), "trusted_keys": trusted})
+        emit_json({"ledger": name, **report.to_dict(), "trusted_keys": trusted,
+                   "hub_checkpoints": len(extra)})
     else:
         out.print(_report_table(name, report))
     raise typer.Exit(int(ExitCode.OK if report.ok else ExitCode.ERROR))
+
+
+def _published_checkpoints(hub_db: str, node: str) -> list[Checkpoint]:
+    """The checkpoints ``node`` published to the hub (read from the hub's database)."""
+    from healthspace.hub.db.session import make_engine, make_sessionmaker
+    from healthspace.hub.services.checkpoints import published
+
+    engine = make_engine(hub_db if "://" in hub_db else f"sqlite:///{hub_db}")
+    try:
+        with make_sessionmaker(engine)() as session:
+            return published(session, node)
+    finally:
+        engine.dispose()
 
 
 def _node_name(store: SqliteLedgerStore, given: str | None) -> str:

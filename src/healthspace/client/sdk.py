@@ -136,6 +136,11 @@ class HubClient:
         body = envelope.model_dump(mode="json")
         return dict(self.http.request("PUT", f"{API}/node/policy", json=body).json())
 
+    def publish_checkpoint(self, envelope: Envelope) -> dict[str, Any]:
+        """Publish the node ledger's latest signed checkpoint (kind ``ledger.checkpoint``)."""
+        body = envelope.model_dump(mode="json")
+        return dict(self.http.request("PUT", f"{API}/node/checkpoint", json=body).json())
+
     def rotate_node_key(self, envelope: Envelope) -> dict[str, Any]:
         """Register a new node key (an Envelope of kind ``key.rotate`` signed by the old key)."""
         body = envelope.model_dump(mode="json")

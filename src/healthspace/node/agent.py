@@ -65,6 +65,7 @@ class NodeAgent:
         self.min_cell_size = min_cell_size
         self.stop_event = threading.Event()
         self._published: tuple[float, str] | None = None
+        self._checkpoint_size = -1
         self._backoff = Backoff()
         me = self.client.me()
         self.node_id, self.site = me.id, me.name
@@ -119,6 +120,14 @@ class NodeAgent:
         self._published = marker
         log.info("catalog and policy v%s published", policy.version)
 
+    def _publish_checkpoint(self) -> None:
+        """Hand the hub a copy of the ledger head, so a later truncation here is detectable."""
+        cp = audit.latest_checkpoint(self.state)
+        if cp is None or cp["size"] == self._checkpoint_size:
+            return
+        self.client.publish_checkpoint(self.seal("ledger.checkpoint", cp))
+        self._checkpoint_size = cp["size"]
+
     def _flush_outbox(self) -> None:
         for task_id, body in self.state.pending_results():
             envelope = self.seal("task.result", body["result"], study_id=body["study_id"],
@@ -158,11 +167,13 @@ class NodeAgent:
             # Redelivered after a restart: resend what was computed, never compute twice.
             self.state.requeue_result(task.task_id)
         self._flush_outbox()
+        self._publish_checkpoint()
 
     def step(self) -> bool:
         """One poll cycle; returns True when a task was handled."""
         self._publish_if_changed()
         self._flush_outbox()
+        self._publish_checkpoint()
         task = self.client.next_task(wait=self.poll_wait)
         if task is None:
             return False

@@ -46,3 +46,13 @@ def set_policy(state: NodeState, policy: UsagePolicy, *, actor: str = "data_hold
         record(state, "policy.change", f"policy:{policy.dataset}",
                policy.model_dump(mode="json"), actor=actor)
     return changed
+
+
+def latest_checkpoint(state: NodeState) -> dict[str, Any] | None:
+    """The node ledger's latest signed checkpoint, as published to the hub."""
+    store = SqliteLedgerStore(state.path)
+    try:
+        cp = store.latest_checkpoint()
+    finally:
+        store.close()
+    return cp.to_dict() if cp is not None else None

@@ -15,6 +15,7 @@ from nacl.signing import SigningKey
 
 from healthspace.core.envelope import rotation_statement, seal
 from healthspace.hub.app import api_permissions
+from healthspace.ledger.checkpoint import sign_checkpoint
 
 WHO = ("operator", "admin", "other_admin", "consumer", "auditor", "node")
 NAMES = {"operator": "operator", "admin": "admin-a", "other_admin": "admin-b",
@@ -37,6 +38,11 @@ class Ctx:
 
     def envelope(self, kind: str, payload: dict[str, Any], **ids: Any) -> dict[str, Any]:
         return self.space.hub.seal(self.space.node_a, kind, payload, **ids)
+
+    def checkpoint(self) -> dict[str, Any]:
+        hub = self.space.hub
+        cp = sign_checkpoint(hub.keys["node-a"], "node-a", 1, "ab" * 32, "2026-01-01T00:00:00Z")
+        return self.envelope("ledger.checkpoint", cp.to_dict())
 
     def rotation(self) -> dict[str, Any]:
         hub = self.space.hub
@@ -80,6 +86,8 @@ MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
      lambda c, w: c.envelope("catalog", {"tables": {"person": 1000}}), _only({"node": 200})),
     ("PUT", "/api/v1/node/policy", "/node/policy",
      lambda c, w: c.envelope("policy", {"policy": {"level": "L2", "version": 2}}),
+     _only({"node": 200})),
+    ("PUT", "/api/v1/node/checkpoint", "/node/checkpoint", lambda c, w: c.checkpoint(),
      _only({"node": 200})),
     ("POST", "/api/v1/orgs", "/orgs", lambda c, w: {"name": f"org-{w}", "kind": "consumer"},
      _only({"operator": 201})),

@@ -13,7 +13,7 @@ from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import Page, page
 from healthspace.hub.schemas import PolicyPublished
-from healthspace.hub.services import nodes, policies
+from healthspace.hub.services import checkpoints, nodes, policies
 
 router = APIRouter(tags=["nodes"])
 
@@ -68,3 +68,14 @@ def publish_policy(
 ) -> PolicyPublished:
     """An Envelope(kind="policy", payload={"policy": UsagePolicy}): the hub's pre-check copy."""
     return policies.publish(session, hub.clock, principal.id, envelope)
+
+
+@router.put("/node/checkpoint", response_model=dict[str, int])
+def publish_checkpoint(
+    envelope: Envelope,
+    principal: Principal = Depends(require_node()),
+    session: Session = Depends(get_session),
+    hub: HubState = Depends(get_hub),
+) -> dict[str, int]:
+    """An Envelope(kind="ledger.checkpoint", payload=the node ledger's signed tree head)."""
+    return checkpoints.publish(session, hub.clock, principal.id, envelope)
