@@ -25,7 +25,7 @@ from healthspace.cdm.synth import generate
 from healthspace.client.sdk import HubClient
 from healthspace.cohort.compiler import compile_cohort
 from healthspace.cohort.models import load_cohort
-from healthspace.demo import showcase_cohort
+from healthspace.demo_data import showcase_cohort
 from healthspace.launch import LocalFederation
 
 console = Console()
@@ -68,7 +68,7 @@ def main() -> None:
             ingest_dir(store, data / site)
             stores.append(store)
             fed.ensure_org(site, "hospital")
-            fed.add_node(site, site, store)
+            fed.add_node(site, site, store, policy={"level": "L1"})  # auto-approved
         console.print(f"ingested 3 sites in {time.perf_counter() - t:.1f}s")
         fed.wait_nodes_ready()
         fed.ensure_org("bench", "consumer")

@@ -1,87 +1,41 @@
-"""The main job: synthetic hospitals + payer, a real hub and nodes on loopback, a study.
+"""The main job: synthetic hospitals and a payer, a real hub and nodes on loopback, a study.
 
-Also computes the same cohort with hand-written DuckDB SQL over the pooled CSV files, so the
-demo shows that the federated total equals the pooled answer.
+The study goes through the whole governance path: each node publishes its own usage policy,
+patients' consent is loaded at the nodes, the hub pre-checks, the hospitals' data stewards
+approve (one with an ethics reference), the nodes re-check and run, and afterwards every
+ledger is verified and cross-checked. The federated total is compared with hand-written SQL
+over the pooled files (``demo_data``).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
+from healthspace.auditing import crosscheck_files, verify_hub, verify_node
 from healthspace.cdm.ingest import ingest_dir
 from healthspace.cdm.store import state_path
+from healthspace.client.sdk import HubClient
 from healthspace.core.models import StudyView
+from healthspace.demo_data import (
+    POLICIES,
+    PURPOSE,
+    pooled_showcase_count,
+    showcase_cohort,
+    write_consent,
+)
 from healthspace.launch import LocalFederation
+from healthspace.node import consent as node_consent
 from healthspace.node.state import NodeState
 
 CONSUMER_ORG = "pharma_demo"
 CONSUMER_USER = "analyst"
-
-
-def showcase_cohort() -> dict[str, Any]:
-    text = resources.files("healthspace.examples").joinpath("t2d_feasibility.json").read_text()
-    return dict(json.loads(text))
-
-
-# Independent of the cohort compiler: the showcase cohort written by hand over pooled CSVs.
-POOLED_SQL = """
-WITH
-concept AS {concept},
-person AS {person},
-cond AS {condition},
-meas AS {measurement},
-drug AS {drug},
-t2d AS (SELECT concept_id FROM concept WHERE vocabulary_id = 'ICD10' AND concept_code LIKE 'E11%'),
-hba1c AS (SELECT concept_id FROM concept WHERE vocabulary_id = 'LOINC' AND concept_code = '4548-4'),
-met AS (SELECT concept_id FROM concept WHERE vocabulary_id = 'ATC' AND concept_code = 'A10BA02'),
-idx AS (
-  SELECT site, person_id, min(condition_start_date) AS d FROM cond
-  WHERE condition_concept_id IN (SELECT concept_id FROM t2d)
-     OR condition_source_concept_id IN (SELECT concept_id FROM t2d)
-  GROUP BY site, person_id)
-SELECT count(*) FROM idx JOIN person p USING (site, person_id)
-WHERE year(idx.d) - p.year_of_birth BETWEEN 40 AND 75
-  AND EXISTS (SELECT 1 FROM meas m WHERE m.site = idx.site AND m.person_id = idx.person_id
-      AND (m.measurement_concept_id IN (SELECT concept_id FROM hba1c)
-           OR m.measurement_source_concept_id IN (SELECT concept_id FROM hba1c))
-      AND m.value_as_number > 7.0
-      AND m.measurement_date BETWEEN idx.d - INTERVAL 365 DAY AND idx.d)
-  AND EXISTS (SELECT 1 FROM drug x WHERE x.site = idx.site AND x.person_id = idx.person_id
-      AND (x.drug_concept_id IN (SELECT concept_id FROM met)
-           OR x.drug_source_concept_id IN (SELECT concept_id FROM met))
-      AND x.drug_exposure_start_date BETWEEN idx.d - INTERVAL 365 DAY AND idx.d)
-"""
-
-
-def pooled_showcase_count(site_dirs: list[Path]) -> int:
-    """Count the showcase cohort over the union of all sites' CSV files with plain SQL."""
-
-    def source(table: str) -> str:
-        paths = ", ".join(f"'{(d / f'{table}.csv').as_posix()}'" for d in site_dirs)
-        # `filename` tags each row with its file; the site is that file's folder.
-        return (f"(SELECT *, parse_dirpath(filename) AS site FROM read_csv_auto([{paths}], "
-                "filename = true, union_by_name = true))")
-
-    sql = POOLED_SQL.format(
-        concept=source("concept"), person=source("person"),
-        condition=source("condition_occurrence"), measurement=source("measurement"),
-        drug=source("drug_exposure"),
-    )
-    con = duckdb.connect()
-    try:
-        return int(con.execute(sql).fetchone()[0])  # type: ignore[index]
-    finally:
-        con.close()
+IRB_REFERENCE = "IRB-2026-117"
 
 
 @dataclass
@@ -92,6 +46,7 @@ class DemoResult:
     pooled_count: int
     timings: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +57,7 @@ class DemoResult:
                  "nodes": {t.node: t.status.value for t in s.tasks}, "result": s.result}
                 for s in self.studies
             ],
+            "audit": self.audit,
             "checks": {
                 "pooled_sql_count": self.pooled_count,
                 "federated_total": self.studies[0].result.get("total") if self.studies[0].result
@@ -109,6 +65,52 @@ class DemoResult:
             },
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
+
+
+def _people(fed: LocalFederation, sites: list[str]) -> dict[str, str]:
+    """Orgs, a consumer and one data steward per data holder; returns their tokens."""
+    fed.ensure_org(CONSUMER_ORG, "consumer")
+    tokens: dict[str, str] = {}
+    with fed.operator() as op:
+        users = {u.name for u in op.list_users()}
+        wanted = [(CONSUMER_USER, CONSUMER_ORG, "consumer")]
+        wanted += [(f"steward_{site}", site, "data_holder_admin") for site in sites]
+        for name, org, role in wanted:
+            if name not in users:
+                op.add_user(name, org, role)
+            tokens[name] = op.issue_token(name, "demo").token
+    return tokens
+
+
+def _approve(fed: LocalFederation, tokens: dict[str, str], study_id: int,
+             say: Callable[[str], None]) -> None:
+    """Each hospital's steward approves what its policy requires (two steps for L3)."""
+    with fed.operator() as op:
+        pending = [a for a in op.approvals("pending") if a["study_id"] == study_id]
+    for item in pending:
+        node = item["node"]
+        with HubClient(fed.url, tokens[f"steward_{node}"]) as steward:
+            for step in item["missing_steps"]:
+                ref = IRB_REFERENCE if step == "ethics" else None
+                steward.approve(study_id, node, step=step, ethics_ref=ref,
+                                comment="approved for the demo feasibility study")
+                say(f"{node}: {step} approval" + (f" ({ref})" if ref else ""))
+
+
+def _audit(fed: LocalFederation, sites: list[str]) -> dict[str, Any]:
+    """Verify the hub's and every node's ledger and cross-check the executions."""
+    hub_db = fed.db_url
+    hub = verify_hub(hub_db)
+    report: dict[str, Any] = {"hub": {"ok": hub.ok, "entries": hub.entries}, "nodes": {}}
+    for site in sites:
+        state = state_path(fed.workdir / "nodes" / f"{site}.duckdb")
+        node, held = verify_node(state, hub_db, site)
+        _, found = crosscheck_files(hub_db, state, site)
+        report["nodes"][site] = {"ok": node.ok, "entries": node.entries,
+                                 "hub_checkpoints": held, "discrepancies": len(found)}
+    report["ok"] = hub.ok and all(
+        n["ok"] and not n["discrepancies"] for n in report["nodes"].values())
+    return report
 
 
 def run_demo(
@@ -130,60 +132,65 @@ def run_demo(
     root = Path(tempfile.mkdtemp(prefix="healthspace-demo-")) if workdir is None else workdir
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = time.perf_counter() - since
+        return time.perf_counter()
+
     try:
         t = time.perf_counter()
         if data.exists():
             shutil.rmtree(data)
         say(f"generating 3 hospitals and the payer bureau ({persons:,} persons per site)")
         generate(data, sites=3, persons=persons, seed=seed, payer=True, progress=progress)
-        timings["synth"] = time.perf_counter() - t
         sites = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("_"))
+        hospitals = [s for s in sites if s != "payer"]
+        t = lap("synth", t)
         with LocalFederation(root) as fed:
-            t = time.perf_counter()
             fed.init_hub()
             fed.start_hub()
-            timings["hub_start"] = time.perf_counter() - t
             say(f"hub up at {fed.url}")
-            t = time.perf_counter()
+            t = lap("hub_start", t)
+            consent_files = []
             for site in sites:
                 store = fed.workdir / "nodes" / f"{site}.duckdb"
                 report = ingest_dir(store, data / site, progress=progress)
-                state = NodeState.init(state_path(store))
+                state = NodeState.init(state_path(store), name=site)
                 if report.identity_file:
                     state.load_identity(Path(report.identity_file))
-                kind = "payer" if site == "payer" else "hospital"
-                fed.ensure_org(site, kind)
-                fed.add_node(site, site, store)
-            timings["ingest"] = time.perf_counter() - t
-            t = time.perf_counter()
+                if site in hospitals:
+                    consent_file = fed.workdir / "nodes" / f"{site}.consent.csv"
+                    counts = write_consent(data / site, consent_file)
+                    node_consent.import_csv(state, consent_file)
+                    consent_files.append(consent_file)
+                    say(f"{site}: consent loaded ({counts['withheld']:,} withheld, "
+                        f"{counts['research_only']:,} research only)")
+                fed.ensure_org(site, "payer" if site == "payer" else "hospital")
+                fed.add_node(site, site, store, policy=POLICIES[site])
+            t = lap("ingest", t)
             fed.wait_nodes_ready()
-            timings["nodes_start"] = time.perf_counter() - t
-            say(f"{len(sites)} nodes polling: {', '.join(sites)}")
-            fed.ensure_org(CONSUMER_ORG, "consumer")
-            with fed.operator() as op:
-                if CONSUMER_USER not in {u.name for u in op.list_users()}:
-                    op.add_user(CONSUMER_USER, CONSUMER_ORG, "consumer")
-                consumer_token = op.issue_token(CONSUMER_USER, "demo").token
-            from healthspace.client.sdk import HubClient
-
-            t = time.perf_counter()
-            with HubClient(fed.url, consumer_token) as consumer:
-                view = consumer.submit({
-                    "title": "T2D trial feasibility",
-                    "analysis": "cohort_count",
-                    "purpose": "drug_development",
-                    "cohort": showcase_cohort(),
-                })
-                say(f"study {view.id} submitted to {', '.join(view.nodes)}")
+            t = lap("nodes_start", t)
+            say(f"{len(sites)} nodes polling, each with its own policy: "
+                + ", ".join(f"{s} {POLICIES[s]['level']}" for s in sites))
+            tokens = _people(fed, sites)
+            with HubClient(fed.url, tokens[CONSUMER_USER]) as consumer:
+                spec = {"title": "T2D trial feasibility", "analysis": "cohort_count",
+                        "purpose": PURPOSE, "cohort": showcase_cohort()}
+                checks = consumer.check(spec)
+                say("pre-check: " + ", ".join(f"{n} {d.outcome.value}" for n, d in checks.items()))
+                view = consumer.submit(spec)
+                say(f"study {view.id} submitted to {', '.join(view.nodes)}: {view.status.value}")
+                _approve(fed, tokens, view.id, say)
                 view = consumer.wait(view.id, timeout=120)
-            timings["study"] = time.perf_counter() - t
-            hospitals = [data / s for s in sites if s != "payer"]
-            pooled = pooled_showcase_count(hospitals)
+                consumer.feedback(view.id, 5, "fast and clear")
+            t = lap("study", t)
+            pooled = pooled_showcase_count([data / h for h in hospitals], consent_files)
+            audit = _audit(fed, sites)
+            lap("audit", t)
             timings["total"] = time.perf_counter() - started
             result = DemoResult(
                 workdir=root, hub_url=fed.url, studies=[view], pooled_count=pooled,
-                timings=timings,
-                tokens={"operator": fed.operator_token, CONSUMER_USER: consumer_token},
+                timings=timings, tokens={"operator": fed.operator_token, **tokens}, audit=audit,
             )
             if keep is not None:
                 keep(fed, result)

@@ -24,4 +24,15 @@ def test_demo_json_total_equals_pooled_sql(tmp_path):
     assert study["result"]["total"] == doc["checks"]["pooled_sql_count"] > 0
     assert (workdir / "hub.sqlite").exists() and (workdir / "logs" / "hub.log").exists()
     assert (workdir / "nodes" / "payer.duckdb").exists()
-    assert (workdir / "nodes" / "hospital_1.state.sqlite").exists()
+    state = workdir / "nodes" / "hospital_1.state.sqlite"
+    assert state.exists()
+    # Governance ran: approvals were needed, consent reduced the count, every ledger verifies.
+    assert doc["audit"]["ok"] is True
+    assert all(n["discrepancies"] == 0 for n in doc["audit"]["nodes"].values())
+    assert doc["audit"]["nodes"]["hospital_1"]["entries"] >= 3
+    # The audit commands a regulator would run on the left-behind files agree.
+    for args in (["--hub-db", str(workdir / "hub.sqlite")],
+                 ["--node-state", str(state), "--hub-db", str(workdir / "hub.sqlite")]):
+        check = subprocess.run([sys.executable, "-m", "healthspace", "audit", "verify", *args],
+                               capture_output=True, text=True, timeout=120)
+        assert check.returncode == 0, check.stdout + check.stderr

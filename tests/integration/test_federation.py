@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from healthspace.core.enums import StudyStatus, TaskStatus
-from healthspace.demo import showcase_cohort
+from healthspace.demo_data import showcase_cohort
 
 from .conftest import HOSPITALS, OPEN_POLICY
 from .reference import persons_with_concept, released, t2d_feasibility

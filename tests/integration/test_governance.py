@@ -12,7 +12,7 @@ import time
 import pytest
 
 from healthspace.core.enums import StudyStatus, TaskStatus
-from healthspace.demo import showcase_cohort
+from healthspace.demo_data import showcase_cohort
 
 from .reference import released, t2d_feasibility
 

@@ -60,6 +60,9 @@ def demo(
     if code == ExitCode.OK and total != result.pooled_count:
         err.print(f"[bold red]federated total {total} != pooled SQL {result.pooled_count}[/]")
         code = ExitCode.ERROR
+    if code == ExitCode.OK and not result.audit.get("ok"):
+        err.print("[bold red]an audit ledger failed verification[/]")
+        code = ExitCode.ERROR
     raise typer.Exit(int(code))
 
 
@@ -83,5 +86,12 @@ def _report(result: object, json_out: bool) -> None:
         mark = "[green]equal[/]" if total == result.pooled_count else "[red]DIFFERENT[/]"
         out.print(f"pooled SQL over all hospitals' data: {result.pooled_count:,} — "
                   f"federated total {total:,}: {mark}")
+    audit = result.audit
+    if audit:
+        ledgers = ", ".join(f"{name} {'intact' if n['ok'] else 'TAMPERED'} ({n['entries']})"
+                            for name, n in audit["nodes"].items())
+        mark = "[green]verified[/]" if audit["ok"] else "[red]FAILED[/]"
+        out.print(f"audit ledgers {mark}: hub {audit['hub']['entries']} entries; {ledgers}; "
+                  "hub and node executions cross-checked")
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     out.print(f"timings: {timings}", highlight=False)
