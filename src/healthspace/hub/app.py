@@ -22,6 +22,7 @@ from healthspace.hub.deps import HubState
 from healthspace.hub.notifier import Notifier
 from healthspace.hub.routers import (
     approvals,
+    audit,
     directory,
     keys,
     me,
@@ -45,6 +46,7 @@ ROUTERS = (
     keys.router,
     studies.router,
     approvals.router,
+    audit.router,
 )
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from healthspace.core.clock import Clock
-from healthspace.ledger.ledger import Ledger
+from healthspace.ledger.ledger import InclusionProof, Ledger
 from healthspace.ledger.sqla_store import SqlAlchemyLedgerStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,10 @@ class AuditTrail:
             for actor, action, subject, payload in entries:
                 ledger.append(actor, action, subject, payload)
             ledger.checkpoint()
+
+    def proof(self, seq: int) -> InclusionProof:
+        with self._lock:
+            return self._current().proof(seq)
 
     def record(self, actor: str, action: str, subject: str,
                payload: dict[str, Any] | None = None) -> None:
