@@ -110,6 +110,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        _app.state.hub.audit.flush()  # what was committed reaches the ledger before exit
         engine.dispose()
 
     app = FastAPI(

@@ -72,5 +72,5 @@ def _audited_sessions(engine: Engine, clock: Clock) -> sessionmaker[Session]:
         with sessions() as session:
             return hub_keys.signing_key(session)
 
-    AuditTrail(engine, signing_key, clock).attach(sessions)
+    AuditTrail(engine, signing_key, clock, synchronous=True).attach(sessions)
     return sessions

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from healthspace import __version__
 from healthspace.cdm.store import catalog, open_store
 from healthspace.client.http import HubUnavailable
@@ -66,6 +68,8 @@ class NodeAgent:
         self.stop_event = threading.Event()
         self._published: tuple[float, str] | None = None
         self._checkpoint_size = -1
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._con_mtime: float | None = None
         self._backoff = Backoff()
         me = self.client.me()
         self.node_id, self.site = me.id, me.name
@@ -138,12 +142,21 @@ class NodeAgent:
 
     # --- work -----------------------------------------------------------------------
 
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """A read-only store connection kept between tasks; reopened after a re-ingest."""
+        mtime = self.store.stat().st_mtime
+        if self._con is None or mtime != self._con_mtime:
+            if self._con is not None:
+                self._con.close()
+            self._con, self._con_mtime = open_store(self.store, read_only=True), mtime
+        return self._con
+
     def _handle(self, task: TaskAssignment) -> None:
         log.info("task %s: study %s round %s %s", task.task_id, task.study_id, task.round,
                  task.analysis)
         if self.state.has_result(task.task_id) is None:
             result = run_task(self.store, task, site=self.site, state=self.state,
-                              min_cell_size=self.min_cell_size)
+                              min_cell_size=self.min_cell_size, connection=self.connection())
             body = {"study_id": task.study_id, "round": task.round,
                     "result": result.model_dump(mode="json")}
             self.state.put_result(task.task_id, task.study_id, task.round, body)
@@ -198,6 +211,8 @@ class NodeAgent:
                 log.exception("node cycle failed")
                 self._wait("node cycle failed")
         self.client.close()
+        if self._con is not None:
+            self._con.close()
 
     def _wait(self, why: str) -> None:
         delay = self._backoff.next_delay()

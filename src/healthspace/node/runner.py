@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import duckdb
+
 from healthspace.analyses.execute import run_local
 from healthspace.cdm.store import open_store
 from healthspace.core.clock import Clock
@@ -30,12 +32,14 @@ def run_task(
     min_cell_size: int = 10,
     clock: Clock | None = None,
     require_hub_signature: bool = True,
+    connection: duckdb.DuckDBPyConnection | None = None,
 ) -> TaskResult:
     """Never raises: a refusal or failure becomes a TaskResult the hub can report per node.
 
     With a ``state`` (always, in the agent), the node re-checks the task against its own
     policy and applies its patient-consent filter. The minimum cell size is the strictest of
-    the node's own, its policy's and the task's.
+    the node's own, its policy's and the task's. ``connection`` is an open read-only connection
+    to ``store`` the caller keeps between tasks; without it the store is opened for this task.
     """
     try:
         consent_filter: ConsentFilter | None = None
@@ -49,7 +53,7 @@ def run_task(
                 raise Refused(f"refused by the node's policy: {reasons}")
             k = max(k, policy.min_cell_size)
             consent_filter = consent.build_filter(state, assignment.purpose, assignment.study_id)
-        con = open_store(store, read_only=True)
+        con = connection or open_store(store, read_only=True)
         try:
             run = run_local(
                 con,
@@ -64,7 +68,8 @@ def run_task(
                 consent=consent_filter,
             )
         finally:
-            con.close()
+            if connection is None:
+                con.close()
     except (Refused, EnvelopeError) as exc:
         return TaskResult(status=TaskStatus.REFUSED, error=str(exc))
     except InvalidInput as exc:

@@ -25,6 +25,7 @@ def entries(
     hub: HubState = Depends(get_hub),
 ) -> list[dict[str, Any]]:
     """Ledger entries from ``start`` in sequence order (hashes and digests; no payloads)."""
+    hub.audit.flush()
     rows = hub.audit.store.entries(start, start + limit)
     return [entry.to_dict() for entry in rows]
 
@@ -35,6 +36,7 @@ def head(
     hub: HubState = Depends(get_hub),
 ) -> dict[str, Any]:
     """The latest signed checkpoint (an RFC 6962 tree head signed by the hub key)."""
+    hub.audit.flush()
     cp = hub.audit.store.latest_checkpoint()
     if cp is None:
         raise NotFound("the ledger has no checkpoint yet")

@@ -1,16 +1,20 @@
 """The hub's audit ledger: one service, fed from the session's after-commit interceptor.
 
-Services *queue* an entry on the SQLAlchemy session with :func:`queue`; the entries are appended
-to the hash-chained ledger (``healthspace.ledger``) only after that unit of work commits, so a
-rolled-back change is never recorded and the ledger's own transactions never contend with the
-request's. Every append is followed by a checkpoint signed with the hub's current key, so the
-head is always covered (``healthspace audit verify --hub-db``).
+Services *queue* an entry on the SQLAlchemy session with :func:`queue`; the entries are handed
+to the ledger (``healthspace.ledger``) only after that unit of work commits, so a rolled-back
+change is never recorded. In the running hub a writer thread appends them in order and signs a
+checkpoint at the head whenever it has drained what was waiting, so ledger I/O and signatures
+stay off the request path; readers of the ledger API call :meth:`AuditTrail.flush` first.
+A hub process killed between a commit and the writer's append can lose those last entries
+(milliseconds of work); ``synchronous=True`` (used by one-shot commands) appends in the caller.
 """
 
 from __future__ import annotations
 
 import logging
+import queue as queues
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,15 +43,28 @@ def task_subject(study_id: int, round: int, task_id: int) -> str:
     return f"study:{study_id}/round:{round}/task:{task_id}"
 
 
-class AuditTrail:
-    """Appends queued entries after commit; one lock per process keeps appends in order."""
+Item = tuple[str, str, str, dict[str, Any]]
 
-    def __init__(self, engine: Engine, signing_key: Callable[[], SigningKey], clock: Clock):
+
+class AuditTrail:
+    """Appends committed entries in order; checkpoints the head after each drained batch."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        signing_key: Callable[[], SigningKey],
+        clock: Clock,
+        *,
+        synchronous: bool = False,
+    ) -> None:
         self.store = SqlAlchemyLedgerStore(engine)
         self.signing_key = signing_key
         self.clock = clock
+        self.synchronous = synchronous
         self._lock = threading.Lock()
         self._ledger: Ledger | None = None
+        self._pending: queues.Queue[list[Item]] = queues.Queue()
+        self._writer: threading.Thread | None = None
 
     def _current(self) -> Ledger:
         key = self.signing_key()  # a rotated hub key signs the next checkpoint at once
@@ -56,16 +73,51 @@ class AuditTrail:
                                   checkpoint_every=1000, clock=self.clock)
         return self._ledger
 
-    def append(self, entries: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    def append(self, entries: list[Item]) -> None:
         if not entries:
             return
+        if self.synchronous:
+            self._write([entries])
+            return
+        self._pending.put(entries)
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._run, name="audit-ledger",
+                                                daemon=True)
+                self._writer.start()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every entry handed over so far is in the ledger and checkpointed."""
+        deadline = time.monotonic() + timeout
+        while self._pending.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    def _run(self) -> None:
+        while True:
+            batches = [self._pending.get()]
+            while True:  # take everything already waiting: one checkpoint per drained batch
+                try:
+                    batches.append(self._pending.get_nowait())
+                except queues.Empty:
+                    break
+            try:
+                self._write(batches)
+            except Exception:  # the changes are committed; make the gap loud
+                log.exception("audit ledger append failed")
+            finally:
+                for _ in batches:
+                    self._pending.task_done()
+
+    def _write(self, batches: list[list[Item]]) -> None:
         with self._lock:
             ledger = self._current()
-            for actor, action, subject, payload in entries:
-                ledger.append(actor, action, subject, payload)
+            for entries in batches:
+                for actor, action, subject, payload in entries:
+                    ledger.append(actor, action, subject, payload)
             ledger.checkpoint()
 
     def proof(self, seq: int) -> InclusionProof:
+        self.flush()
         with self._lock:
             return self._current().proof(seq)
 
