@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,19 +11,12 @@ import pytest
 from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.demo_data import showcase_cohort
 
+from .helpers import cli
 from .reference import released, t2d_feasibility
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("federation")]
 
 
-def cli(live, *args, token=None, check=True):
-    env = {**os.environ, "HEALTHSPACE_HUB": live.url,
-           "HEALTHSPACE_TOKEN": token or live.consumer_token}
-    proc = subprocess.run([sys.executable, "-m", "healthspace", *args], env=env,
-                          capture_output=True, text=True, timeout=180)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def submit(live, tmp_path, purpose="drug_development", nodes=("strict_site",)):

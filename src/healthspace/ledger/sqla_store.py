@@ -20,18 +20,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from healthspace.core.dbnaming import NAMING
 from healthspace.ledger.checkpoint import Checkpoint
 from healthspace.ledger.entry import GENESIS_HASH, Entry
 from healthspace.ledger.store import LedgerConflict, check_run
-
-# The hub's naming convention, repeated here because the ledger must not import the hub.
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 
 def ledger_tables(metadata: MetaData, prefix: str = "ledger") -> tuple[Table, Table]:
