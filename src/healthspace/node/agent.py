@@ -100,11 +100,7 @@ class NodeAgent:
     # --- publication ----------------------------------------------------------------
 
     def build_catalog(self) -> Catalog:
-        con = open_store(self.store, read_only=True)
-        try:
-            cat = catalog(con)
-        finally:
-            con.close()
+        cat = catalog(self.connection())
         k = max(self.min_cell_size, self.state.policy().min_cell_size)
         return cat.model_copy(update={
             "public_key": self.state.public_key_hex(),
