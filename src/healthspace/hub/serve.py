@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from healthspace.hub.app import create_app
+from healthspace.hub.db.session import upgrade
 from healthspace.hub.settings import HubSettings
 
 
@@ -19,7 +20,9 @@ def serve(
 ) -> None:
     """Serve the hub at ``db_url`` until interrupted (one process; long-polls are async).
 
-    ``webhooks``: URLs that receive a signed POST on every study status change.
+    ``webhooks``: URLs that receive a signed POST on every study status change. Pending schema
+    migrations are applied first, so a hub upgraded in place starts on the current schema.
     """
+    upgrade(db_url)
     settings = HubSettings(webhooks=list(webhooks))
     uvicorn.run(create_app(db_url, settings=settings), host=host, port=port, log_level=log_level)
