@@ -20,7 +20,7 @@ from healthspace.analyses.execute import run_local
 from healthspace.cdm.ingest import load_into
 from healthspace.cdm.store import create_schema
 from healthspace.core.clock import SystemClock
-from healthspace.core.errors import InvalidInput
+from healthspace.core.errors import InvalidInput, Refused
 from healthspace.governance.consent import ConsentRecord, read_consent_csv
 from healthspace.governance.consent_filter import ConsentFilter
 from healthspace.governance.engine import (
@@ -31,7 +31,7 @@ from healthspace.governance.engine import (
     StudyRequest,
     decide,
 )
-from healthspace.governance.policy import UsagePolicy, load_policy
+from healthspace.governance.policy import Level, Purpose, UsagePolicy, load_policy
 
 
 @dataclass
@@ -79,6 +79,39 @@ def admit(site: Site, analysis: str, purpose: str, consumer: str = "simulation")
     return None
 
 
+def load_table_site(path: Path) -> Site:
+    """An in-memory DuckDB holding one CSV as table ``analysis_data``, with a permissive policy.
+
+    The policy admits every purpose at level L1 (auto approval): the researcher simulates on
+    their own data; the node's disclosure checks in ``local`` still apply.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"table file {path} does not exist", field="table")
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE analysis_data AS SELECT * FROM read_csv_auto(?)", [str(path)])
+    except duckdb.Error as exc:
+        con.close()
+        raise InvalidInput(f"cannot read {path}: {exc}", field="table") from None
+    return Site(con, policy=UsagePolicy(level=Level.L1, allowed_purposes=list(Purpose)))
+
+
+def parse_table_args(values: list[str]) -> dict[str, Path]:
+    """Parse repeated ``NAME=FILE.csv`` options."""
+    tables: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise InvalidInput(f"expected NAME=FILE.csv, got {value!r}", field="table")
+        if name in tables:
+            raise InvalidInput(f"site {name!r} given twice", field="table")
+        tables[name] = Path(path)
+    if not tables:
+        raise InvalidInput("give at least one --table NAME=FILE.csv", field="table")
+    return tables
+
+
 def parse_site_args(values: list[str]) -> dict[str, Path]:
     """Parse repeated ``NAME=DIR`` options."""
     sites: dict[str, Path] = {}
@@ -118,20 +151,22 @@ def simulate(
     for round_no in range(1, impl.max_rounds + 1):
         if on_round:
             on_round(round_no)
-        partials = {
-            name: run_local(
-                site.con,
-                site=name,
-                analysis=analysis,
-                params=params,
-                cohort=cohort,
-                round_input=round_input,
-                min_cell_size=max(min_cell_size, site.policy.min_cell_size),
-                purpose=purpose,
-                consent=filters[name],
-            ).partial
-            for name, site in active.items()
-        }
+        partials: dict[str, dict[str, Any]] = {}
+        for name, site in active.items():
+            try:
+                partials[name] = run_local(
+                    site.con,
+                    site=name,
+                    analysis=analysis,
+                    params=params,
+                    cohort=cohort,
+                    round_input=round_input,
+                    min_cell_size=max(min_cell_size, site.policy.min_cell_size),
+                    purpose=purpose,
+                    consent=filters[name],
+                ).partial
+            except Refused as exc:
+                raise Refused(f"site {name} refused round {round_no}: {exc.message}") from exc
         outcome = impl.combine(partials, parsed, state, round_no)
         if isinstance(outcome, Final):
             result = dict(outcome.result)
@@ -140,6 +175,20 @@ def simulate(
             return result
         state, round_input = outcome.state, outcome.round_input
     raise InvalidInput(f"{analysis} did not finish within {impl.max_rounds} rounds")
+
+
+def simulate_tables(
+    analysis: str, tables: Mapping[str, Path], **kwargs: Any
+) -> dict[str, Any]:
+    """Run ``analysis`` over CSV tables, one site each, loaded as ``analysis_data``."""
+    loaded: dict[str, Site] = {}
+    try:
+        for name, path in tables.items():
+            loaded[name] = load_table_site(path)
+        return simulate(analysis, loaded, **kwargs)
+    finally:
+        for site in loaded.values():
+            site.con.close()
 
 
 def simulate_dirs(

@@ -55,3 +55,49 @@ def count(
         err.print(f"{name} refused: {why}", highlight=False)
     for name, cells in result.get("breakdown", {}).items():
         out.print(breakdown_table(name, cells))
+
+
+TableOpt = Annotated[
+    list[str], typer.Option("--table", help="NAME=FILE.csv, one site's analysis table "
+                                            "(repeatable).")
+]
+
+
+@app.command("glm")
+def glm(
+    table: TableOpt,
+    formula: Annotated[str, typer.Option("--formula", help="e.g. 'y ~ x1 + x2 + C(group)'.")],
+    family: Annotated[str, typer.Option(help="gaussian, binomial or poisson.")] = "gaussian",
+    offset: Annotated[str | None, typer.Option(help="Offset column (linear-predictor scale).")]
+    = None,
+    weights: Annotated[str | None, typer.Option(help="Variance-weights column "
+                                                     "(statsmodels var_weights).")] = None,
+    min_cell_size: Annotated[int, typer.Option(help="Minimum rows per site (≥ 5).")] = 10,
+    json_out: JsonOpt = False,
+) -> None:
+    """An exact pooled GLM over per-site CSV tables (nodes release only aggregates)."""
+    from rich.table import Table
+
+    from healthspace.analyses import registry
+    from healthspace.core.errors import InvalidInput
+    from healthspace.sim import parse_table_args, simulate_tables
+
+    if min_cell_size < 5:
+        raise InvalidInput("the minimum cell size cannot be below 5", field="min_cell_size")
+    params = {"formula": formula, "family": family, "offset": offset, "weights": weights}
+    registry.get("glm").parse_params(params)  # fail fast, naming the field
+    tables = parse_table_args(table)
+    result = simulate_tables("glm", tables, params=params, min_cell_size=min_cell_size)
+    if json_out:
+        emit_json(result)
+        return
+    view = Table(title=f"GLM ({result['family']}), n={result['nobs']}, "
+                       f"deviance={result['deviance']:.4f}, AIC={result['aic']:.4f}")
+    for column in ("term", "coef", "SE", "z", "p", "95% CI"):
+        view.add_column(column, justify="left" if column == "term" else "right")
+    for term, coef in result["params"].items():
+        lo, hi = result["conf_int"][term]
+        view.add_row(term, f"{coef:.6g}", f"{result['bse'][term]:.6g}",
+                     f"{result['zvalues'][term]:.3f}", f"{result['pvalues'][term]:.3g}",
+                     f"[{lo:.4g}, {hi:.4g}]")
+    out.print(view)
