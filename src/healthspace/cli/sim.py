@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -101,3 +101,63 @@ def glm(
                      f"{result['zvalues'][term]:.3f}", f"{result['pvalues'][term]:.3g}",
                      f"[{lo:.4g}, {hi:.4g}]")
     out.print(view)
+
+
+def _km_rows(curve: dict[str, Any], limit: int = 10) -> list[tuple[str, ...]]:
+    """Rows (time, at risk, S, CI) of one curve; the first and last few if it is long."""
+    def fmt(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    rows: list[tuple[str, ...]] = [(f"{t:g}", str(r), fmt(s), f"[{fmt(lo)}, {fmt(hi)}]")
+            for t, r, s, lo, hi in zip(curve["timeline"], curve["at_risk"], curve["survival"],
+                                       curve["ci_lower"], curve["ci_upper"], strict=True)]
+    if len(rows) > limit:
+        half = limit // 2
+        rows = [*rows[:half], ("…", "…", "…", "…"), *rows[-half:]]
+    return rows
+
+
+@app.command("km")
+def km(
+    table: TableOpt,
+    duration: Annotated[str, typer.Option("--duration", help="Time-to-event column (≥ 0).")],
+    event: Annotated[str, typer.Option("--event", help="Event indicator column (1 event, "
+                                                       "0 censored).")],
+    group: Annotated[str | None, typer.Option(help="Group column: one curve per value and "
+                                                   "the log-rank test.")] = None,
+    min_cell_size: Annotated[int, typer.Option(help="Minimum rows per site and group (≥ 5).")]
+    = 10,
+    json_out: JsonOpt = False,
+) -> None:
+    """Exact pooled Kaplan–Meier curves (and log-rank test) over per-site CSV tables."""
+    from rich.table import Table
+
+    from healthspace.analyses import registry
+    from healthspace.core.errors import InvalidInput
+    from healthspace.sim import parse_table_args, simulate_tables
+
+    if min_cell_size < 5:
+        raise InvalidInput("the minimum cell size cannot be below 5", field="min_cell_size")
+    params = {"duration": duration, "event": event, "group": group}
+    registry.get("km").parse_params(params)  # fail fast, naming the field
+    tables = parse_table_args(table)
+    result = simulate_tables("km", tables, params=params, min_cell_size=min_cell_size)
+    if json_out:
+        emit_json(result)
+        return
+    curves = result["groups"] if group is not None else {"all": result}
+    for name, curve in curves.items():
+        median = "not reached" if curve["median"] is None else f"{curve['median']:g}"
+        title = (f"Kaplan–Meier, {group}={name}" if group is not None else "Kaplan–Meier")
+        view = Table(title=f"{title} (median survival: {median})")
+        for column in ("time", "at risk", "S(t)", "95% CI"):
+            view.add_column(column, justify="right")
+        for row in _km_rows(curve):
+            view.add_row(*row)
+        out.print(view)
+    if group is not None:
+        if result["logrank_p"] is None:
+            out.print("log-rank test: needs at least two groups")
+        else:
+            out.print(f"log-rank test: statistic={result['logrank_statistic']:.4f}, "
+                      f"p={result['logrank_p']:.4g}")

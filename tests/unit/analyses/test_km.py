@@ -1,0 +1,154 @@
+"""km: exact pooled Kaplan–Meier and log-rank against lifelines, refusals and the CLI contract."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import KaplanMeierFitter
+from lifelines.datasets import load_rossi
+from lifelines.statistics import logrank_test, multivariate_logrank_test
+
+from healthspace.cli.main import run
+from healthspace.core.errors import InvalidInput, Refused
+from healthspace.sim import simulate_tables
+
+TOL = 1e-10
+
+
+def write_sites(tmp_path, parts):
+    paths = {}
+    for name, part in zip("ABC", parts, strict=False):
+        paths[name] = tmp_path / f"{name}.csv"
+        part.to_csv(paths[name], index=False)
+    return paths
+
+
+def as_float(values):
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def assert_matches(curve, durations, events):
+    kmf = KaplanMeierFitter().fit(durations, events)
+    assert curve["timeline"] == list(kmf.survival_function_.index)
+    assert np.max(np.abs(as_float(curve["survival"])
+                         - kmf.survival_function_.iloc[:, 0].to_numpy())) <= TOL
+    ci = kmf.confidence_interval_.to_numpy()
+    assert np.max(np.abs(as_float(curve["ci_lower"]) - ci[:, 0])) <= TOL
+    assert np.max(np.abs(as_float(curve["ci_upper"]) - ci[:, 1])) <= TOL
+    assert curve["at_risk"] == [int(a) for a in kmf.event_table["at_risk"]]
+    median = kmf.median_survival_time_
+    assert curve["median"] == (None if np.isinf(median) else pytest.approx(median, abs=TOL))
+
+
+@pytest.fixture
+def rossi(tmp_path):
+    df = load_rossi()[["week", "arrest", "fin", "race"]]
+    parts = [df.iloc[:150], df.iloc[150:300], df.iloc[300:]]
+    return write_sites(tmp_path, parts), df
+
+
+def test_rossi_pooled_equals_lifelines(rossi):
+    paths, df = rossi
+    result = simulate_tables("km", paths, params={"duration": "week", "event": "arrest"})
+    assert_matches(result, df.week, df.arrest)
+    assert result["sites"] == {"A": 150, "B": 150, "C": 132}
+
+
+def test_rossi_grouped_and_logrank_equal_lifelines(rossi):
+    paths, df = rossi
+    result = simulate_tables("km", paths, params={"duration": "week", "event": "arrest",
+                                                  "group": "fin"})
+    assert set(result["groups"]) == {"0", "1"}
+    for value in (0, 1):
+        part = df[df.fin == value]
+        assert_matches(result["groups"][str(value)], part.week, part.arrest)
+    ref = logrank_test(df.week[df.fin == 0], df.week[df.fin == 1],
+                       df.arrest[df.fin == 0], df.arrest[df.fin == 1])
+    assert abs(result["logrank_p"] - ref.p_value) <= TOL
+    assert abs(result["logrank_statistic"] - ref.test_statistic) <= TOL
+
+
+def make_ties(seed: int = 3, n: int = 240) -> pd.DataFrame:
+    """Integer times with many ties, events and censorings at the same times, three groups."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"t": rng.integers(0, 12, n), "e": rng.integers(0, 2, n),
+                         "g": rng.choice(["a", "b", "c"], n)})
+
+
+def test_ties_and_three_groups(tmp_path):
+    df = make_ties()
+    paths = write_sites(tmp_path, [df.iloc[:90], df.iloc[90:170], df.iloc[170:]])
+    result = simulate_tables("km", paths, params={"duration": "t", "event": "e"})
+    assert_matches(result, df.t, df.e)
+    grouped = simulate_tables("km", paths, params={"duration": "t", "event": "e", "group": "g"},
+                              min_cell_size=5)
+    for value in ("a", "b", "c"):
+        part = df[df.g == value]
+        assert_matches(grouped["groups"][value], part.t, part.e)
+    ref = multivariate_logrank_test(df.t, df.g, df.e)
+    assert abs(grouped["logrank_p"] - ref.p_value) <= TOL
+    assert abs(grouped["logrank_statistic"] - ref.test_statistic) <= TOL
+
+
+def test_small_site_and_small_group_refused(tmp_path):
+    df = make_ties()
+    paths = write_sites(tmp_path, [df.iloc[:200], df.iloc[200:206]])
+    with pytest.raises(Refused, match="site B refused.*6 usable rows.*minimum cell size 10"):
+        simulate_tables("km", paths, params={"duration": "t", "event": "e"})
+    small = df.copy()
+    small.loc[:5, "g"] = "rare"
+    paths = write_sites(tmp_path, [small.iloc[:120], small.iloc[120:]])
+    with pytest.raises(Refused, match="site A refused.*group rare has only 6 rows"):
+        simulate_tables("km", paths, params={"duration": "t", "event": "e", "group": "g"})
+
+
+@pytest.mark.parametrize(("column", "values", "field"), [
+    ("t", ["x"] * 240, "duration"),
+    ("t", [-1] * 240, "duration"),
+    ("e", [2] * 240, "event"),
+])
+def test_bad_values_name_the_field(tmp_path, column, values, field):
+    df = make_ties()
+    df[column] = values
+    paths = write_sites(tmp_path, [df])
+    with pytest.raises(InvalidInput) as info:
+        simulate_tables("km", paths, params={"duration": "t", "event": "e"})
+    assert info.value.field == f"params.{field}"
+
+
+def test_cli_json_contract(rossi, capsys):
+    paths, df = rossi
+    argv = ["sim", "km", "--duration", "week", "--event", "arrest", "--group", "fin", "--json"]
+    for name, path in paths.items():
+        argv += ["--table", f"{name}={path}"]
+    assert run(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= {"groups", "logrank_p", "logrank_statistic"}
+    for curve in doc["groups"].values():
+        assert set(curve) == {"timeline", "survival", "ci_lower", "ci_upper", "at_risk",
+                              "median"}
+    ref = multivariate_logrank_test(df.week, df.fin, df.arrest)
+    assert abs(doc["logrank_p"] - ref.p_value) <= TOL
+    ungrouped = [a for a in argv if a not in ("--group", "fin")]
+    assert run(ungrouped) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= {"timeline", "survival", "ci_lower", "ci_upper", "at_risk", "median"}
+    assert run([a for a in argv if a != "--json"]) == 0  # the table view
+    text = capsys.readouterr().out
+    assert "log-rank" in text and "S(t)" in text
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    (["--duration", "nosuch", "--event", "arrest"], "duration"),
+    (["--duration", "week", "--event", "nosuch"], "event"),
+    (["--duration", "week", "--event", "arrest", "--group", "nosuch"], "group"),
+    (["--duration", "week", "--event", "fin", "--min-cell-size", "3"], "min_cell_size"),
+])
+def test_cli_bad_input_exits_2_naming_field(rossi, capsys, extra, field):
+    paths, _ = rossi
+    argv = ["sim", "km", "--table", f"A={paths['A']}", *extra, "--json"]
+    assert run(argv) == 2
+    captured = capsys.readouterr()
+    assert field in captured.err
+    assert "Traceback" not in captured.err
