@@ -97,34 +97,29 @@ def load_table_site(path: Path) -> Site:
     return Site(con, policy=UsagePolicy(level=Level.L1, allowed_purposes=list(Purpose)))
 
 
-def parse_table_args(values: list[str]) -> dict[str, Path]:
-    """Parse repeated ``NAME=FILE.csv`` options."""
-    tables: dict[str, Path] = {}
+def _named_paths(values: list[str], option: str, shape: str) -> dict[str, Path]:
+    """Parse repeated ``NAME=PATH`` options; errors name the option."""
+    found: dict[str, Path] = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
-            raise InvalidInput(f"expected NAME=FILE.csv, got {value!r}", field="table")
-        if name in tables:
-            raise InvalidInput(f"site {name!r} given twice", field="table")
-        tables[name] = Path(path)
-    if not tables:
-        raise InvalidInput("give at least one --table NAME=FILE.csv", field="table")
-    return tables
+            raise InvalidInput(f"expected {shape}, got {value!r}", field=option)
+        if name in found:
+            raise InvalidInput(f"site {name!r} given twice", field=option)
+        found[name] = Path(path)
+    if not found:
+        raise InvalidInput(f"give at least one --{option} {shape}", field=option)
+    return found
+
+
+def parse_table_args(values: list[str]) -> dict[str, Path]:
+    """Parse repeated ``--table NAME=FILE.csv`` options."""
+    return _named_paths(values, "table", "NAME=FILE.csv")
 
 
 def parse_site_args(values: list[str]) -> dict[str, Path]:
-    """Parse repeated ``NAME=DIR`` options."""
-    sites: dict[str, Path] = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise InvalidInput(f"expected NAME=DIR, got {value!r}", field="site")
-        if name in sites:
-            raise InvalidInput(f"site {name!r} given twice", field="site")
-        sites[name] = Path(path)
-    if not sites:
-        raise InvalidInput("give at least one --site NAME=DIR", field="site")
-    return sites
+    """Parse repeated ``--site NAME=DIR`` options."""
+    return _named_paths(values, "site", "NAME=DIR")
 
 
 def simulate(
