@@ -18,10 +18,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from healthspace.core.clock import Clock, SystemClock
 from healthspace.core.errors import invalid_from_validation
+from healthspace.core.limits import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
 from healthspace.governance.consent_filter import ConsentFilter
-
-MIN_CELL_FLOOR = 5
-DEFAULT_MIN_CELL = 10
 
 
 class Params(BaseModel):

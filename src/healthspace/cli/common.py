@@ -8,6 +8,8 @@ import typer
 
 from healthspace.client.config import resolve
 from healthspace.client.sdk import HubClient
+from healthspace.core.errors import InvalidInput
+from healthspace.core.limits import MIN_CELL_FLOOR
 
 HubOpt = Annotated[
     str | None,
@@ -23,3 +25,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 def client(hub: str | None, token: str | None) -> HubClient:
     conn = resolve(hub, token)
     return HubClient(conn.hub, conn.token)
+
+
+def check_min_cell(value: int) -> int:
+    """A minimum cell size given on the command line, refused below the floor."""
+    if value < MIN_CELL_FLOOR:
+        raise InvalidInput(f"the minimum cell size cannot be below {MIN_CELL_FLOOR}",
+                           field="min_cell_size")
+    return value

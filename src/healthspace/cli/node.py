@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from healthspace.cli.common import HubOpt, JsonOpt, TokenOpt, client
+from healthspace.cli.common import HubOpt, JsonOpt, TokenOpt, check_min_cell, client
 from healthspace.cli.output import emit_json, err, out, progress_bar, setup_logging
 from healthspace.core.errors import InvalidInput
 
@@ -103,8 +103,7 @@ def serve(
     from healthspace.node.state import NodeState
 
     setup_logging(log_level)
-    if min_cell_size < 5:
-        raise InvalidInput("the minimum cell size cannot be below 5", field="min_cell_size")
+    check_min_cell(min_cell_size)
     if not store.exists():
         raise InvalidInput(f"store {store} does not exist; run 'node ingest' first", field="store")
     conn = resolve(hub, token)

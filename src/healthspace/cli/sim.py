@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from healthspace.cli.common import JsonOpt
+from healthspace.cli.common import JsonOpt, check_min_cell
 from healthspace.cli.output import emit_json, err, out
 from healthspace.cli.render import breakdown_table, count_table
 
@@ -33,11 +33,9 @@ def count(
     """Cohort counts per site and in total, with the nodes' disclosure rules."""
     from healthspace.client.studyfile import read_document
     from healthspace.cohort.models import load_cohort
-    from healthspace.core.errors import InvalidInput
     from healthspace.sim import parse_site_args, simulate_dirs
 
-    if min_cell_size < 5:
-        raise InvalidInput("the minimum cell size cannot be below 5", field="min_cell_size")
+    check_min_cell(min_cell_size)
     sites = parse_site_args(site)
     definition = read_document(cohort, "cohort")
     load_cohort(definition)  # fail fast, naming the field, before loading any data
@@ -79,11 +77,9 @@ def glm(
     from rich.table import Table
 
     from healthspace.analyses import registry
-    from healthspace.core.errors import InvalidInput
     from healthspace.sim import parse_table_args, simulate_tables
 
-    if min_cell_size < 5:
-        raise InvalidInput("the minimum cell size cannot be below 5", field="min_cell_size")
+    check_min_cell(min_cell_size)
     params = {"formula": formula, "family": family, "offset": offset, "weights": weights}
     registry.get("glm").parse_params(params)  # fail fast, naming the field
     tables = parse_table_args(table)
@@ -133,11 +129,9 @@ def km(
     from rich.table import Table
 
     from healthspace.analyses import registry
-    from healthspace.core.errors import InvalidInput
     from healthspace.sim import parse_table_args, simulate_tables
 
-    if min_cell_size < 5:
-        raise InvalidInput("the minimum cell size cannot be below 5", field="min_cell_size")
+    check_min_cell(min_cell_size)
     params = {"duration": duration, "event": event, "group": group}
     registry.get("km").parse_params(params)  # fail fast, naming the field
     tables = parse_table_args(table)

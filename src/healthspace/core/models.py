@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from healthspace.core.enums import OrgKind, PrincipalKind, Role, StudyStatus, TaskStatus
+from healthspace.core.limits import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
@@ -212,7 +213,7 @@ class TaskAssignment(Wire):
     cohort: dict[str, Any] | None = None
     round_input: dict[str, Any] | None = None
     purpose: str
-    min_cell_size: int = Field(default=10, ge=5)
+    min_cell_size: int = Field(default=DEFAULT_MIN_CELL, ge=MIN_CELL_FLOOR)
     consumer: str
     consumer_org: str = ""
     submitted_at: datetime | None = None

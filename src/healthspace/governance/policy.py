@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from healthspace.core.documents import load_document
 from healthspace.core.errors import InvalidInput, invalid_from_validation
-
-MIN_CELL_FLOOR = 5
+from healthspace.core.limits import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
 
 
 class Level(StrEnum):
@@ -67,7 +66,7 @@ class UsagePolicy(BaseModel):
     allowed_analyses: list[str] | None = Field(
         default=None, description="catalogue analyses allowed; null = every vetted analysis"
     )
-    min_cell_size: int = Field(default=10, ge=MIN_CELL_FLOOR)
+    min_cell_size: int = Field(default=DEFAULT_MIN_CELL, ge=MIN_CELL_FLOOR)
     approval_mode: ApprovalMode | None = Field(
         default=None, description="null = the level's default: L1 auto, L2 single, L3 two_level"
     )

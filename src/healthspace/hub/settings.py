@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from healthspace.analyses.base import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
+from healthspace.core.limits import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
 
 MAX_WAIT_SECONDS = 60
 

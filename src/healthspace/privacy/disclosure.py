@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import TypeVar
 
+from healthspace.core.limits import MIN_CELL_FLOOR
+
 K = TypeVar("K", bound=Hashable)
 
 Released = int | str
 
-MIN_CELL_FLOOR = 5
 
 
 def suppressed_label(k: int) -> str:
