@@ -130,11 +130,25 @@ def simulate(
     cohort: dict[str, Any] | None = None,
     min_cell_size: int = 10,
     purpose: str = "research",
+    dataset: dict[str, Any] | None = None,
     on_round: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``analysis`` over loaded sites as nodes would: policy check, consent, rounds."""
+    """Run ``analysis`` over loaded sites as nodes would: policy check, consent, rounds.
+
+    For a table analysis over OMOP sites, ``cohort`` and ``dataset`` build ``analysis_data``
+    at each site first, as a node does.
+    """
+    from healthspace.analyses.execute import check_inputs
+    from healthspace.cohort.dataset import load_dataset
+    from healthspace.cohort.models import load_cohort
+
     impl = registry.get(analysis)
     parsed = impl.parse_params(params)
+    if cohort is not None:
+        load_cohort(cohort)
+    if dataset is not None:
+        load_dataset(dataset)
+    check_inputs(impl, cohort is not None, dataset is not None)
     refused = {name: why for name, site in sites.items()
                if (why := admit(site, analysis, purpose)) is not None}
     active = {name: site for name, site in sites.items() if name not in refused}
@@ -159,6 +173,7 @@ def simulate(
                     min_cell_size=max(min_cell_size, site.policy.min_cell_size),
                     purpose=purpose,
                     consent=filters[name],
+                    dataset=dataset,
                 ).partial
             except Refused as exc:
                 raise Refused(f"site {name} refused round {round_no}: {exc.message}") from exc

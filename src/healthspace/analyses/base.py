@@ -40,6 +40,7 @@ class LocalContext:
     clock: Clock = field(default_factory=SystemClock)
     consent: ConsentFilter | None = None
     records_used: int = 0
+    dataset: Any = None  # healthspace.cohort.dataset.DatasetSpec | None
 
     def __post_init__(self) -> None:
         # The node never releases below the floor, whatever a task asks for.
@@ -104,12 +105,18 @@ class NextRound:
 
 
 class Analysis(ABC):
-    """One catalogue entry. Subclasses set ``name``, ``params_model`` and implement both steps."""
+    """One catalogue entry. Subclasses set ``name``, ``params_model`` and implement both steps.
+
+    ``uses_table`` analyses read one row per person from the table ``analysis_data``: on a
+    node it is built from the study's cohort by its analysis-dataset spec
+    (``healthspace.cohort.dataset``); in simulation over plain tables it is the site's CSV.
+    """
 
     name: ClassVar[str]
     title: ClassVar[str] = ""
     params_model: ClassVar[type[Params]] = Params
     requires_cohort: ClassVar[bool] = True
+    uses_table: ClassVar[bool] = False
     max_rounds: ClassVar[int] = 1
 
     def parse_params(self, raw: Mapping[str, Any] | None) -> Params:

@@ -10,8 +10,9 @@ from typing import Any
 import duckdb
 
 from healthspace.analyses import registry
-from healthspace.analyses.base import LocalContext
+from healthspace.analyses.base import Analysis, LocalContext
 from healthspace.core.clock import Clock, SystemClock
+from healthspace.core.errors import InvalidInput
 from healthspace.governance.consent_filter import ConsentFilter
 
 
@@ -21,6 +22,26 @@ class LocalRun:
     records: int
     seconds: float
     bytes: int
+
+
+def check_inputs(impl: Analysis, has_cohort: bool, has_dataset: bool) -> None:
+    """The cohort / dataset combinations an analysis accepts; errors name the field.
+
+    A table analysis takes either both (a node builds ``analysis_data`` from the cohort) or
+    neither (the site already holds ``analysis_data``, as in simulation over plain tables).
+    """
+    if impl.uses_table:
+        if has_dataset and not has_cohort:
+            raise InvalidInput("an analysis dataset needs a cohort to start from",
+                               field="cohort")
+        if has_cohort and not has_dataset:
+            raise InvalidInput(f"analysis {impl.name!r} reads an analysis dataset: give "
+                               f"'dataset' with the cohort", field="dataset")
+        return
+    if has_dataset:
+        raise InvalidInput(f"analysis {impl.name!r} takes no analysis dataset", field="dataset")
+    if impl.requires_cohort and not has_cohort:
+        raise InvalidInput(f"analysis {impl.name!r} needs a cohort", field="cohort")
 
 
 def run_local(
@@ -35,17 +56,17 @@ def run_local(
     purpose: str = "research",
     clock: Clock | None = None,
     consent: ConsentFilter | None = None,
+    dataset: dict[str, Any] | None = None,
 ) -> LocalRun:
     """Validate the request as a node must (never trusting the sender) and run ``local``."""
+    from healthspace.cohort.dataset import build_analysis_table, load_dataset
     from healthspace.cohort.models import load_cohort
 
     impl = registry.get(analysis)
     parsed = impl.parse_params(params)
     definition = load_cohort(cohort) if cohort is not None else None
-    if impl.requires_cohort and definition is None:
-        from healthspace.core.errors import InvalidInput
-
-        raise InvalidInput("this analysis needs a cohort", field="cohort")
+    spec = load_dataset(dataset) if dataset is not None else None
+    check_inputs(impl, definition is not None, spec is not None)
     ctx = LocalContext(
         con=con,
         site=site,
@@ -54,9 +75,18 @@ def run_local(
         purpose=purpose,
         clock=clock or SystemClock(),
         consent=consent,
+        dataset=spec,
     )
     started = time.perf_counter()
-    partial = impl.local(ctx, parsed, round_input)
+    built = False
+    try:
+        if spec is not None:
+            build_analysis_table(ctx, spec)
+            built = True
+        partial = impl.local(ctx, parsed, round_input)
+    finally:
+        if built:
+            ctx.con.execute("DROP TABLE IF EXISTS temp.analysis_data")
     seconds = time.perf_counter() - started
     size = len(json.dumps(partial, separators=(",", ":")))
     return LocalRun(partial=partial, records=ctx.records_used, seconds=seconds, bytes=size)

@@ -193,6 +193,7 @@ class Glm(Analysis):
     title = "Generalised linear model (exact pooled fit)"
     params_model = GlmParams
     requires_cohort = False
+    uses_table = True
     max_rounds = 60
 
     def local(

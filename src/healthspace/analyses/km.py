@@ -154,6 +154,7 @@ class KaplanMeier(Analysis):
     title = "Kaplan–Meier survival with the log-rank test (exact pooled)"
     params_model = KmParams
     requires_cohort = False
+    uses_table = True
     max_rounds = 1
 
     def local(

@@ -56,34 +56,101 @@ def count(
 
 
 TableOpt = Annotated[
-    list[str], typer.Option("--table", help="NAME=FILE.csv, one site's analysis table "
-                                            "(repeatable).")
+    list[str] | None,
+    typer.Option("--table", help="NAME=FILE.csv, one site's analysis table (repeatable)."),
 ]
+SitesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--site", help="NAME=DIR, an OMOP CSV folder (repeatable); with --cohort "
+                                "and --dataset."),
+]
+CohortOpt = Annotated[
+    Path | None, typer.Option("--cohort", help="Cohort definition (JSON or YAML), with --site.")
+]
+DatasetOpt = Annotated[
+    Path | None,
+    typer.Option("--dataset", help="Analysis-dataset spec (JSON or YAML) turning the cohort "
+                                   "into one row per person, with --site."),
+]
+MinCellOpt = Annotated[int, typer.Option(help="Minimum cell size (≥ 5).")]
+PurposeOpt = Annotated[
+    str, typer.Option(help="The study's purpose (site policies and consent, with --site).")
+]
+
+
+def run_sim(
+    analysis: str,
+    params: dict[str, Any],
+    *,
+    table: list[str] | None,
+    site: list[str] | None = None,
+    cohort: Path | None = None,
+    dataset: Path | None = None,
+    min_cell_size: int = 10,
+    purpose: str = "research",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run one analysis over ``--table`` CSVs or ``--site`` OMOP folders; errors name the
+    option. Every command over tables or sites goes through here."""
+    from healthspace.analyses import registry
+    from healthspace.client.studyfile import read_document
+    from healthspace.cohort.dataset import load_dataset
+    from healthspace.cohort.models import load_cohort
+    from healthspace.core.errors import InvalidInput
+    from healthspace.sim import parse_site_args, parse_table_args, simulate_dirs, simulate_tables
+
+    check_min_cell(min_cell_size)
+    registry.get(analysis).parse_params(params)  # fail fast, naming the field
+    if table and site:
+        raise InvalidInput("give --table or --site, not both", field="table")
+    if table:
+        if cohort is not None or dataset is not None:
+            raise InvalidInput("--cohort and --dataset apply to --site folders, not --table "
+                               "files", field="cohort" if cohort is not None else "dataset")
+        tables = parse_table_args(table)
+        if not quiet:
+            err.print(f"running {analysis} over {len(tables)} table(s)…")
+        return simulate_tables(analysis, tables, params=params, min_cell_size=min_cell_size,
+                               purpose=purpose)
+    if site:
+        sites = parse_site_args(site)
+        definition = read_document(cohort, "cohort") if cohort is not None else None
+        spec = read_document(dataset, "dataset") if dataset is not None else None
+        if definition is not None:
+            load_cohort(definition)  # fail fast, before loading any data
+        if spec is not None:
+            load_dataset(spec)
+        if not quiet:
+            err.print(f"loading {len(sites)} site(s) and running {analysis}…")
+        return simulate_dirs(analysis, sites, params=params, cohort=definition, dataset=spec,
+                             min_cell_size=min_cell_size, purpose=purpose)
+    raise InvalidInput("give --table NAME=FILE.csv or --site NAME=DIR (repeatable)",
+                       field="table")
 
 
 @app.command("glm")
 def glm(
-    table: TableOpt,
     formula: Annotated[str, typer.Option("--formula", help="e.g. 'y ~ x1 + x2 + C(group)'.")],
     family: Annotated[str, typer.Option(help="gaussian, binomial or poisson.")] = "gaussian",
     offset: Annotated[str | None, typer.Option(help="Offset column (linear-predictor scale).")]
     = None,
     weights: Annotated[str | None, typer.Option(help="Variance-weights column "
                                                      "(statsmodels var_weights).")] = None,
-    min_cell_size: Annotated[int, typer.Option(help="Minimum rows per site (≥ 5).")] = 10,
+    table: TableOpt = None,
+    site: SitesOpt = None,
+    cohort: CohortOpt = None,
+    dataset: DatasetOpt = None,
+    min_cell_size: MinCellOpt = 10,
+    purpose: PurposeOpt = "research",
     json_out: JsonOpt = False,
 ) -> None:
-    """An exact pooled GLM over per-site CSV tables (nodes release only aggregates)."""
+    """An exact pooled GLM over per-site tables or OMOP folders (nodes release only
+    aggregates)."""
     from rich.table import Table
 
-    from healthspace.analyses import registry
-    from healthspace.sim import parse_table_args, simulate_tables
-
-    check_min_cell(min_cell_size)
     params = {"formula": formula, "family": family, "offset": offset, "weights": weights}
-    registry.get("glm").parse_params(params)  # fail fast, naming the field
-    tables = parse_table_args(table)
-    result = simulate_tables("glm", tables, params=params, min_cell_size=min_cell_size)
+    result = run_sim("glm", params, table=table, site=site, cohort=cohort, dataset=dataset,
+                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out)
     if json_out:
         emit_json(result)
         return
@@ -97,6 +164,17 @@ def glm(
                      f"{result['zvalues'][term]:.3f}", f"{result['pvalues'][term]:.3g}",
                      f"[{lo:.4g}, {hi:.4g}]")
     out.print(view)
+
+
+def check_plot_path(path: Path) -> None:
+    """A writable ``.png`` path, checked before any work is done."""
+    from healthspace.core.errors import InvalidInput
+
+    if path.suffix.lower() != ".png":
+        raise InvalidInput(f"the plot is written as PNG; name it *.png, not {path.name!r}",
+                           field="plot")
+    if not path.parent.exists():
+        raise InvalidInput(f"folder {path.parent} does not exist", field="plot")
 
 
 def _km_rows(curve: dict[str, Any], limit: int = 10) -> list[tuple[str, ...]]:
@@ -115,27 +193,36 @@ def _km_rows(curve: dict[str, Any], limit: int = 10) -> list[tuple[str, ...]]:
 
 @app.command("km")
 def km(
-    table: TableOpt,
     duration: Annotated[str, typer.Option("--duration", help="Time-to-event column (≥ 0).")],
     event: Annotated[str, typer.Option("--event", help="Event indicator column (1 event, "
                                                        "0 censored).")],
     group: Annotated[str | None, typer.Option(help="Group column: one curve per value and "
                                                    "the log-rank test.")] = None,
-    min_cell_size: Annotated[int, typer.Option(help="Minimum rows per site and group (≥ 5).")]
-    = 10,
+    table: TableOpt = None,
+    site: SitesOpt = None,
+    cohort: CohortOpt = None,
+    dataset: DatasetOpt = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write the curves as a PNG "
+                                                             "image to this file.")] = None,
+    min_cell_size: MinCellOpt = 10,
+    purpose: PurposeOpt = "research",
     json_out: JsonOpt = False,
 ) -> None:
-    """Exact pooled Kaplan–Meier curves (and log-rank test) over per-site CSV tables."""
+    """Exact pooled Kaplan–Meier curves (and log-rank test) over per-site tables or OMOP
+    folders."""
     from rich.table import Table
 
-    from healthspace.analyses import registry
-    from healthspace.sim import parse_table_args, simulate_tables
-
-    check_min_cell(min_cell_size)
     params = {"duration": duration, "event": event, "group": group}
-    registry.get("km").parse_params(params)  # fail fast, naming the field
-    tables = parse_table_args(table)
-    result = simulate_tables("km", tables, params=params, min_cell_size=min_cell_size)
+    if plot is not None:
+        check_plot_path(plot)
+    result = run_sim("km", params, table=table, site=site, cohort=cohort, dataset=dataset,
+                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out)
+    if plot is not None:
+        from healthspace.analyses.plots import plot_km
+
+        plot_km(result, plot, group=group)
+        if not json_out:
+            err.print(f"plot written to {plot}")
     if json_out:
         emit_json(result)
         return
@@ -155,3 +242,7 @@ def km(
         else:
             out.print(f"log-rank test: statistic={result['logrank_statistic']:.4f}, "
                       f"p={result['logrank_p']:.4g}")
+
+
+# Commands defined in their own modules register themselves on ``app``.
+from healthspace.cli import sim_cox, sim_stats  # noqa: E402,F401

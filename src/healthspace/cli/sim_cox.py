@@ -1,0 +1,1 @@
+"""Registered on ``healthspace sim`` (see cli/sim.py)."""
