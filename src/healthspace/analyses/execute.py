@@ -44,6 +44,12 @@ def check_inputs(impl: Analysis, has_cohort: bool, has_dataset: bool) -> None:
         raise InvalidInput(f"analysis {impl.name!r} needs a cohort", field="cohort")
 
 
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                      [name]).fetchone()
+    return bool(row and row[0])
+
+
 def run_local(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -83,6 +89,9 @@ def run_local(
         if spec is not None:
             build_analysis_table(ctx, spec)
             built = True
+        elif impl.uses_table and not _has_table(con, "analysis_data"):
+            raise InvalidInput(f"site {site} holds no analysis_data table: give a cohort and "
+                               f"an analysis dataset", field="dataset")
         partial = impl.local(ctx, parsed, round_input)
     finally:
         if built:

@@ -14,6 +14,7 @@ from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, 
 from healthspace.analyses.registry import register
 from healthspace.core.encoding import decode_array, encode_array
 from healthspace.core.errors import InvalidInput, Refused
+from healthspace.privacy.survival import coarsen_times
 
 TABLE = "analysis_data"
 ALPHA = 0.05
@@ -29,6 +30,28 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def survival_outcome(data: pd.DataFrame, duration: str, event: str) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """Validated durations (finite, ≥ 0) and 0/1 events of rows already free of missing values;
+    errors name ``params.duration`` / ``params.event``. Shared with the Cox model."""
+    column = data[duration]
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        raise InvalidInput(f"duration column {duration!r} must be numeric",
+                           field="params.duration")
+    times = np.asarray(column, dtype=np.float64)
+    if not np.all(np.isfinite(times)):
+        raise InvalidInput("durations must be finite", field="params.duration")
+    if np.any(times < 0):
+        raise InvalidInput("durations must be non-negative", field="params.duration")
+    flag = data[event]
+    if not (pd.api.types.is_numeric_dtype(flag) or pd.api.types.is_bool_dtype(flag)):
+        raise InvalidInput(f"event column {event!r} must be 0/1", field="params.event")
+    events = np.asarray(flag, dtype=np.float64)
+    if not np.all((events == 0) | (events == 1)):
+        raise InvalidInput(f"event column {event!r} must be 0/1", field="params.event")
+    return times, events.astype(np.int64)
+
+
 def _load(ctx: LocalContext, params: KmParams) -> pd.DataFrame:
     """The used columns of ``analysis_data``, validated; rows with a missing value dropped."""
     data = ctx.con.execute(f"SELECT * FROM {TABLE}").df()
@@ -39,37 +62,28 @@ def _load(ctx: LocalContext, params: KmParams) -> pd.DataFrame:
         if col not in data.columns:
             raise InvalidInput(f"unknown column {col!r}", field=f"params.{key}")
     data = data[list(dict.fromkeys(used.values()))].dropna().reset_index(drop=True)
-    duration = data[params.duration]
-    if not pd.api.types.is_numeric_dtype(duration) or pd.api.types.is_bool_dtype(duration):
-        raise InvalidInput(f"duration column {params.duration!r} must be numeric",
-                           field="params.duration")
-    times = np.asarray(duration, dtype=np.float64)
-    if not np.all(np.isfinite(times)):
-        raise InvalidInput("durations must be finite", field="params.duration")
-    if np.any(times < 0):
-        raise InvalidInput("durations must be non-negative", field="params.duration")
-    event = data[params.event]
-    if not (pd.api.types.is_numeric_dtype(event) or pd.api.types.is_bool_dtype(event)):
-        raise InvalidInput(f"event column {params.event!r} must be 0/1", field="params.event")
-    events = np.asarray(event, dtype=np.float64)
-    if not np.all((events == 0) | (events == 1)):
-        raise InvalidInput(f"event column {params.event!r} must be 0/1", field="params.event")
-    out = pd.DataFrame({"t": times, "e": events.astype(np.int64)})
+    times, events = survival_outcome(data, params.duration, params.event)
+    out = pd.DataFrame({"t": times, "e": events})
     if params.group is not None:
         out["g"] = [_plain(v) for v in data[params.group]]
     return out
 
 
-def _counts(frame: pd.DataFrame) -> dict[str, Any]:
-    """Per distinct time: events d and censorings c, exactly encoded, plus the row count n."""
-    times, inverse = np.unique(frame["t"].to_numpy(), return_inverse=True)
+def _counts(frame: pd.DataFrame, k: int) -> dict[str, Any]:
+    """Per distinct time: events d and censorings c, exactly encoded, plus the row count n.
+
+    Times are first coarsened by the survival disclosure unit, so every released time has at
+    least ``k`` persons at risk here; ``coarsened`` says how many rows were moved.
+    """
+    rule = coarsen_times(frame["t"].to_numpy(), k)
+    times, inverse = np.unique(rule.times, return_inverse=True)
     d = np.zeros(len(times), dtype=np.int64)
     c = np.zeros(len(times), dtype=np.int64)
     e = frame["e"].to_numpy()
     np.add.at(d, inverse, e)
     np.add.at(c, inverse, 1 - e)
     return {"n": len(frame), "times": encode_array(times.astype(np.float64)),
-            "d": encode_array(d), "c": encode_array(c)}
+            "d": encode_array(d), "c": encode_array(c), "coarsened": rule.moved}
 
 
 def _merge(parts: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -167,14 +181,14 @@ class KaplanMeier(Analysis):
             raise Refused(f"only {len(frame)} usable rows, below the minimum cell size "
                           f"{ctx.min_cell_size}; the Kaplan–Meier estimate is refused")
         if params.group is None:
-            return {"all": _counts(frame)}
+            return {"all": _counts(frame, ctx.min_cell_size)}
         groups: list[dict[str, Any]] = []
         for value, part in frame.groupby("g", sort=True):
             if len(part) < ctx.min_cell_size:
                 raise Refused(f"group {value!s} has only {len(part)} rows, below the minimum "
                               f"cell size {ctx.min_cell_size}; the Kaplan–Meier estimate is "
                               f"refused")
-            groups.append({"value": _plain(value), **_counts(part)})
+            groups.append({"value": _plain(value), **_counts(part, ctx.min_cell_size)})
         return {"groups": groups}
 
     def combine(
@@ -192,6 +206,7 @@ class KaplanMeier(Analysis):
             timeline, d, c, n = _merge([partials[s]["all"] for s in names])
             result = _curve(timeline, d, c, n)
             result["sites"] = {s: int(partials[s]["all"]["n"]) for s in names}
+            result["coarsened"] = {s: int(partials[s]["all"].get("coarsened", 0)) for s in names}
             return Final(result)
         by_group: dict[str, list[dict[str, Any]]] = {}
         for s in names:
@@ -203,9 +218,13 @@ class KaplanMeier(Analysis):
         p_value: float | None = None
         if len(merged) >= 2:
             statistic, p_value = _logrank(list(merged.values()))
+
+        def total(site: str, key: str) -> int:
+            return sum(int(part.get(key, 0)) for part in partials[site]["groups"])
+
         return Final({"groups": curves, "logrank_p": p_value, "logrank_statistic": statistic,
-                      "sites": {s: sum(int(p["n"]) for p in partials[s]["groups"])
-                                for s in names}})
+                      "sites": {s: total(s, "n") for s in names},
+                      "coarsened": {s: total(s, "coarsened") for s in names}})
 
 
 register(KaplanMeier())

@@ -7,6 +7,7 @@ import csv
 import gzip
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -96,6 +97,51 @@ def ingest_dir(
     _fsync_dir(store.parent)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+ANALYSIS_TABLE = "analysis_data"
+
+
+def ingest_table(store: Path, csv_file: Path) -> dict[str, Any]:
+    """Load one CSV as the store's ``analysis_data`` table (one row per person), atomically.
+
+    For registries and research tables that are not in the CDM: table analyses (glm, km, cox,
+    summary) run over it when a study gives no cohort and dataset. The rest of the store is
+    kept; a failure leaves the old store byte-identical.
+    """
+    store, csv_file = Path(store), Path(csv_file)
+    if store.is_dir():
+        raise InvalidInput(f"store path {store} is a directory", field="store")
+    if not csv_file.is_file():
+        raise InvalidInput(f"table file {csv_file} does not exist", field="file")
+    started = time.perf_counter()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(f"{store.name}.ingest-{os.getpid()}.tmp")
+    _remove(tmp, Path(f"{tmp}.wal"))
+    try:
+        if store.exists():
+            shutil.copyfile(store, tmp)
+        con = duckdb.connect(str(tmp))
+        try:
+            create_schema(con)
+            try:
+                con.execute(f"CREATE OR REPLACE TABLE {ANALYSIS_TABLE} AS "
+                            "SELECT * FROM read_csv_auto(?, header = true)", [str(csv_file)])
+            except duckdb.Error as exc:
+                raise InvalidInput(f"cannot read {csv_file}: {exc}", field="file") from None
+            row = con.execute(f"SELECT count(*) FROM {ANALYSIS_TABLE}").fetchone()
+            columns = [r[0] for r in con.execute(f"DESCRIBE {ANALYSIS_TABLE}").fetchall()]
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, store)
+    except BaseException:
+        _remove(tmp, Path(f"{tmp}.wal"))
+        raise
+    _remove(Path(f"{store}.wal"))
+    _fsync_dir(store.parent)
+    return {"store": str(store), "table": ANALYSIS_TABLE, "rows": int(row[0]) if row else 0,
+            "columns": columns, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def load_into(

@@ -64,6 +64,13 @@ def catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
         n = int(row[0]) if row else 0
         if n:
             tables[table] = round_count(n)
+    analysis = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = 'analysis_data' AND table_schema = 'main'"
+    ).fetchone()
+    if analysis and analysis[0]:
+        row = con.execute("SELECT count(*) FROM main.analysis_data").fetchone()
+        tables["analysis_data"] = round_count(int(row[0]) if row else 0)
     return Catalog(cdm_version=CDM_VERSION, tables=tables, vocabularies=_vocabularies(con))
 
 

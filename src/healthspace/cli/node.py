@@ -49,17 +49,29 @@ def init(
 
 @app.command("ingest")
 def ingest(
-    directory: Annotated[Path, typer.Argument(help="Folder of OMOP CDM CSV files.")],
+    directory: Annotated[Path, typer.Argument(help="Folder of OMOP CDM CSV files (or, with "
+                                                   "--format table, one CSV file).")],
     store: StoreOpt,
-    fmt: Annotated[str, typer.Option("--format", help="Input format.")] = "omop-csv",
+    fmt: Annotated[str, typer.Option("--format", help="omop-csv (a CDM folder) or table (one "
+                                                      "CSV as the analysis_data table).")]
+    = "omop-csv",
     json_out: JsonOpt = False,
 ) -> None:
     """Load OMOP CSV files into the store (atomic: a failure keeps the old store)."""
-    from healthspace.cdm.ingest import ingest_dir
+    from healthspace.cdm.ingest import ingest_dir, ingest_table
     from healthspace.node.state import NodeState
 
+    if fmt == "table":
+        loaded = ingest_table(store, directory)
+        if json_out:
+            emit_json(loaded)
+        else:
+            out.print(f"analysis_data: {loaded['rows']:,} rows, columns "
+                      f"{', '.join(loaded['columns'])} → {store}", highlight=False)
+        return
     if fmt != "omop-csv":
-        raise InvalidInput(f"unsupported format {fmt!r}; supported: omop-csv", field="format")
+        raise InvalidInput(f"unsupported format {fmt!r}; supported: omop-csv, table",
+                           field="format")
     with progress_bar(not json_out) as progress:
         report = ingest_dir(store, directory, fmt=fmt, progress=progress)
     doc = report.to_dict()

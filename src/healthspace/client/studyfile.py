@@ -1,4 +1,5 @@
-"""Study files: ``{analysis, params, cohort | cohort_path, purpose, nodes}`` in JSON or YAML."""
+"""Study files: ``{analysis, params, cohort | cohort_path, dataset | dataset_path, purpose,
+nodes}`` in JSON or YAML."""
 
 from __future__ import annotations
 
@@ -24,15 +25,19 @@ def read_document(path: Path, what: str = "file") -> dict[str, Any]:
 
 
 def load_study_file(path: Path) -> StudySpec:
-    """Read a study file; ``cohort_path`` is resolved relative to the study file and inlined."""
+    """Read a study file; ``cohort_path`` and ``dataset_path`` are resolved relative to the
+    study file and inlined."""
     data = read_document(path, "study")
-    if "cohort_path" in data:
-        if data.get("cohort") is not None:
-            raise InvalidInput("give either cohort or cohort_path, not both", field="cohort_path")
-        cohort_file = Path(str(data.pop("cohort_path")))
-        if not cohort_file.is_absolute():
-            cohort_file = Path(path).parent / cohort_file
-        data["cohort"] = read_document(cohort_file, "cohort_path")
+    for key in ("cohort", "dataset"):
+        ref = f"{key}_path"
+        if ref not in data:
+            continue
+        if data.get(key) is not None:
+            raise InvalidInput(f"give either {key} or {ref}, not both", field=ref)
+        target = Path(str(data.pop(ref)))
+        if not target.is_absolute():
+            target = Path(path).parent / target
+        data[key] = read_document(target, ref)
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:

@@ -127,6 +127,11 @@ class StudySpec(Wire):
     analysis: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
     cohort: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = Field(
+        default=None,
+        description="analysis-dataset spec (docs/analysis-datasets.md): the cohort as one row "
+        "per person, built on each node for table analyses (glm, km, cox, summary)",
+    )
     purpose: str = Field(default="research", min_length=1, max_length=64)
     nodes: list[str] | None = Field(
         default=None, description="node names; default: every hospital node that holds data"
@@ -178,6 +183,7 @@ class StudyView(Wire):
     analysis: str
     params: dict[str, Any]
     cohort: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
     purpose: str
     nodes: list[str]
     status: StudyStatus
@@ -211,6 +217,7 @@ class TaskAssignment(Wire):
     analysis: str
     params: dict[str, Any]
     cohort: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
     round_input: dict[str, Any] | None = None
     purpose: str
     min_cell_size: int = Field(default=DEFAULT_MIN_CELL, ge=MIN_CELL_FLOOR)

@@ -61,6 +61,7 @@ def run_task(
                 analysis=assignment.analysis,
                 params=assignment.params,
                 cohort=assignment.cohort,
+                dataset=assignment.dataset,
                 round_input=assignment.round_input,
                 min_cell_size=k,
                 purpose=assignment.purpose,

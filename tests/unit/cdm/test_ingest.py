@@ -508,3 +508,32 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
         ingest_dir(tmp_path / "node.duckdb", tmp_path, fmt="fhir")
     assert info.value.field == "format"
     assert not (tmp_path / "node.duckdb").exists()
+
+
+def test_table_ingest_adds_analysis_data_atomically(tmp_path: Path) -> None:
+    from healthspace.cdm.ingest import ingest_table
+    from healthspace.cdm.store import catalog, open_store, round_count
+
+    store = tmp_path / "reg.duckdb"
+    good = tmp_path / "t.csv"
+    good.write_text("y,x\n1,0.5\n0,1.5\n1,2.5\n")
+    report = ingest_table(store, good)
+    assert report["rows"] == 3 and report["columns"] == ["y", "x"]
+    con = open_store(store)
+    try:
+        assert con.execute("SELECT sum(y), sum(x) FROM analysis_data").fetchone() == (2, 4.5)
+        assert catalog(con).tables == {"analysis_data": round_count(3)}
+    finally:
+        con.close()
+    before = store.read_bytes()
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\xff\xfe\x00garbage\x00\n\x00")
+    with pytest.raises(InvalidInput) as info:
+        ingest_table(store, bad)
+    assert info.value.field == "file"
+    assert store.read_bytes() == before
+    with pytest.raises(InvalidInput) as info:
+        ingest_table(store, tmp_path / "missing.csv")
+    assert info.value.field == "file"
+    assert duckdb.connect(str(store), read_only=True).execute(
+        "SELECT count(*) FROM analysis_data").fetchone() == (3,)

@@ -51,6 +51,22 @@ def test_malformed_json_and_missing_body(hub: Hub) -> None:
         ({"analysis": "cohort_count", "cohort": COHORT, "nodes": ["node-a", "node-x"]}, "nodes[1]"),
         ({"analysis": "cohort_count", "cohort": COHORT, "nodes": []}, "body"),
         ({"analysis": "cohort_count", "cohort": COHORT, "purpose": ""}, "body.purpose"),
+        (
+            {"analysis": "glm", "params": {"formula": "y ~ x"}, "cohort": COHORT},
+            "dataset",
+        ),
+        (
+            {"analysis": "glm", "params": {"formula": "y ~ x"},
+             "dataset": {"covariates": [{"name": "age", "type": "age"}]}},
+            "cohort",
+        ),
+        (
+            {"analysis": "cohort_count", "cohort": COHORT,
+             "dataset": {"covariates": [{"name": "age", "type": "age"}]}},
+            "dataset",
+        ),
+        ({"analysis": "glm", "params": {"formula": "y"}}, "params.formula"),
+        ({"analysis": "km", "params": {"duration": "t"}}, "params.event"),
     ],
 )
 def test_study_spec_errors_name_the_field(space: Space, spec: dict[str, Any], field: str) -> None:

@@ -132,6 +132,7 @@ class Study(Base):
     analysis: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     cohort: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    dataset: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(64))
     nodes: Mapped[list[str]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(32), index=True)

@@ -7,6 +7,8 @@ from sqlalchemy.orm import Session
 
 from healthspace.analyses import registry
 from healthspace.analyses.base import Analysis
+from healthspace.analyses.execute import check_inputs
+from healthspace.cohort.dataset import load_dataset
 from healthspace.cohort.models import load_cohort
 from healthspace.core.clock import Clock
 from healthspace.core.enums import TERMINAL_STUDY_STATUSES, OrgKind, Role, StudyStatus
@@ -29,12 +31,12 @@ PURPOSES = [str(p) for p in Purpose]
 def _validate(spec: StudySpec) -> tuple[Analysis, dict[str, object]]:
     analysis = registry.get(spec.analysis)
     params = analysis.parse_params(spec.params).model_dump(mode="json")
-    if analysis.requires_cohort and spec.cohort is None:
-        raise InvalidInput(f"analysis {analysis.name!r} needs a cohort", field="cohort")
-    if not analysis.requires_cohort and spec.cohort is not None:
-        raise InvalidInput(f"analysis {analysis.name!r} takes no cohort", field="cohort")
+    # Dicts only: never a path the hub would read.
     if spec.cohort is not None:
-        load_cohort(spec.cohort)  # a dict only: never a path the hub would read
+        load_cohort(spec.cohort)
+    if spec.dataset is not None:
+        load_dataset(spec.dataset)
+    check_inputs(analysis, spec.cohort is not None, spec.dataset is not None)
     if spec.purpose not in PURPOSES:
         raise InvalidInput(
             f"unknown purpose {spec.purpose!r}; one of {', '.join(PURPOSES)}", field="purpose"
@@ -103,6 +105,7 @@ def submit(
         analysis=analysis.name,
         params=params,
         cohort=spec.cohort,
+        dataset=spec.dataset,
         purpose=spec.purpose,
         nodes=[n.name for n in nodes],
         status=StudyStatus.SUBMITTED,

@@ -31,6 +31,7 @@ def _assignment(session: Session, task: Task, key: SigningKey) -> TaskAssignment
         analysis=study.analysis,
         params=study.params,
         cohort=study.cohort,
+        dataset=study.dataset,
         round_input=task.round_input,
         purpose=study.purpose,
         min_cell_size=task.min_cell_size,

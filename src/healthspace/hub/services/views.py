@@ -83,6 +83,7 @@ def study_view(study: Study) -> StudyView:
         analysis=study.analysis,
         params=study.params,
         cohort=study.cohort,
+        dataset=study.dataset,
         purpose=study.purpose,
         nodes=list(study.nodes),
         status=StudyStatus(study.status),
