@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from healthspace.cdm.ingest import ingest_dir
+from healthspace.cdm.ingest import ingest_dir, ingest_table
 from healthspace.client.sdk import HubClient
 from healthspace.launch import LocalFederation
 
 HOSPITALS = ["hospital_1", "hospital_2", "hospital_3"]
+ROSSI_NODES = ["rossi_a", "rossi_b", "rossi_c"]
 STRICT_POLICY = {
     "level": "L3",
     "allowed_purposes": ["research", "drug_development"],
@@ -27,6 +28,19 @@ OPEN_POLICY = {
     "approval_mode": "auto",
     "allowed_purposes": ["research", "public_health", "drug_development", "payer_policy"],
 }
+
+
+def rossi_parts(workdir: Path) -> dict[str, Path]:
+    """lifelines' rossi recidivism data split into three CSV files, one per registry node."""
+    from lifelines.datasets import load_rossi
+
+    df = load_rossi()
+    bounds = [(0, 150), (150, 300), (300, len(df))]
+    paths = {}
+    for name, (lo, hi) in zip(ROSSI_NODES, bounds, strict=True):
+        paths[name] = workdir / f"{name}.csv"
+        df.iloc[lo:hi].to_csv(paths[name], index=False)
+    return paths
 
 
 @dataclass
@@ -70,6 +84,12 @@ def live(tmp_path_factory, synth_dir, eunomia_sites) -> Live:
             store = workdir / "nodes" / f"{site.name}.duckdb"
             ingest_dir(store, site)
             fed.add_node(site.name, "gibleed_centre", store, policy=OPEN_POLICY)
+        # Registry nodes holding a plain research table (lifelines' rossi data in 3 parts).
+        fed.ensure_org("registry", "data_centre")
+        for name, part in rossi_parts(workdir).items():
+            store = workdir / "nodes" / f"{name}.duckdb"
+            ingest_table(store, part)
+            fed.add_node(name, "registry", store, policy=OPEN_POLICY)
         fed.wait_nodes_ready()
         fed.ensure_org("pharma", "consumer")
         with fed.operator() as op:

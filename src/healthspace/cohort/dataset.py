@@ -1,15 +1,104 @@
-"""Analysis datasets: one row per cohort member, built on the node (placeholder interface)."""
+"""Analysis datasets: a cohort turned into one row per person on the node, never leaving it.
+
+``load_dataset`` validates a spec (docs/analysis-datasets.md); ``build_analysis_table``
+materialises it as a session TEMP table (the CDM store stays read-only) for table analyses.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from healthspace.core.errors import InvalidInput
+from pydantic import ValidationError
+
+from healthspace.cohort.compiler import CompiledQuery
+from healthspace.cohort.dataset_models import COVARIATE_TYPES, NAME_PATTERN, DatasetSpec
+from healthspace.cohort.dataset_sql import COHORT_TABLE, compile_dataset
+from healthspace.core.documents import load_document
+from healthspace.core.errors import InvalidInput, field_path
+
+if TYPE_CHECKING:  # analyses import this module; the context is only a type here
+    from healthspace.analyses.base import LocalContext
+
+__all__ = ["DatasetSpec", "build_analysis_table", "compile_dataset", "load_dataset"]
 
 
-def load_dataset(raw: Any) -> Any:
-    raise InvalidInput("analysis datasets are not available yet", field="dataset")
+def _invalid(exc: ValidationError) -> InvalidInput:
+    """The first problem, its path prefixed ``dataset``; covariate type tags are left out."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = list(first["loc"])
+    # A discriminated union puts the chosen tag in the path: covariates.2.condition.window.
+    if len(loc) > 2 and loc[0] == "covariates" and loc[2] in COVARIATE_TYPES:
+        del loc[2]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc.append("type")
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return InvalidInput(f"{first['msg']}{more}", field=field_path(loc, ("dataset",)))
 
 
-def build_analysis_table(ctx: Any, spec: Any, table: str = "analysis_data") -> int:
-    raise InvalidInput("analysis datasets are not available yet", field="dataset")
+def _check_columns(spec: DatasetSpec) -> None:
+    seen: dict[str, str] = {}
+    for path, name in spec.columns():
+        if name in seen:
+            raise InvalidInput(f"column name {name!r} is already used by {seen[name]}",
+                               field=f"dataset.{path}")
+        seen[name] = path
+    if not seen:
+        raise InvalidInput("give at least one covariate, an exposure or an outcome",
+                           field="dataset")
+
+
+_COMPILED: dict[str, CompiledQuery] = {}
+
+
+def _compiled(spec: DatasetSpec) -> CompiledQuery:
+    """Iterative analyses rebuild the table every round: compile each spec once per process."""
+    key = spec.model_dump_json()
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 32:
+            _COMPILED.clear()
+        _COMPILED[key] = compile_dataset(spec)
+    return _COMPILED[key]
+
+
+def load_dataset(raw: Any) -> DatasetSpec:
+    """Validate a spec given as a dict, JSON/YAML text or a file path; errors name the field."""
+    if isinstance(raw, DatasetSpec):
+        return raw
+    data = load_document(raw, "dataset") if isinstance(raw, str | Path) else raw
+    if not isinstance(data, dict):
+        raise InvalidInput("an analysis-dataset spec must be an object", field="dataset")
+    try:
+        spec = DatasetSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    _check_columns(spec)
+    return spec
+
+
+def build_analysis_table(ctx: LocalContext, spec: DatasetSpec, table: str = "analysis_data") -> int:
+    """``CREATE OR REPLACE TEMP TABLE`` ``table`` from the task's cohort; returns its row count.
+
+    The cohort comes from ``ctx.cohort_persons_sql()``, so consent is already applied. The
+    table holds the spec's columns only: no person_id, no dates.
+    """
+    if not NAME_PATTERN.match(table):
+        raise InvalidInput(f"unsafe table name {table!r}", field="table")
+    if ctx.cohort is None:
+        raise InvalidInput("an analysis dataset needs a cohort to start from", field="cohort")
+    cohort_sql, cohort_params = ctx.cohort_persons_sql()
+    compiled = _compiled(spec)
+    con = ctx.con
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {COHORT_TABLE} AS "
+        f"SELECT c.person_id, c.index_date FROM ({cohort_sql}) AS c",
+        cohort_params,
+    )
+    try:
+        con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS {compiled.sql}', compiled.params)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS temp.{COHORT_TABLE}")
+    row = con.execute(f'SELECT COUNT(*) FROM temp."{table}"').fetchone()
+    ctx.records_used = int(row[0]) if row else 0
+    return ctx.records_used

@@ -10,7 +10,15 @@ import keyword
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from healthspace.cohort.models import (
     EVENT_KINDS,
@@ -111,7 +119,7 @@ class EventCovariate(EventFilter):
 
 
 class MeasurementCovariate(MeasurementFilter):
-    """A statistic of ``value_as_number`` over matching measurements in ``window`` (null if none)."""
+    """A statistic of matching measurements' ``value_as_number`` in ``window``; null if none."""
 
     name: ColumnName
     type: Literal["measurement"]
@@ -156,12 +164,13 @@ class Exposure(_Strict):
     ties: Literal["first", "drop"] = "first"
     unmatched: Literal["drop", "null"] = "drop"
 
-    @model_validator(mode="after")
-    def _distinct_values(self) -> Exposure:
-        values = [g.value for g in self.groups]
+    @field_validator("groups")
+    @classmethod
+    def _distinct_values(cls, groups: list[ExposureGroup]) -> list[ExposureGroup]:
+        values = [g.value for g in groups]
         if len(set(values)) != len(values):
             raise ValueError("group values must be distinct")
-        return self
+        return groups
 
 
 # --- outcome ----------------------------------------------------------------------------------
@@ -190,17 +199,33 @@ class Outcome(_Strict):
             data = {"duration": "time", **data}
         return data
 
+    # Field validators (not one model validator) so each error names its field; ``type``
+    # is declared first, so it is in ``info.data`` when these run.
+    @field_validator("window")
+    @classmethod
+    def _window_end(cls, window: FollowUpWindow, info: ValidationInfo) -> FollowUpWindow:
+        if info.data.get("type") == "binary" and window.end is None:
+            raise ValueError("a binary outcome needs a window end")
+        return window
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, duration: str | None, info: ValidationInfo) -> str | None:
+        if duration is not None and info.data.get("type") == "binary":
+            raise ValueError("duration is only for time_to_event outcomes")
+        return duration
+
+    @field_validator("require_full_followup")
+    @classmethod
+    def _full(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("type") == "time_to_event":
+            raise ValueError("require_full_followup is only for binary outcomes")
+        return value
+
     @model_validator(mode="after")
-    def _consistent(self) -> Outcome:
+    def _some_event(self) -> Outcome:
         if not self.death and not self.event_kinds():
             raise ValueError(f"give death: true and/or one of {', '.join(EVENT_KINDS)}")
-        if self.type == "binary":
-            if self.duration is not None:
-                raise ValueError("duration is only for time_to_event outcomes")
-            if self.window.end is None:
-                raise ValueError("a binary outcome needs a window end")
-        elif self.require_full_followup:
-            raise ValueError("require_full_followup is only for binary outcomes")
         return self
 
     def event_kinds(self) -> list[str]:

@@ -53,6 +53,8 @@ def test_rossi_pooled_equals_lifelines(rossi):
     result = simulate_tables("km", paths, params={"duration": "week", "event": "arrest"})
     assert_matches(result, df.week, df.arrest)
     assert result["sites"] == {"A": 150, "B": 150, "C": 132}
+    # most rows are censored at week 52, so no site has a small last risk set: exact
+    assert result["coarsened"] == {"A": 0, "B": 0, "C": 0}
 
 
 def test_rossi_grouped_and_logrank_equal_lifelines(rossi):
@@ -76,19 +78,58 @@ def make_ties(seed: int = 3, n: int = 240) -> pd.DataFrame:
                          "g": rng.choice(["a", "b", "c"], n)})
 
 
+def coarsen(part: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The disclosure rule, written independently: times above the k-th largest move onto it."""
+    cutoff = part.t.sort_values(ascending=False).iloc[k - 1]
+    return part.assign(t=part.t.clip(upper=cutoff))
+
+
 def test_ties_and_three_groups(tmp_path):
     df = make_ties()
-    paths = write_sites(tmp_path, [df.iloc[:90], df.iloc[90:170], df.iloc[170:]])
+    parts = [df.iloc[:90], df.iloc[90:170], df.iloc[170:]]
+    paths = write_sites(tmp_path, parts)
     result = simulate_tables("km", paths, params={"duration": "t", "event": "e"})
-    assert_matches(result, df.t, df.e)
-    grouped = simulate_tables("km", paths, params={"duration": "t", "event": "e", "group": "g"},
-                              min_cell_size=5)
+    # the late risk sets are small here, so the nodes coarsen; the answer is exactly the
+    # pooled answer on the coarsened rows
+    pooled = pd.concat([coarsen(part, 10) for part in parts])
+    assert_matches(result, pooled.t, pooled.e)
+    assert result["coarsened"] == {name: int((part.t != coarsen(part, 10).t).sum())
+                                   for name, part in zip("ABC", parts, strict=True)}
+    assert sum(result["coarsened"].values()) > 0
+    grouped = simulate_tables("km", paths, params={"duration": "t", "event": "e", "group": "g"})
+    # with a group, the rule applies to each group's rows at each site
+    pooled = pd.concat([coarsen(q, 10) for part in parts for _, q in part.groupby("g")])
+    assert grouped["coarsened"] == {
+        name: sum(int((q.t != coarsen(q, 10).t).sum()) for _, q in part.groupby("g"))
+        for name, part in zip("ABC", parts, strict=True)}
     for value in ("a", "b", "c"):
-        part = df[df.g == value]
+        part = pooled[pooled.g == value]
         assert_matches(grouped["groups"][value], part.t, part.e)
-    ref = multivariate_logrank_test(df.t, df.g, df.e)
+    ref = multivariate_logrank_test(pooled.t, pooled.g, pooled.e)
     assert abs(grouped["logrank_p"] - ref.p_value) <= TOL
     assert abs(grouped["logrank_statistic"] - ref.test_statistic) <= TOL
+
+
+def test_coarsening_moves_late_rows_and_keeps_earlier_estimates(tmp_path):
+    """Site A has a long tail of single times; B's last time is shared by 11 persons."""
+    a = pd.DataFrame({"t": np.arange(1, 61), "e": np.arange(60) % 2})
+    b = pd.DataFrame({"t": [*range(1, 30), *[30] * 11], "e": [1] * 29 + [0] * 11})
+    paths = write_sites(tmp_path, [a, b])
+    result = simulate_tables("km", paths, params={"duration": "t", "event": "e"})
+    # #{T ≥ 51} = 10 at A, so t* = 51 and the nine rows at 52…60 move onto it (events kept)
+    assert result["coarsened"] == {"A": 9, "B": 0}
+    moved = a.t > 51
+    assert a.t[moved].tolist() == list(range(52, 61))
+    coarse = pd.concat([a.assign(t=a.t.clip(upper=51)), b])
+    assert_matches(result, coarse.t, coarse.e)
+    raw = KaplanMeierFitter().fit(pd.concat([a, b]).t, pd.concat([a, b]).e)
+    timeline = np.array(result["timeline"])
+    survival = as_float(result["survival"])
+    before = timeline < 51
+    assert np.max(np.abs(survival[before] - raw.survival_function_at_times(timeline[before])
+                         .to_numpy())) <= TOL
+    assert timeline.max() == 51 and result["at_risk"][-1] == 10
+    assert survival[-1] != pytest.approx(float(raw.survival_function_at_times(51).iloc[0]))
 
 
 def test_small_site_and_small_group_refused(tmp_path):
