@@ -232,7 +232,9 @@ class Pv(Analysis):
         assert isinstance(params, PvParams)
         unused = TABLE_ONLY if params.source == "cdm" else CDM_ONLY
         for key in unused:
-            if key in params.model_fields_set:
+            # A default value is harmless: the hub stores parameters with defaults filled in.
+            default = PvParams.model_fields[key].default
+            if key in params.model_fields_set and getattr(params, key) != default:
                 raise InvalidInput(f"{key!r} does not apply to source {params.source!r}",
                                    field=f"params.{key}")
         if params.source == "cdm":

@@ -629,10 +629,10 @@ def test_logistic_model_recovers_gliclazide_effect(hospitals):
     adjusted odds ratio over five years must exceed 1 with a CI covering 1.5, and adjusting
     must move it down from the crude estimate."""
     cohort, dataset, study = example_inputs()
-    term = "C(drug, contr.treatment('metformin'))[T.gliclazide]"
+    term = "C(drug, Treatment('metformin'))[T.gliclazide]"
     adjusted = simulate("glm", hospitals, params=study["params"], cohort=cohort, dataset=dataset)
     crude = simulate("glm", hospitals, cohort=cohort, dataset=dataset, params={
-        "formula": "event ~ C(drug, contr.treatment('metformin'))", "family": "binomial"})
+        "formula": "event ~ C(drug, Treatment('metformin'))", "family": "binomial"})
     odds = math.exp(adjusted["params"][term])
     low, high = (math.exp(v) for v in adjusted["conf_int"][term])
     assert 1.0 < odds < math.exp(crude["params"][term])
