@@ -185,7 +185,8 @@ def test_summary_and_pv_through_the_hub_equal_simulation(live, hf):
         assert numeric[column]["n"] == len(values)
         assert numeric[column]["mean"] == pytest.approx(values.mean(), rel=1e-12)
         assert numeric[column]["sd"] == pytest.approx(values.std(), rel=1e-12)
-    pv_params = {"drug_level": 4, "window_days": 90}
+    pv_params = {"drug_level": 4, "events": ["K92"]}
     view = run(live, {"analysis": "pv", "nodes": HOSPITALS, "params": pv_params})
     sim = simulate_dirs("pv", {n: live.data / n for n in HOSPITALS}, params=pv_params)
     assert view.result == sim
+    assert "M01A→K92" in view.result["signals"]  # the built-in NSAID → GI-bleeding effect

@@ -1,9 +1,9 @@
 """Pharmacovigilance disproportionality: PRR, ROR and Yates χ² per drug–event pair, pooled.
 
-A *report* is a person (CDM mode) or a report id (table mode). For every drug D and event E the
-hub builds the pooled 2×2 table — a: reports with D and E, b: D without E, c: E without D,
-d: neither — from counts each node releases with small-count suppression, and flags Evans'
-signal (PRR ≥ 2, χ² ≥ 4, a ≥ 3). See docs/pharmacovigilance.md for the exact definitions.
+A *report* is a person-time cell (CDM mode) or a report id (table mode). For every drug D and
+event E the hub builds the pooled 2×2 table — a: reports with D and E, b: D without E, c: E
+without D, d: neither — from counts each node releases with small-count suppression, and flags
+Evans' signal (PRR ≥ 2, χ² ≥ 4, a ≥ 3). See docs/pharmacovigilance.md for the exact definitions.
 """
 
 from __future__ import annotations
@@ -35,49 +35,72 @@ class PvParams(Params):
     event: str = "event"
     drug_level: int = Field(default=7, ge=1, le=20)
     event_level: int = Field(default=3, ge=1, le=20)
-    window_days: int = Field(default=90, ge=1, le=3650)
+    window_days: int = Field(default=30, ge=1, le=3650)
     drugs: list[str] = []
     events: list[str] = []
 
 
-# One row per (report, drug) and per (report, event) in the temp tables _pv_rd and _pv_re; in
-# CDM mode _pv_hit holds (report, drug, event) where the event followed that drug's first
-# exposure within the window.
+# Every source fills three temp tables: _pv_rd (report, person, drug), _pv_re (report, person,
+# event) and _pv_hit (report, person, drug, event), plus _pv_n (the number of reports). In CDM
+# mode a report is one person-time cell: each observation period is cut into consecutive cells
+# of ``window_days`` days from its start; a drug is on cell j when a dispensing of it started in
+# cell j − 1 (the exposure window that follows a dispensing), an event when the person's first
+# ever record of it (new onset) falls in cell j. Cell 0 of a period, whose previous cell is
+# unobserved, is not a report.
 _CDM_SQL = """
+CREATE OR REPLACE TEMP TABLE _pv_op AS
+SELECT op.person_id AS person, op.observation_period_start_date AS a,
+       CAST(floor((datediff('day', op.observation_period_start_date,
+                            op.observation_period_end_date) + 1) / ?) AS BIGINT) AS n
+FROM observation_period op
+WHERE op.person_id IN ({persons}) AND op.observation_period_start_date IS NOT NULL
+  AND op.observation_period_end_date >= op.observation_period_start_date;
+CREATE OR REPLACE TEMP TABLE _pv_n AS
+SELECT coalesce(sum(greatest(n - 1, 0)), 0) AS n FROM _pv_op;
 CREATE OR REPLACE TEMP TABLE _pv_rd AS
-SELECT de.person_id AS report, left(de.drug_source_value, ?) AS drug,
-       min(de.drug_exposure_start_date) AS start
-FROM drug_exposure de
-WHERE de.person_id IN ({persons}) AND de.drug_exposure_start_date IS NOT NULL
-  AND coalesce(trim(de.drug_source_value), '') <> ''
-GROUP BY ALL;
+SELECT DISTINCT concat_ws('/', o.person, o.a, j) AS report, o.person, x.drug
+FROM (SELECT de.person_id AS person, left(de.drug_source_value, ?) AS drug,
+             de.drug_exposure_start_date AS s
+      FROM drug_exposure de
+      WHERE de.drug_exposure_start_date IS NOT NULL
+        AND coalesce(trim(de.drug_source_value), '') <> '') x
+JOIN _pv_op o ON o.person = x.person,
+LATERAL (SELECT CAST(floor(datediff('day', o.a, x.s) / ?) AS BIGINT) + 1 AS j)
+WHERE j BETWEEN 1 AND o.n - 1;
+CREATE OR REPLACE TEMP TABLE _pv_re AS
+SELECT DISTINCT concat_ws('/', o.person, o.a, j) AS report, o.person, x.event
+FROM (SELECT co.person_id AS person, left(co.condition_source_value, ?) AS event,
+             min(co.condition_start_date) AS onset
+      FROM condition_occurrence co
+      WHERE co.condition_start_date IS NOT NULL
+        AND coalesce(trim(co.condition_source_value), '') <> ''
+      GROUP BY ALL) x
+JOIN _pv_op o ON o.person = x.person,
+LATERAL (SELECT CAST(floor(datediff('day', o.a, x.onset) / ?) AS BIGINT) AS j)
+WHERE j BETWEEN 1 AND o.n - 1;
 CREATE OR REPLACE TEMP TABLE _pv_hit AS
-SELECT DISTINCT e.report, e.drug, left(co.condition_source_value, ?) AS event
-FROM _pv_rd e JOIN condition_occurrence co ON co.person_id = e.report
-WHERE coalesce(trim(co.condition_source_value), '') <> ''
-  AND co.condition_start_date > e.start
-  AND co.condition_start_date <= e.start + CAST(? AS INTEGER);
-CREATE OR REPLACE TEMP TABLE _pv_re AS SELECT DISTINCT report, event FROM _pv_hit;
+SELECT d.report, d.person, d.drug, e.event FROM _pv_rd d JOIN _pv_re e USING (report, person);
 """
 
 _TABLE_SQL = """
 CREATE OR REPLACE TEMP TABLE _pv_rd AS
-SELECT DISTINCT CAST("{report}" AS VARCHAR) AS report, CAST("{drug}" AS VARCHAR) AS drug
+SELECT DISTINCT CAST("{report}" AS VARCHAR) AS report, CAST("{report}" AS VARCHAR) AS person,
+       CAST("{drug}" AS VARCHAR) AS drug
 FROM {table} WHERE "{report}" IS NOT NULL AND "{drug}" IS NOT NULL;
 CREATE OR REPLACE TEMP TABLE _pv_re AS
-SELECT DISTINCT CAST("{report}" AS VARCHAR) AS report, CAST("{event}" AS VARCHAR) AS event
+SELECT DISTINCT CAST("{report}" AS VARCHAR) AS report, CAST("{report}" AS VARCHAR) AS person,
+       CAST("{event}" AS VARCHAR) AS event
 FROM {table} WHERE "{event}" IS NOT NULL
   AND CAST("{report}" AS VARCHAR) IN (SELECT report FROM _pv_rd);
 CREATE OR REPLACE TEMP TABLE _pv_hit AS
-SELECT d.report, d.drug, e.event FROM _pv_rd d JOIN _pv_re e USING (report);
+SELECT d.report, d.person, d.drug, e.event FROM _pv_rd d JOIN _pv_re e USING (report, person);
+CREATE OR REPLACE TEMP TABLE _pv_n AS SELECT count(DISTINCT report) AS n FROM _pv_rd;
 """
 
-# m: reports with the drug and with the event after any of their drugs (= a in table mode).
+# Per pair: a reports and the distinct persons behind them.
 _COUNTS_SQL = """
-SELECT drug, event, coalesce(h.a, 0) AS a, coalesce(m.m, 0) AS m FROM
-  (SELECT drug, event, count(*) AS a FROM _pv_hit GROUP BY ALL) h
-  FULL JOIN (SELECT d.drug, e.event, count(*) AS m FROM _pv_rd d JOIN _pv_re e USING (report)
-             GROUP BY ALL) m USING (drug, event)
+SELECT drug, event, count(*) AS a, count(DISTINCT person) AS persons
+FROM _pv_hit GROUP BY ALL
 """
 
 
@@ -110,10 +133,13 @@ def _build(ctx: LocalContext, params: PvParams) -> None:
         persons = f"SELECT person_id FROM ({sql})"
     else:
         persons, args = ctx.consented_persons_sql(), []
-    first, second, third = _statements(_CDM_SQL.format(persons=persons))
-    ctx.con.execute(first, [params.drug_level, *args])
-    ctx.con.execute(second, [params.event_level, params.window_days])
-    ctx.con.execute(third)
+    w = params.window_days
+    periods, total, drugs, events, hits = _statements(_CDM_SQL.format(persons=persons))
+    ctx.con.execute(periods, [w, *args])
+    ctx.con.execute(total)
+    ctx.con.execute(drugs, [params.drug_level, w])
+    ctx.con.execute(events, [params.event_level, w])
+    ctx.con.execute(hits)
 
 
 def _statements(script: str) -> list[str]:
@@ -125,25 +151,28 @@ def _matches(code: str, prefixes: list[str]) -> bool:
 
 
 def _release(ctx: LocalContext, params: PvParams) -> dict[str, Any]:
-    """Counts of this site, only those of at least k; everything unlisted is below k."""
+    """Counts of this site, only those that come from at least k reports AND k persons (a
+    person contributes many person-time cells in CDM mode); everything unlisted is below k."""
     k = ctx.min_cell_size
     con = ctx.con
-    n_reports = int(con.execute("SELECT count(DISTINCT report) FROM _pv_rd").fetchone()[0])  # type: ignore[index]
+    n_reports = int(con.execute("SELECT n FROM _pv_n").fetchone()[0])  # type: ignore[index]
+    n_persons = int(con.execute(  # type: ignore[index]
+        "SELECT count(DISTINCT person) FROM _pv_rd").fetchone()[0])
     ctx.records_used = n_reports
-    if n_reports < k:
-        raise Refused(f"only {n_reports} reports with a drug, below the minimum cell size {k}; "
-                      f"the disproportionality analysis is refused")
-    drugs = {str(d): int(n) for d, n in con.execute(
-        "SELECT drug, count(*) FROM _pv_rd GROUP BY drug").fetchall()
-        if n >= k and _matches(str(d), params.drugs)}
-    events = {str(e): int(n) for e, n in con.execute(
-        "SELECT event, count(*) FROM _pv_re GROUP BY event").fetchall()
-        if n >= k and _matches(str(e), params.events)}
+    if n_reports < k or n_persons < k:
+        raise Refused(f"only {n_reports} reports from {n_persons} persons with a drug, below "
+                      f"the minimum cell size {k}; the disproportionality analysis is refused")
+    drugs = {str(d): int(n) for d, n, persons in con.execute(
+        "SELECT drug, count(*), count(DISTINCT person) FROM _pv_rd GROUP BY drug").fetchall()
+        if n >= k and persons >= k and _matches(str(d), params.drugs)}
+    events = {str(e): int(n) for e, n, persons in con.execute(
+        "SELECT event, count(*), count(DISTINCT person) FROM _pv_re GROUP BY event").fetchall()
+        if n >= k and persons >= k and _matches(str(e), params.events)}
     pairs = []
-    for drug, event, a, m in con.execute(_COUNTS_SQL).fetchall():
-        if m >= k and drug in drugs and event in events:
-            pairs.append({"drug": drug, "event": event,
-                          "a": int(a) if a >= k else suppressed_label(k), "m": int(m)})
+    for drug, event, a, persons in con.execute(_COUNTS_SQL).fetchall():
+        if drug in drugs and event in events:
+            released = int(a) if a >= k and persons >= k else suppressed_label(k)
+            pairs.append({"drug": drug, "event": event, "a": released})
     pairs.sort(key=lambda p: (p["drug"], p["event"]))
     return {"N": n_reports, "min_cell_size": k, "drugs": dict(sorted(drugs.items())),
             "events": dict(sorted(events.items())), "pairs": pairs}
@@ -187,8 +216,9 @@ def disproportionality(a: int, b: int, c: int, d: int) -> dict[str, Any]:
 
 
 def _pool_pair(drug: str, event: str, partials: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """The pooled 2×2 of one pair; suppressed or unlisted site counts enter as 0."""
-    a = m = n_drug = n_event = slack = 0
+    """The pooled 2×2 of one pair; suppressed or unlisted site counts enter as 0 (then ``c``
+    holds the suppressed reports with the event too, at most ``a_upper_bound − a`` more)."""
+    a = n_drug = n_event = slack = 0
     by_site: dict[str, int | str] = {}
     exact = True
     for site, p in sorted(partials.items()):
@@ -200,14 +230,13 @@ def _pool_pair(drug: str, event: str, partials: Mapping[str, dict[str, Any]]) ->
             a += value
         else:
             slack += k - 1
-        m += hit["m"] if hit is not None else 0
         n_drug += p["drugs"].get(drug, 0)
         n_event += p["events"].get(event, 0)
         exact &= (hit is not None and isinstance(value, int) and drug in p["drugs"]
                   and event in p["events"])
     n = sum(int(p["N"]) for p in partials.values())
     b = n_drug - a
-    c = n_event - m
+    c = max(n_event - a, 0)
     d = max(n - n_drug - c, 0)
     return {"drug": drug, "event": event, "a": a, "b": b, "c": c, "d": d,
             "a_is_lower_bound": slack > 0, "a_upper_bound": a + slack, "exact": exact,
@@ -257,7 +286,7 @@ class Pv(Analysis):
             raise InvalidInput(f"cannot read the {params.source} data: {exc}",
                                field="params.source") from None
         finally:
-            for name in ("_pv_rd", "_pv_re", "_pv_hit"):
+            for name in ("_pv_rd", "_pv_re", "_pv_hit", "_pv_n", "_pv_op"):
                 ctx.con.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
     def combine(

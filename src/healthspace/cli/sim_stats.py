@@ -144,9 +144,10 @@ def summary(
 def pv(
     source: Annotated[str, typer.Option("--source", help="cdm (OMOP folders, --site) or table "
                                         "(long report×drug×event CSVs, --table).")] = "cdm",
-    window_days: Annotated[int | None, typer.Option("--window-days", help="cdm: an event "
-                                                    "counts 1..N days after the first "
-                                                    "exposure (default 90).")] = None,
+    window_days: Annotated[int | None, typer.Option("--window-days", help="cdm: length of "
+                                                    "the person-time cells, the exposure "
+                                                    "window after a dispensing (default 30).")]
+    = None,
     drug_level: Annotated[int | None, typer.Option("--drug-level", help="cdm: ATC characters "
                                                    "kept (default 7).")] = None,
     event_level: Annotated[int | None, typer.Option("--event-level", help="cdm: ICD-10 "
@@ -183,15 +184,17 @@ def pv(
         return
     view = Table(title=f"disproportionality, N={result['N']} reports, "
                        f"signals: {len(result['signals'])} (Evans: PRR≥2, χ²≥4, a≥3)")
-    for column in ("drug→event", "a", "b", "c", "d", "PRR (95% CI)", "ROR (95% CI)", "χ²",
-                   "signal"):
-        view.add_column(column, justify="left" if column == "drug→event" else "right")
+    view.add_column("drug→event", no_wrap=True)
+    for column in ("a", "c", "PRR (95% CI)", "ROR (95% CI)", "χ²", "signal"):
+        view.add_column(column, justify="right")
     for p in result["pairs"][:limit]:
         a = f"≥{p['a']}" if p["a_is_lower_bound"] else str(p["a"])
-        view.add_row(f"{p['drug']}→{p['event']}", a, str(p["b"]), str(p["c"]), str(p["d"]),
+        view.add_row(f"{p['drug']}→{p['event']}", a, str(p["c"]),
                      _ratio(p["prr"], p["prr_ci"]), _ratio(p["ror"], p["ror_ci"]),
                      _fmt(p["chi2"]), "yes" if p["signal"] else "")
     out.print(view)
+    out.print("a: reports with the drug and the event, c: with the event but not the drug "
+              "(b, d and the per-site counts: --json)")
     if len(result["pairs"]) > limit:
         out.print(f"… {len(result['pairs']) - limit} more pairs (--limit, or --json)")
     for name, why in result.get("refused", {}).items():

@@ -102,7 +102,6 @@ def test_small_a_is_never_released(report_tables, tmp_path):
     assert all(n >= 10 for n in [*partial["drugs"].values(), *partial["events"].values()])
     assert "E9" not in partial["events"]  # 3 reports: not even named
     assert all(p["a"] == "<10" or p["a"] >= 10 for p in partial["pairs"])
-    assert all(p["m"] >= 10 for p in partial["pairs"])
     assert not any(p["drug"] == "D9" and p["event"] == "E9" for p in partial["pairs"])
     result = simulate_tables("pv", paths, params={"source": "table", "drugs": ["D9"]})
     pair = next(p for p in result["pairs"] if p["event"] == "E2")
@@ -120,7 +119,7 @@ def test_disproportionality_edge_cases():
 
 # --- CDM mode on the synthetic hospitals -----------------------------------------------------
 
-SLIM = ("person", "drug_exposure", "condition_occurrence", "concept")
+SLIM = ("person", "observation_period", "drug_exposure", "condition_occurrence", "concept")
 
 
 @pytest.fixture(scope="module")
@@ -143,27 +142,38 @@ def hospitals(synth_dir, tmp_path_factory):
 
 
 def reference_cdm(folder, drug_level, event_level, window, drug, event):
-    """The documented definitions in pandas: (a, b, c, d) of one pair at one site."""
+    """The documented definitions in pandas: (a, b, c, d) of one pair at one site, with
+    person-time cells of ``window`` days from each observation period's start."""
+    op = pd.read_csv(folder / "observation_period.csv",
+                     parse_dates=["observation_period_start_date",
+                                  "observation_period_end_date"])
+    op["n"] = ((op.observation_period_end_date - op.observation_period_start_date).dt.days
+               + 1) // window
+    N = int((op.n - 1).clip(lower=0).sum())
+
+    def cells(frame, date, shift):
+        merged = frame.merge(op, on="person_id")
+        j = (merged[date] - merged.observation_period_start_date).dt.days // window + shift
+        merged["cell"] = list(zip(merged.person_id, merged.observation_period_start_date, j,
+                                  strict=True))
+        return merged[(j >= 1) & (j <= merged.n - 1)]
+
     exp = pd.read_csv(folder / "drug_exposure.csv", usecols=["person_id", "drug_source_value",
                                                              "drug_exposure_start_date"],
                       parse_dates=["drug_exposure_start_date"]).dropna()
-    exp["drug"] = exp.drug_source_value.str[:drug_level]
-    first = exp.groupby(["person_id", "drug"]).drug_exposure_start_date.min().reset_index()
+    exp = exp[exp.drug_source_value.str[:drug_level] == drug]
+    drug_cells = set(cells(exp, "drug_exposure_start_date", 1).cell)
     cond = pd.read_csv(folder / "condition_occurrence.csv",
                        usecols=["person_id", "condition_source_value", "condition_start_date"],
-                       parse_dates=["condition_start_date"])
-    cond = cond[cond.condition_source_value.str[:event_level] == event]
-    hits = first.merge(cond, on="person_id")
-    days = (hits.condition_start_date - hits.drug_exposure_start_date).dt.days
-    hits = hits[(days >= 1) & (days <= window)]
-    after_drug = set(hits.person_id[hits.drug == drug])
-    after_any = set(hits.person_id)
-    exposed = set(first.person_id[first.drug == drug])
-    n = first.person_id.nunique()
-    a = len(after_drug)
-    b = len(exposed) - a
-    c = len(after_any - exposed)
-    return np.array([a, b, c, n - a - b - c])
+                       parse_dates=["condition_start_date"]).dropna()
+    cond["code"] = cond.condition_source_value.str[:event_level]
+    onset = cond.groupby(["person_id", "code"]).condition_start_date.min().reset_index()
+    onset = onset[onset.code == event]
+    event_cells = set(cells(onset, "condition_start_date", 0).cell)
+    a = len(drug_cells & event_cells)
+    b = len(drug_cells) - a
+    c = len(event_cells) - a
+    return np.array([a, b, c, N - a - b - c])
 
 
 def test_nsaid_gi_bleed_is_a_signal_and_matches_reference(hospitals):
@@ -173,21 +183,22 @@ def test_nsaid_gi_bleed_is_a_signal_and_matches_reference(hospitals):
     pair = next(p for p in result["pairs"] if (p["drug"], p["event"]) == ("M01A", "K92"))
     assert pair["signal"] and pair["exact"] and pair["prr"] >= 2 and pair["chi2"] >= 4
     assert "M01A→K92" in result["signals"]
-    ref = sum(reference_cdm(synth_dir / name, 4, 3, 90, "M01A", "K92") for name in sites)
+    ref = sum(reference_cdm(synth_dir / name, 4, 3, 30, "M01A", "K92") for name in sites)
     assert [pair[x] for x in "abcd"] == ref.tolist()
     assert pair["chi2"] == pytest.approx(chi2_contingency(ref.reshape(2, 2))[0], rel=1e-12)
-    # Full ATC codes: ibuprofen→K92 has 4 reports at hospital_1, suppressed there.
-    result = simulate("pv", sites, params={"drugs": ["M01AE01"], "events": ["K92"]},
+    # Full ATC codes: naproxen→K92 has fewer than 5 reports at hospitals 2 and 3, suppressed.
+    result = simulate("pv", sites, params={"drugs": ["M01AB05"], "events": ["K92"]},
                       min_cell_size=5)
     pair = result["pairs"][0]
-    true_a = sum(reference_cdm(synth_dir / name, 7, 3, 90, "M01AE01", "K92")[0]
+    true_a = sum(reference_cdm(synth_dir / name, 7, 3, 30, "M01AB05", "K92")[0]
                  for name in sites)
-    assert pair["a_by_site"]["hospital_1"] == "<5"
-    assert pair["a_is_lower_bound"] and pair["a"] < true_a <= pair["a_upper_bound"]
+    assert pair["a_by_site"]["hospital_2"] == "<5"
+    assert pair["a_is_lower_bound"] and not pair["exact"]
+    assert pair["a"] < true_a <= pair["a_upper_bound"]
 
 
 def test_consent_and_cohort_restrict_the_population(hospitals):
-    sites, _ = hospitals
+    sites, synth_dir = hospitals
     params = {"drug_level": 4, "drugs": ["M01A"], "events": ["K92"]}
     base = simulate("pv", sites, params=params, min_cell_size=5)
     nsaid = next(p for p in base["pairs"] if p["event"] == "K92")
@@ -196,17 +207,24 @@ def test_consent_and_cohort_restrict_the_population(hospitals):
         "SELECT DISTINCT d.person_id FROM drug_exposure d JOIN condition_occurrence c "
         "USING (person_id) WHERE d.drug_source_value LIKE 'M01A%' "
         "AND c.condition_source_value LIKE 'K92%'").fetchall()]
+    cells = con.execute(  # the person-time cells of those persons, as documented
+        "SELECT sum(greatest(floor((datediff('day', observation_period_start_date, "
+        "observation_period_end_date) + 1) / 30) - 1, 0)) FROM observation_period "
+        "WHERE person_id IN (SELECT unnest(?))", [bled]).fetchone()[0]
     withheld = [ConsentRecord(person_id=pid, tier="withheld") for pid in bled]
     restricted = dict(sites)
     restricted["hospital_2"] = Site(con, policy=sites["hospital_2"].policy, consent=withheld)
     after = simulate("pv", restricted, params=params, min_cell_size=5)
-    assert after["sites"]["hospital_2"] == base["sites"]["hospital_2"] - len(bled)
+    assert after["sites"]["hospital_2"] == base["sites"]["hospital_2"] - cells
     pair = next(p for p in after["pairs"] if p["event"] == "K92")
     assert pair["a_by_site"]["hospital_2"] == "<5"
     assert pair["a"] == nsaid["a"] - nsaid["a_by_site"]["hospital_2"]
+    # A cohort of NSAID users: every NSAID cell is still there, the population shrinks.
     cohort = {"entry": {"drug": {"codes": ["ATC:M01A%"]}}}
     within = simulate("pv", sites, params=params, cohort=cohort, min_cell_size=5)
-    assert within["N"] == nsaid["a"] + nsaid["b"]  # everyone in the cohort took an NSAID
+    pair = next(p for p in within["pairs"] if p["event"] == "K92")
+    assert (pair["a"], pair["a"] + pair["b"]) == (nsaid["a"], nsaid["a"] + nsaid["b"])
+    assert within["N"] < base["N"]
 
 
 @pytest.mark.parametrize(("params", "field"), [
@@ -237,5 +255,5 @@ def test_cli_table_mode(report_tables, capsys):
     assert run([a for a in argv if a != "--json"]) == 0
     text = capsys.readouterr().out
     assert "PRR" in text and "D1→E1" in text
-    assert run([*argv, "--window-days", "30"]) == 2
+    assert run([*argv, "--window-days", "60"]) == 2
     assert "window_days" in capsys.readouterr().err
