@@ -21,6 +21,13 @@ from pydantic import Field, field_validator
 from scipy import stats
 
 from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
+from healthspace.analyses.cox_concordance import (
+    SCORE_BINS,
+    by_time,
+    concordance_counts,
+    pairs_across,
+    tail,
+)
 from healthspace.analyses.km import survival_outcome
 from healthspace.analyses.registry import register
 from healthspace.core.encoding import decode_array, encode_array
@@ -30,7 +37,6 @@ from healthspace.privacy.survival import coarsen_times
 TABLE = "analysis_data"
 MAX_PARAM_RATIO = 0.33  # refuse near-saturated models: parameters / rows above this
 MAX_HALVINGS = 30  # step halvings per Newton step before giving up
-SCORE_BINS = 64  # concordance bins across sites: finer is tighter but releases finer counts
 SCORE_SPAN = 4.0  # the bins cover the pooled risk score's mean ± 4 SD; the end bins are open
 EVENT_KEYS = ("d", "d0", "d1", "d2")
 
@@ -89,30 +95,17 @@ def _check_release(n: int, n_events: int, p: int, k: int) -> None:
                       f"model is refused")
 
 
-def _by_time(t: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Distinct times (ascending) and each column summed over the rows at each time."""
-    order = np.argsort(t, kind="stable")
-    ts = t[order]
-    starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
-    return ts[starts], [np.add.reduceat(c[order], starts, axis=0) for c in columns]
-
-
-def _tail(values: np.ndarray) -> np.ndarray:
-    """Sums over times ≥ each time: risk-set sums from per-time sums."""
-    return np.cumsum(values[::-1], axis=0)[::-1]
-
-
 def _risk_sums(t: np.ndarray, e: np.ndarray, xc: np.ndarray, beta: np.ndarray,
                efron: bool) -> dict[str, np.ndarray]:
     """This node's tail risk-set sums per distinct time and event sums per event time."""
     w = np.exp(xc @ beta)
     wx = xc * w[:, None]
     wxx = xc[:, :, None] * wx[:, None, :]
-    times, (s0, s1, s2) = _by_time(t, w, wx, wxx)
+    times, (s0, s1, s2) = by_time(t, w, wx, wxx)
     ev = e == 1
-    etimes, (d, d0, d1, d2) = _by_time(t[ev], e[ev], w[ev], wx[ev], wxx[ev])
+    etimes, (d, d0, d1, d2) = by_time(t[ev], e[ev], w[ev], wx[ev], wxx[ev])
     # Σx over events enters the likelihood only as a total, so only the total is released
-    sums = {"times": times, "s0": _tail(s0), "s1": _tail(s1), "s2": _tail(s2),
+    sums = {"times": times, "s0": tail(s0), "s1": tail(s1), "s2": tail(s2),
             "event_times": etimes, "d": d.astype(np.int64), "xsum": xc[ev].sum(axis=0)}
     if efron:  # Breslow needs no tied-event sums, so they are not released
         sums.update(d0=d0, d1=d1, d2=d2)
@@ -172,86 +165,6 @@ def _loglik(beta: np.ndarray, a: dict[str, np.ndarray],
     return ll, grad, hess
 
 
-def _pairs_within(t: np.ndarray, e: np.ndarray, score: np.ndarray) -> tuple[int, int, int]:
-    """Exact (comparable, concordant, tied) pairs among one site's rows, as lifelines counts:
-    an event at t is comparable with every row leaving later and every row censored at t."""
-    ranks = np.unique(score, return_inverse=True)[1] + 1
-    size = int(ranks.max())
-    tree = [0] * (size + 1)  # Fenwick tree of the scores of the rows already passed
-
-    def add(i: int) -> None:
-        while i <= size:
-            tree[i] += 1
-            i += i & -i
-
-    def below(i: int) -> int:
-        total = 0
-        while i > 0:
-            total += tree[i]
-            i -= i & -i
-        return total
-
-    comparable = concordant = tied = pool = 0
-    order = np.lexsort((e, -t))  # latest time first; censored before events at a time
-    ts, es, rs = t[order], e[order], ranks[order]
-    starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
-    for lo, hi in zip(starts, [*starts[1:], len(ts)], strict=True):
-        events = [int(r) for r in rs[lo:hi][es[lo:hi] == 1]]
-        for r in rs[lo:hi][es[lo:hi] == 0]:
-            add(int(r))
-            pool += 1
-        for r in events:
-            lower = below(r - 1)
-            concordant += lower
-            tied += below(r) - lower
-            comparable += pool
-        for r in events:
-            add(r)
-            pool += 1
-    return comparable, concordant, tied
-
-
-def _pairs_across(parts: list[dict[str, np.ndarray]]) -> tuple[int, int, int]:
-    """(comparable, concordant, same-bin) pairs of an event at one site and a row at another,
-    from per-time score-bin histograms; same-bin pairs are undecidable."""
-    comparable = concordant = undecided = 0
-    for a, qa in enumerate(parts):
-        partners = np.zeros_like(qa["events"])
-        for b, qb in enumerate(parts):
-            if a == b:
-                continue
-            idx = np.searchsorted(qb["times"], qa["event_times"])
-            ok = idx < len(qb["times"])
-            partners[ok] += qb["at_risk"][idx[ok]]
-            j = np.searchsorted(qb["event_times"], qa["event_times"])
-            hit = j < len(qb["event_times"])
-            hit[hit] = qb["event_times"][j[hit]] == qa["event_times"][hit]
-            partners[hit] -= qb["events"][j[hit]]  # events at the same time are not comparable
-        lower = np.cumsum(partners, axis=1) - partners
-        comparable += int(qa["events"].sum(axis=1) @ partners.sum(axis=1))
-        concordant += int((qa["events"] * lower).sum())
-        undecided += int((qa["events"] * partners).sum())
-    return comparable, concordant, undecided
-
-
-def _concordance_counts(t: np.ndarray, e: np.ndarray, score: np.ndarray, edges: Any,
-                        within_only: bool) -> dict[str, Any]:
-    """Exact pair counts within this node and, unless stratified, per-time score-bin counts
-    for pairs across nodes. The node caps the number of bins, whatever the hub asks."""
-    bins = np.asarray(edges, dtype=np.float64)
-    if bins.ndim != 1 or len(bins) > SCORE_BINS - 1 or np.any(np.diff(bins) < 0):
-        raise Refused(f"concordance bins must be at most {SCORE_BINS} sorted intervals")
-    comparable, concordant, tied = _pairs_within(t, e, score)
-    out: dict[str, Any] = {"comparable": comparable, "concordant": concordant, "tied": tied}
-    if within_only:  # lifelines' stratified C compares pairs within strata only
-        return out
-    onehot = np.eye(len(bins) + 1, dtype=np.int64)[np.searchsorted(bins, score, side="right")]
-    times, (hist,) = _by_time(t, onehot)
-    etimes, (ehist,) = _by_time(t[e == 1], onehot[e == 1])
-    return {**out, "times": encode_array(times), "at_risk": encode_array(_tail(hist)),
-            "event_times": encode_array(etimes), "events": encode_array(ehist)}
-
-
 def _decode_all(part: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: decode_array(v) for k, v in part.items() if isinstance(v, dict)}
 
@@ -284,7 +197,7 @@ class Cox(Analysis):
                                field="params.covariates")
         xc = x - mean
         if "edges" in round_input:
-            return {**head, **_concordance_counts(t, e, xc @ beta, round_input["edges"],
+            return {**head, **concordance_counts(t, e, xc @ beta, round_input["edges"],
                                                   params.strata_by_site)}
         sums = _risk_sums(t, e, xc, beta, params.ties == "efron")
         if params.strata_by_site:
@@ -396,7 +309,7 @@ class Cox(Analysis):
                      for s in names)
         undecided = 0
         if not params.strata_by_site:
-            across = _pairs_across([_decode_all(partials[s]) for s in names])
+            across = pairs_across([_decode_all(partials[s]) for s in names])
             comparable += across[0]
             credit += across[1] + across[2] / 2
             undecided = across[2]
