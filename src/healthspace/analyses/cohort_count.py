@@ -1,13 +1,22 @@
-"""Cohort feasibility counts: per-site persons, total, and an age-band × sex breakdown."""
+"""Cohort feasibility counts: per-site persons, total, and an age-band × sex breakdown.
+
+Three release modes, chosen by the parameters: exact counts with small-cell suppression (the
+default), differential privacy (``dp_epsilon``, see :mod:`healthspace.privacy.dp`) or
+SHRINE-style obfuscation (``obfuscate``, see :mod:`healthspace.privacy.obfuscate`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field, ValidationInfo, field_validator
+
 from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
 from healthspace.analyses.registry import register
 from healthspace.privacy.disclosure import is_suppressed, release_count, release_table
+
+MAX_EPSILON = 10.0
 
 AGE_BANDS = [f"{lo}-{lo + 9}" for lo in range(0, 90, 10)] + ["90+"]
 SEXES = ("F", "M")
@@ -21,6 +30,17 @@ def breakdown_keys() -> list[tuple[str, str]]:
 
 class CohortCountParams(Params):
     breakdown: bool = True
+    dp_epsilon: float | None = Field(
+        default=None, gt=0, le=MAX_EPSILON,
+        description="release ε-differentially-private counts, spending this ε per site")
+    obfuscate: bool = Field(default=False, description="SHRINE-style obfuscation (not DP)")
+
+    @field_validator("obfuscate")
+    @classmethod
+    def _one_mode(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("dp_epsilon") is not None:
+            raise ValueError("choose dp_epsilon or obfuscate, not both")
+        return value
 
 
 _BREAKDOWN_SQL = """
@@ -57,6 +77,10 @@ class CohortCount(Analysis):
         for sex, age, n in rows:
             key = (_band(age), sex) if sex in SEXES and _band(age) != UNKNOWN else (UNKNOWN,) * 2
             cells[key] += int(n)
+        if params.dp_epsilon is not None:
+            return _local_dp(ctx, cells, params.dp_epsilon, params.breakdown)
+        if params.obfuscate:
+            return _local_obfuscated(ctx, cells, params.breakdown)
         total = sum(cells.values())
         ctx.records_used = total
         k = ctx.min_cell_size
@@ -77,6 +101,8 @@ class CohortCount(Analysis):
         state: dict[str, Any],
         round: int,
     ) -> Final | NextRound:
+        if any(p.get("dp") for p in partials.values()):
+            return Final(_combine_dp(partials))
         sites = {name: partials[name]["count"] for name in sorted(partials)}
         released = [v for v in sites.values() if not is_suppressed(v)]
         result = {
@@ -84,13 +110,100 @@ class CohortCount(Analysis):
             "total": int(sum(released)),
             "total_is_lower_bound": len(released) < len(sites),
             "min_cell_size": {name: partials[name]["min_cell_size"] for name in sorted(partials)},
-            "breakdown": {
-                name: partials[name]["breakdown"]
-                for name in sorted(partials)
-                if partials[name].get("breakdown") is not None
-            },
+            "breakdown": _breakdowns(partials),
         }
+        if any(p.get("obfuscated") for p in partials.values()):
+            result["obfuscated"] = True
         return Final(result)
+
+
+def _breakdowns(partials: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: partials[name]["breakdown"] for name in sorted(partials)
+            if partials[name].get("breakdown") is not None}
+
+
+def _cells_out(keys: list[tuple[str, str]], values: list[Any]) -> list[dict[str, Any]]:
+    return [{"age_band": band, "sex": sex, "count": value}
+            for (band, sex), value in zip(keys, values, strict=True)]
+
+
+def _local_dp(
+    ctx: LocalContext, cells: dict[tuple[str, str], int], epsilon: float, breakdown: bool
+) -> dict[str, Any]:
+    """ε-DP release. With the breakdown, the cells are one histogram (each person in exactly
+    one cell: L1 sensitivity 1, ε) and the site count is the sum of the noisy cells —
+    post-processing, so the site spends ε in all. Without it, the count alone spends ε.
+
+    No small-cell suppression: the noise, not a threshold, protects each person, and
+    suppressing on noisy values would only add bias. Negative noisy counts are released as
+    they are, so sums over cells and sites stay unbiased; clamping at 0 is left to readers.
+    """
+    from healthspace.privacy.dp import dp_count, dp_histogram, sum_half_width
+
+    keys = list(cells)
+    partial: dict[str, Any] = {"min_cell_size": ctx.min_cell_size, "dp": True,
+                               "epsilon": epsilon, "breakdown": None}
+    if breakdown:
+        noisy = dp_histogram([cells[key] for key in keys], epsilon)
+        scales = [n.scale for n in noisy]
+        partial["breakdown"] = _cells_out(keys, [int(n.value) for n in noisy])
+        partial["cell_half_width"] = noisy[0].half_width
+        count = int(sum(n.value for n in noisy))
+        half = sum_half_width(scales)
+    else:
+        one = dp_count(sum(cells.values()), epsilon)
+        count, half, scales = int(one.value), int(one.half_width), [one.scale]
+    partial.update(count=count, half_width=half, noise_scales=scales)
+    ctx.records_used = max(count, 0)  # the metrics leave the node too: never the exact count
+    return partial
+
+
+def _local_obfuscated(
+    ctx: LocalContext, cells: dict[tuple[str, str], int], breakdown: bool
+) -> dict[str, Any]:
+    """SHRINE-style obfuscation of the count and of every cell (not DP); the low limit is at
+    least the node's minimum cell size."""
+    from healthspace.privacy.obfuscate import Obfuscation, is_low, obfuscate_count
+
+    config = Obfuscation(low_limit=max(Obfuscation().low_limit, ctx.min_cell_size))
+    count = obfuscate_count(sum(cells.values()), config)
+    ctx.records_used = 0 if is_low(count) else int(count)
+    partial: dict[str, Any] = {"count": count, "min_cell_size": ctx.min_cell_size,
+                               "obfuscated": True, "low_limit": config.low_limit,
+                               "breakdown": None}
+    if breakdown and not is_low(count):
+        keys = list(cells)
+        partial["breakdown"] = _cells_out(keys, [obfuscate_count(cells[k], config)
+                                                 for k in keys])
+    return partial
+
+
+def _combine_dp(partials: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """Sum of noisy site counts; its 95 % half-width is exact for the sum of the independent
+    discrete Laplace noises (their pmfs convolved). ε is charged per site; the study's ε is
+    their sum (sequential composition), which holds even for a person recorded at several
+    sites — with disjoint sites (parallel composition) the maximum would do."""
+    from healthspace.privacy.dp import sum_half_width
+
+    names = sorted(partials)
+    if not all(partials[n].get("dp") for n in names):
+        raise ValueError("cannot combine DP and non-DP partials")
+    scales = [s for n in names for s in partials[n]["noise_scales"]]
+    epsilons = {n: partials[n]["epsilon"] for n in names}
+    return {
+        "dp": True,
+        "sites": {n: partials[n]["count"] for n in names},
+        "intervals": {n: partials[n]["half_width"] for n in names},
+        "total": int(sum(partials[n]["count"] for n in names)),
+        "total_interval": sum_half_width(scales),
+        "total_is_lower_bound": False,
+        "epsilon": {"sites": epsilons, "study": sum(epsilons.values())},
+        "confidence": 0.95,
+        "min_cell_size": {n: partials[n]["min_cell_size"] for n in names},
+        "breakdown": _breakdowns(partials),
+        "cell_intervals": {n: partials[n]["cell_half_width"] for n in names
+                           if "cell_half_width" in partials[n]},
+    }
 
 
 register(CohortCount())

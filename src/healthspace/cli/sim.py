@@ -28,31 +28,67 @@ def count(
     purpose: Annotated[str, typer.Option(help="The study's purpose (policy and consent).")] = (
         "research"
     ),
+    dp_epsilon: Annotated[float | None, typer.Option(
+        "--dp-epsilon", help="Differentially private counts: ε spent per site (0 < ε ≤ 10). "
+                             "No budget ledger in simulation.")] = None,
+    obfuscate: Annotated[bool, typer.Option(
+        "--obfuscate", help="SHRINE-style obfuscation (noise, bins of 5, '≤ 10'); not DP.")]
+    = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Cohort counts per site and in total, with the nodes' disclosure rules."""
+    from healthspace.analyses import registry
     from healthspace.client.studyfile import read_document
     from healthspace.cohort.models import load_cohort
     from healthspace.sim import parse_site_args, simulate_dirs
 
     check_min_cell(min_cell_size)
+    params: dict[str, Any] = {"breakdown": breakdown}
+    if dp_epsilon is not None:
+        params["dp_epsilon"] = dp_epsilon
+    if obfuscate:
+        params["obfuscate"] = True
+    registry.get("cohort_count").parse_params(params)  # fail fast, naming the field
     sites = parse_site_args(site)
     definition = read_document(cohort, "cohort")
     load_cohort(definition)  # fail fast, naming the field, before loading any data
     if not json_out:
         err.print(f"loading {len(sites)} site(s) and counting…")
     result = simulate_dirs(
-        "cohort_count", sites, params={"breakdown": breakdown}, cohort=definition,
+        "cohort_count", sites, params=params, cohort=definition,
         min_cell_size=min_cell_size, purpose=purpose,
     )
     if json_out:
         emit_json(result)
         return
-    out.print(count_table(result, title="cohort counts (simulation)"))
+    if result.get("dp"):
+        out.print(dp_count_table(result))
+    else:
+        title = "cohort counts (simulation, obfuscated: not DP)" if result.get("obfuscated") \
+            else "cohort counts (simulation)"
+        out.print(count_table(result, title=title))
     for name, why in result.get("refused", {}).items():
         err.print(f"{name} refused: {why}", highlight=False)
     for name, cells in result.get("breakdown", {}).items():
         out.print(breakdown_table(name, cells))
+        if name in result.get("cell_intervals", {}):
+            out.print(f"{name}: every cell ± {result['cell_intervals'][name]} (95% noise)")
+
+
+def dp_count_table(result: dict[str, Any]) -> Any:
+    """Noisy counts with their 95 % noise half-widths, and the ε spent."""
+    from rich.table import Table
+
+    eps = result["epsilon"]
+    table = Table(title=f"cohort counts (simulation, ε-DP: ε={eps['study']:g} in all)")
+    for column in ("site", "persons (noisy)", "95% noise", "ε"):
+        table.add_column(column, justify="left" if column == "site" else "right")
+    for name, value in result["sites"].items():
+        table.add_row(name, f"{value:,}", f"± {result['intervals'][name]:,}",
+                      f"{eps['sites'][name]:g}")
+    table.add_row("[bold]total[/]", f"[bold]{result['total']:,}[/]",
+                  f"± {result['total_interval']:,}", f"{eps['study']:g}")
+    return table
 
 
 TableOpt = Annotated[

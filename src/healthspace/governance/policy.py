@@ -9,9 +9,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from healthspace.core.documents import load_document
 from healthspace.core.errors import InvalidInput, invalid_from_validation
@@ -45,6 +53,17 @@ class ConsentTier(StrEnum):
     OPEN = "open"  # every purpose
     RESEARCH_ONLY = "research_only"  # research and public_health only
     WITHHELD = "withheld"  # none
+
+
+class DpBudget(BaseModel):
+    """The ε a consumer (organisation) may spend on this dataset, in total or per period."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon_per_consumer: float = Field(
+        gt=0, le=1000, validation_alias=AliasChoices("epsilon_per_consumer", "epsilon"))
+    period: Literal["none", "month", "year"] = Field(
+        default="none", description="the budget renews every UTC calendar month or year")
 
 
 DEFAULT_APPROVAL = {Level.L1: ApprovalMode.AUTO, Level.L2: ApprovalMode.SINGLE,
@@ -81,8 +100,10 @@ class UsagePolicy(BaseModel):
     rate_limit_per_day: int | None = Field(default=None, ge=1,
                                            description="studies per consumer per UTC day")
     consent_default_tier: ConsentTier = ConsentTier.OPEN
+    dp_budget: dict[str, Any] | None = Field(
+        default=None, description="ε budget (DpBudget); null = differentially private tasks "
+                                  "are refused on the node")
     # Reserved for later issues; accepted and carried, not yet enforced.
-    dp_budget: dict[str, Any] | None = None
     prices: dict[str, Any] | None = None
     sla: dict[str, Any] | None = None
 
@@ -91,6 +112,19 @@ class UsagePolicy(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         # A naive time means UTC; mixing naive and aware would make comparisons raise.
         return as_utc(value) if value is not None else None
+
+    @field_validator("dp_budget")
+    @classmethod
+    def _dp_budget(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Validated here, carried as written (so the published copy matches the file).
+        if value is not None:
+            DpBudget.model_validate(value)
+        return value
+
+    @property
+    def budget(self) -> DpBudget | None:
+        """The typed ε budget, or None when the policy sets none."""
+        return None if self.dp_budget is None else DpBudget.model_validate(self.dp_budget)
 
     @field_validator("allowed_purposes", "allowed_analyses")
     @classmethod

@@ -16,7 +16,7 @@ from healthspace.core.errors import HealthspaceError, InvalidInput, Refused
 from healthspace.core.models import TaskAssignment, TaskMetrics, TaskResult
 from healthspace.governance.consent_filter import ConsentFilter
 from healthspace.governance.engine import Outcome
-from healthspace.node import consent
+from healthspace.node import budget, consent
 from healthspace.node.guard import recheck
 from healthspace.node.state import NodeState
 
@@ -40,7 +40,11 @@ def run_task(
     policy and applies its patient-consent filter. The minimum cell size is the strictest of
     the node's own, its policy's and the task's. ``connection`` is an open read-only connection
     to ``store`` the caller keeps between tasks; without it the store is opened for this task.
+
+    A task asking for ``dp_epsilon`` is charged to the consumer's ε budget before it runs
+    (refused when the budget would be exceeded) and refunded if it then fails.
     """
+    charged = False
     try:
         consent_filter: ConsentFilter | None = None
         k = max(assignment.min_cell_size, min_cell_size)
@@ -53,6 +57,10 @@ def run_task(
                 raise Refused(f"refused by the node's policy: {reasons}")
             k = max(k, policy.min_cell_size)
             consent_filter = consent.build_filter(state, assignment.purpose, assignment.study_id)
+            epsilon = _dp_epsilon(assignment)
+            if epsilon is not None:
+                budget.charge(state, policy, assignment, epsilon)
+                charged = True
         con = connection or open_store(store, read_only=True)
         try:
             run = run_local(
@@ -71,18 +79,36 @@ def run_task(
         finally:
             if connection is None:
                 con.close()
+        return TaskResult(
+            status=TaskStatus.COMPLETED,
+            partial=run.partial,
+            metrics=TaskMetrics(records=run.records, seconds=run.seconds, bytes=run.bytes),
+        )
     except (Refused, EnvelopeError) as exc:
-        return TaskResult(status=TaskStatus.REFUSED, error=str(exc))
+        result = TaskResult(status=TaskStatus.REFUSED, error=str(exc))
     except InvalidInput as exc:
         # The hub validated this request; a node that still finds it invalid refuses it.
-        return TaskResult(status=TaskStatus.REFUSED, error=f"invalid request: {exc}")
+        result = TaskResult(status=TaskStatus.REFUSED, error=f"invalid request: {exc}")
     except HealthspaceError as exc:
-        return TaskResult(status=TaskStatus.FAILED, error=str(exc))
+        result = TaskResult(status=TaskStatus.FAILED, error=str(exc))
     except Exception as exc:  # report, do not crash the agent; details stay in the node log
         log.exception("task %s failed", assignment.task_id)
-        return TaskResult(status=TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000])
-    return TaskResult(
-        status=TaskStatus.COMPLETED,
-        partial=run.partial,
-        metrics=TaskMetrics(records=run.records, seconds=run.seconds, bytes=run.bytes),
-    )
+        result = TaskResult(status=TaskStatus.FAILED,
+                            error=f"{type(exc).__name__}: {exc}"[:4000])
+    if charged and state is not None:
+        budget.refund(state, assignment)  # nothing was released: the ε is not spent
+    return result
+
+
+def _dp_epsilon(assignment: TaskAssignment) -> float | None:
+    """The ε a task asks to spend, after validating its parameters as the analysis will."""
+    if assignment.params.get("dp_epsilon") is None:
+        return None
+    from healthspace.analyses import registry
+
+    parsed = registry.get(assignment.analysis).parse_params(assignment.params)
+    epsilon = getattr(parsed, "dp_epsilon", None)
+    if epsilon is None:
+        raise InvalidInput(f"analysis {assignment.analysis!r} takes no dp_epsilon",
+                           field="params.dp_epsilon")
+    return float(epsilon)

@@ -1,7 +1,8 @@
 """The node's mutable state: a SQLite (WAL) file beside the CDM store.
 
 Holds the node's keys, its identity vault (site person_id -> national id, used only for record
-linkage), the outbox of results not yet acknowledged by the hub, and a log of what it ran.
+linkage), the outbox of results not yet acknowledged by the hub, a log of what it ran and the
+ε charged to each consumer for differentially private tasks.
 Admin commands can open it while the agent runs.
 """
 
@@ -53,6 +54,16 @@ CREATE TABLE IF NOT EXISTS runs (
   error TEXT, finished_at TEXT NOT NULL);
 """
 
+# The ε budget ledger (healthspace.node.budget): one row per charged task, never updated.
+DP_CHARGES_DDL = """
+CREATE TABLE IF NOT EXISTS dp_charges (
+  study_id INTEGER NOT NULL, round INTEGER NOT NULL, task_id INTEGER NOT NULL,
+  consumer TEXT NOT NULL, period TEXT NOT NULL, epsilon REAL NOT NULL,
+  charged_at TEXT NOT NULL, PRIMARY KEY (study_id, round, task_id));
+CREATE INDEX IF NOT EXISTS dp_charges_consumer ON dp_charges (consumer, period);
+"""
+
+
 
 class NodeState:
     """Access to one node's state file; every method is a short transaction."""
@@ -72,7 +83,8 @@ class NodeState:
         ddl = sqlite3.connect(state.path, timeout=30)
         try:
             ddl.execute("PRAGMA journal_mode=WAL")
-            ddl.executescript(_DDL)  # executescript commits by itself, so outside connect()
+            # executescript commits by itself, so outside connect()
+            ddl.executescript(_DDL + DP_CHARGES_DDL)
         finally:
             ddl.close()
         with state.connect() as db:

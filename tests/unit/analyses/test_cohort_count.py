@@ -105,3 +105,90 @@ def test_bad_params_name_the_field():
     with pytest.raises(InvalidInput) as info:
         registry.get("no_such_analysis")
     assert info.value.field == "analysis"
+
+
+# --- differential privacy and obfuscation ---------------------------------------------------
+
+E11_COHORT_YAML = "entry:\n  condition:\n    codes: ['ICD10:E11%']\n"
+
+
+@pytest.fixture(scope="module")
+def synth_sites(synth_dir):
+    return {f"hospital_{i}": synth_dir / f"hospital_{i}" for i in (1, 2)}
+
+
+def test_dp_counts_in_simulation(synth_sites):
+    from healthspace.sim import simulate_dirs
+
+    kwargs = {"cohort": COHORT}
+    exact = simulate_dirs("cohort_count", synth_sites, params={}, **kwargs)
+    noisy = simulate_dirs("cohort_count", synth_sites, params={"dp_epsilon": 1.0}, **kwargs)
+    assert noisy["dp"] is True
+    assert noisy["epsilon"] == {"sites": {"hospital_1": 1.0, "hospital_2": 1.0}, "study": 2.0}
+    for name, value in noisy["sites"].items():
+        assert abs(value - exact["sites"][name]) <= 3 * noisy["intervals"][name]
+    assert noisy["total"] == sum(noisy["sites"].values())
+    assert abs(noisy["total"] - exact["total"]) <= 3 * noisy["total_interval"]
+    cells = [c["count"] for b in noisy["breakdown"].values() for c in b]
+    assert len(cells) == 2 * len(breakdown_keys()) and all(isinstance(c, int) for c in cells)
+    # Exact counts show small cells as "<10"; DP output needs no suppression labels.
+    assert any(c["count"] == "<10" for b in exact["breakdown"].values() for c in b)
+    assert noisy["cell_intervals"] == {"hospital_1": 3, "hospital_2": 3}
+
+
+def test_dp_without_breakdown_spends_epsilon_on_the_count():
+    con = make_site([(i, 8532, 1970, "2020-01-01") for i in range(3)])
+    run = count(con, dp_epsilon=2.0, breakdown=False)
+    assert run.partial["breakdown"] is None and run.partial["epsilon"] == 2.0
+    assert isinstance(run.partial["count"], int) and run.partial["half_width"] == 1
+    assert run.records == max(run.partial["count"], 0)  # metrics never carry the exact count
+
+
+def test_obfuscated_counts():
+    people = [(i, 8532, 1970, "2020-01-01") for i in range(60)]
+    run = count(make_site(people), obfuscate=True)
+    assert run.partial["obfuscated"] is True and run.partial["count"] % 5 == 0
+    assert 50 <= run.partial["count"] <= 70
+    cells = {(c["age_band"], c["sex"]): c["count"] for c in run.partial["breakdown"]}
+    assert cells[("90+", "M")] == "≤ 10"
+    small = count(make_site(people[:4]), obfuscate=True, k=15).partial
+    assert small["count"] == "≤ 15" and small["breakdown"] is None
+    impl = registry.get("cohort_count")
+    out = impl.combine({"a": run.partial, "b": small}, impl.parse_params({}), {}, 1)
+    assert out.result["obfuscated"] is True and out.result["total_is_lower_bound"] is True
+    assert out.result["total"] == run.partial["count"]
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"dp_epsilon": 0}, "params.dp_epsilon"),
+    ({"dp_epsilon": -1}, "params.dp_epsilon"),
+    ({"dp_epsilon": 11}, "params.dp_epsilon"),
+    ({"dp_epsilon": 1, "obfuscate": True}, "params.obfuscate"),
+])
+def test_bad_dp_params_name_the_field(params, field):
+    from healthspace.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as info:
+        registry.get("cohort_count").parse_params(params)
+    assert info.value.field == field
+
+
+def test_cli_sim_count_dp_json(capsys, synth_sites, tmp_path):
+    import json
+
+    from healthspace.cli.main import run
+
+    cohort = tmp_path / "c.yaml"
+    cohort.write_text(E11_COHORT_YAML)
+    sites = [f"--site={name}={path}" for name, path in synth_sites.items()]
+    assert run(["sim", "count", *sites, "--cohort", str(cohort), "--dp-epsilon", "1",
+                "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dp"] is True and doc["epsilon"]["study"] == 2.0
+    assert doc["total"] == sum(doc["sites"].values())
+    assert run(["sim", "count", *sites, "--cohort", str(cohort), "--dp-epsilon", "1",
+                "--obfuscate"]) == 2
+    assert "params.obfuscate" in capsys.readouterr().err
+    assert run(["sim", "count", *sites, "--cohort", str(cohort), "--dp-epsilon", "0.5",
+                "--no-breakdown"]) == 0
+    assert "± " in capsys.readouterr().out

@@ -76,7 +76,8 @@ def test_cohort_count_over_two_nodes(space: Space) -> None:
         "public_health",
         10,
     )
-    assert task_a["cohort"] == study["cohort"] and task_a["params"] == {"breakdown": True}
+    assert task_a["cohort"] == study["cohort"]
+    assert task_a["params"] == {"breakdown": True, "dp_epsilon": None, "obfuscate": False}
     hub.clock.advance(seconds=30)
     ack = hub.post(
         space.node_a,
