@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from healthspace.cli.output import emit_json, err, out
+from healthspace.core.errors import InvalidInput
 
 app = typer.Typer(help="Run the hub (coordinator): catalog, studies, orchestration.",
                   no_args_is_help=True)
@@ -38,11 +40,23 @@ def serve(
         typer.Option("--webhook", help="URL POSTed (signed) on every study status change; "
                      "repeatable."),
     ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS only.")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="PEM private key of the certificate.")]
+    = None,
+    max_body_mb: Annotated[int, typer.Option(help="Refuse request bodies above this (MB).")]
+    = 64,
 ) -> None:
     """Serve the hub API (OpenAPI at /docs)."""
     from healthspace.hub.serve import serve as run
 
-    run(db, host=host, port=port, log_level=log_level, webhooks=webhook or [])
+    if max_body_mb < 1:
+        raise InvalidInput("the body limit must be at least 1 MB", field="max_body_mb")
+    run(db, host=host, port=port, log_level=log_level, webhooks=webhook or [],
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        max_body_bytes=max_body_mb * 1024 * 1024)
 
 
 @app.command("rotate-key")

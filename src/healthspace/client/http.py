@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from typing import Any
 
 import httpx
@@ -47,13 +49,28 @@ def _error_from(response: httpx.Response) -> HealthspaceError:
     return cls(message, field=field)
 
 
+CA_BUNDLE_ENV = "HEALTHSPACE_CA_BUNDLE"
+
+
+def tls_verify() -> ssl.SSLContext | bool:
+    """How HTTPS hubs are verified: the system trust store, or the PEM bundle named by
+    ``$HEALTHSPACE_CA_BUNDLE`` (a private CA or a self-signed hub certificate). Never off."""
+    bundle = os.environ.get(CA_BUNDLE_ENV)
+    if not bundle:
+        return True
+    if not os.path.isfile(bundle):
+        raise InvalidInput(f"{CA_BUNDLE_ENV}={bundle} does not exist", field=CA_BUNDLE_ENV)
+    return ssl.create_default_context(cafile=bundle)
+
+
 class Http:
     """Bearer-authenticated JSON calls to one hub."""
 
     def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+                                    verify=tls_verify())
 
     def close(self) -> None:
         self._client.close()

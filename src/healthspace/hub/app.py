@@ -19,6 +19,7 @@ from healthspace.core.errors import HealthspaceError, field_path
 from healthspace.hub.auth import Permission, permission_table
 from healthspace.hub.db.session import make_engine, make_sessionmaker
 from healthspace.hub.deps import HubState
+from healthspace.hub.limits import BodyLimit
 from healthspace.hub.notifier import Notifier
 from healthspace.hub.routers import (
     approvals,
@@ -142,6 +143,7 @@ def create_app(
     )
     app.add_exception_handler(HealthspaceError, _healthspace_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import uvicorn
 
+from healthspace.core.errors import InvalidInput
 from healthspace.hub.app import create_app
 from healthspace.hub.db.session import upgrade
 from healthspace.hub.settings import HubSettings
@@ -17,12 +20,30 @@ def serve(
     port: int = 8000,
     log_level: str = "info",
     webhooks: Sequence[str] = (),
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    max_body_bytes: int | None = None,
 ) -> None:
     """Serve the hub at ``db_url`` until interrupted (one process; long-polls are async).
 
-    ``webhooks``: URLs that receive a signed POST on every study status change. Pending schema
+    ``webhooks``: URLs that receive a signed POST on every study status change. With
+    ``ssl_certfile`` and ``ssl_keyfile`` (PEM) the hub speaks HTTPS only. Pending schema
     migrations are applied first, so a hub upgraded in place starts on the current schema.
     """
+    check_tls(ssl_certfile, ssl_keyfile)
     upgrade(db_url)
     settings = HubSettings(webhooks=list(webhooks))
-    uvicorn.run(create_app(db_url, settings=settings), host=host, port=port, log_level=log_level)
+    if max_body_bytes is not None:
+        settings = replace(settings, max_body_bytes=max_body_bytes)
+    uvicorn.run(create_app(db_url, settings=settings), host=host, port=port, log_level=log_level,
+                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """Both PEM files or neither; each must exist. Errors name the option."""
+    if (certfile is None) != (keyfile is None):
+        raise InvalidInput("give both --ssl-certfile and --ssl-keyfile, or neither",
+                           field="ssl_keyfile" if keyfile is None else "ssl_certfile")
+    for name, path in (("ssl_certfile", certfile), ("ssl_keyfile", keyfile)):
+        if path is not None and not Path(path).is_file():
+            raise InvalidInput(f"{path} does not exist", field=name)

@@ -20,6 +20,9 @@ class HubSettings:
     # Study status changes are POSTed (signed by the hub key) to each of these URLs.
     webhooks: list[str] = field(default_factory=list)
     webhook_timeout: float = 5.0
+    # Request bodies above this are refused with 413 (result envelopes of large survival
+    # analyses are a few MB; nothing legitimate comes near this).
+    max_body_bytes: int = 64 * 1024 * 1024
 
     @property
     def min_cell_size(self) -> int:
