@@ -32,6 +32,7 @@ from healthspace.governance.engine import (
     decide,
 )
 from healthspace.governance.policy import Level, Purpose, UsagePolicy, load_policy
+from healthspace.node.differencing import ReleaseGuard, ReleaseMemory, fingerprint
 
 
 @dataclass
@@ -41,6 +42,9 @@ class Site:
     con: duckdb.DuckDBPyConnection
     policy: UsagePolicy = field(default_factory=UsagePolicy)
     consent: list[ConsentRecord] = field(default_factory=list)
+    # Opt-in differencing defence across a sequence of simulate() calls on this site, as a
+    # node would apply it (see healthspace.node.differencing); None keeps no memory.
+    releases: ReleaseMemory | None = None
 
 
 def load_site(directory: Path) -> Site:
@@ -155,13 +159,19 @@ def simulate(
     # Consent is snapshotted once, at the first round, as a node does for a study.
     filters = {name: ConsentFilter.build(site.consent, site.policy.consent_default_tier, purpose)
                for name, site in active.items()}
+    keys = {name: site.releases.next_key() for name, site in active.items()
+            if site.releases is not None}
     state: dict[str, Any] = {}
     round_input: dict[str, Any] | None = None
     for round_no in range(1, impl.max_rounds + 1):
         if on_round:
             on_round(round_no)
         partials: dict[str, dict[str, Any]] = {}
+        guards: list[ReleaseGuard] = []
         for name, site in active.items():
+            k = max(min_cell_size, site.policy.min_cell_size)
+            guard = _guard(site, keys.get(name), round_no, k, cohort)
+            guards += [guard] if guard is not None else []
             try:
                 partials[name] = run_local(
                     site.con,
@@ -170,13 +180,16 @@ def simulate(
                     params=params,
                     cohort=cohort,
                     round_input=round_input,
-                    min_cell_size=max(min_cell_size, site.policy.min_cell_size),
+                    min_cell_size=k,
                     purpose=purpose,
                     consent=filters[name],
                     dataset=dataset,
+                    release_guard=guard,
                 ).partial
             except Refused as exc:
                 raise Refused(f"site {name} refused round {round_no}: {exc.message}") from exc
+        for guard in guards:  # every site answered: their exact counts are released
+            guard.commit()
         outcome = impl.combine(partials, parsed, state, round_no)
         if isinstance(outcome, Final):
             result = dict(outcome.result)
@@ -185,6 +198,14 @@ def simulate(
             return result
         state, round_input = outcome.state, outcome.round_input
     raise InvalidInput(f"{analysis} did not finish within {impl.max_rounds} rounds")
+
+
+def _guard(site: Site, key: tuple[int, int, int] | None, round_no: int, k: int,
+           cohort: dict[str, Any] | None) -> ReleaseGuard | None:
+    if site.releases is None or key is None or site.policy.differencing == "off":
+        return None
+    return ReleaseGuard(site.releases, "simulation", (key[0], round_no, key[2]), k,
+                        fingerprint(cohort))
 
 
 def simulate_tables(

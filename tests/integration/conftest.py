@@ -22,6 +22,8 @@ STRICT_POLICY = {
     "allowed_purposes": ["research", "drug_development"],
     "min_cell_size": 11,
 }
+DP_POLICY = {"level": "L2", "approval_mode": "auto", "allowed_purposes": ["research"],
+             "dp_budget": {"epsilon_per_consumer": 2.0, "period": "none"}}
 # Foundation tests exercise counting, not approvals: every purpose, no approval step.
 OPEN_POLICY = {
     "level": "L2",
@@ -79,6 +81,10 @@ def live(tmp_path_factory, synth_dir, eunomia_sites) -> Live:
         ingest_dir(strict, synth_dir / "hospital_3")
         fed.ensure_org("strict_lab", "data_centre")
         fed.add_node("strict_site", "strict_lab", strict, policy=STRICT_POLICY)
+        # A dataset open to differentially private counts only within a per-consumer ε budget.
+        dp_store = workdir / "nodes" / "dp_site.duckdb"
+        ingest_dir(dp_store, synth_dir / "hospital_2")
+        fed.add_node("dp_site", "strict_lab", dp_store, policy=DP_POLICY)
         fed.ensure_org("gibleed_centre", "data_centre")
         for site in eunomia_sites:
             store = workdir / "nodes" / f"{site.name}.duckdb"

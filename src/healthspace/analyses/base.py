@@ -9,7 +9,7 @@ Iterative analyses return :class:`NextRound` from ``combine`` until they return 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -41,6 +41,9 @@ class LocalContext:
     consent: ConsentFilter | None = None
     records_used: int = 0
     dataset: Any = None  # healthspace.cohort.dataset.DatasetSpec | None
+    # Set by a node that remembers its releases (healthspace.node.differencing): raises
+    # Refused when an exact count of these persons would enable a differencing attack.
+    release_guard: Callable[[Sequence[int]], None] | None = None
 
     def __post_init__(self) -> None:
         # The node never releases below the floor, whatever a task asks for.
@@ -87,6 +90,18 @@ class LocalContext:
             f"WHERE c.person_id IN ({self.consented_persons_sql()})"
         )
         return sql, list(compiled.params)
+
+    def guard_release(self, person_ids: Sequence[int] | None = None) -> None:
+        """Call before releasing an exact (un-noised) count of ``person_ids`` — by default the
+        task's consented cohort; the node's release guard may refuse. A no-op without a guard.
+        """
+        if self.release_guard is None:
+            return
+        if person_ids is None:
+            sql, args = self.cohort_persons_sql()
+            rows = self.con.execute(f"SELECT DISTINCT person_id FROM ({sql})", args).fetchall()
+            person_ids = [int(row[0]) for row in rows]
+        self.release_guard(person_ids)
 
 
 @dataclass(frozen=True)

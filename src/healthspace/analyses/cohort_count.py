@@ -2,11 +2,14 @@
 
 Three release modes, chosen by the parameters: exact counts with small-cell suppression (the
 default), differential privacy (``dp_epsilon``, see :mod:`healthspace.privacy.dp`) or
-SHRINE-style obfuscation (``obfuscate``, see :mod:`healthspace.privacy.obfuscate`).
+SHRINE-style obfuscation (``obfuscate``, see :mod:`healthspace.privacy.obfuscate`). With
+``distinct`` (exact mode only) the nodes also release keyed-hash HyperLogLog sketches and the
+result estimates the distinct persons across sites, ``distinct_total`` (docs/distinct-counts.md).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +17,15 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
 from healthspace.analyses.registry import register
-from healthspace.privacy.disclosure import is_suppressed, release_count, release_table
+from healthspace.core.canonical import canonical_json
+from healthspace.core.encoding import decode_array, encode_array
+from healthspace.privacy import hll
+from healthspace.privacy.disclosure import (
+    is_suppressed,
+    release_count,
+    release_table,
+    suppressed_label,
+)
 
 MAX_EPSILON = 10.0
 
@@ -40,6 +51,23 @@ class CohortCountParams(Params):
     def _one_mode(cls, value: bool, info: ValidationInfo) -> bool:
         if value and info.data.get("dp_epsilon") is not None:
             raise ValueError("choose dp_epsilon or obfuscate, not both")
+        return value
+
+    distinct: bool = Field(default=False, description="also estimate the distinct persons "
+                           "across sites (keyed-hash HyperLogLog); exact-count mode only")
+    distinct_salt: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="per-study hashing salt (the study id); default: the cohort definition")
+    distinct_precision: int = Field(default=hll.DEFAULT_PRECISION, ge=10,
+                                    le=hll.MAX_PRECISION,
+                                    description="HLL registers m = 2^p; error 1.04/√m")
+
+    @field_validator("distinct")
+    @classmethod
+    def _exact_only(cls, value: bool, info: ValidationInfo) -> bool:
+        # A sketch pins the count down to about 1 %: it would undo DP noise or obfuscation.
+        if value and (info.data.get("dp_epsilon") is not None or info.data.get("obfuscate")):
+            raise ValueError("distinct needs exact counts: not with dp_epsilon or obfuscate")
         return value
 
 
@@ -81,11 +109,14 @@ class CohortCount(Analysis):
             return _local_dp(ctx, cells, params.dp_epsilon, params.breakdown)
         if params.obfuscate:
             return _local_obfuscated(ctx, cells, params.breakdown)
+        ctx.guard_release()  # exact counts only: the node may refuse a differencing attack
         total = sum(cells.values())
         ctx.records_used = total
         k = ctx.min_cell_size
         count = release_count(total, k)
         partial: dict[str, Any] = {"count": count, "min_cell_size": k, "breakdown": None}
+        if params.distinct:
+            partial["distinct"] = _local_distinct(ctx, params, cohort_sql, args, count)
         if params.breakdown and not is_suppressed(count):
             released = release_table(cells, k)
             partial["breakdown"] = [
@@ -112,9 +143,71 @@ class CohortCount(Analysis):
             "min_cell_size": {name: partials[name]["min_cell_size"] for name in sorted(partials)},
             "breakdown": _breakdowns(partials),
         }
+        if isinstance(params, CohortCountParams) and params.distinct:
+            result.update(_combine_distinct(partials, sites))
         if any(p.get("obfuscated") for p in partials.values()):
             result["obfuscated"] = True
         return Final(result)
+
+
+_PSEUDONYM_SQL = """
+WITH cohort AS ({cohort})
+SELECT DISTINCT c.person_id, p.person_source_value
+FROM cohort c JOIN person p ON p.person_id = c.person_id
+"""
+
+
+def _local_distinct(ctx: LocalContext, params: CohortCountParams, cohort_sql: str,
+                    args: list[Any], count: int | str) -> dict[str, Any]:
+    """The node's HLL sketch of its cohort, keyed by the network pseudonym; withheld when the
+    count itself is suppressed. A person without a pseudonym is hashed under a site-local key:
+    counted once, never de-duplicated across sites, and never a separate small cell."""
+    p = params.distinct_precision
+    out: dict[str, Any] = {"method": "hll", "precision": p, "sketch": None, "unlinked": None}
+    if is_suppressed(count):
+        return out
+    rows = ctx.con.execute(_PSEUDONYM_SQL.format(cohort=cohort_sql), args).fetchall()
+    pseudonyms = [str(psv).strip() if psv is not None else "" for _, psv in rows]
+    # Domain-separated, so a site-local key can never equal a pseudonym's.
+    ids = [f"psv\x00{psv}" if psv else f"local\x00{ctx.site}\x00{pid}"
+           for (pid, _), psv in zip(rows, pseudonyms, strict=True)]
+    unlinked = pseudonyms.count("")
+    study = params.distinct_salt or "cohort:" + canonical_json(
+        ctx.cohort.model_dump(mode="json")).decode()
+    indicator = hll.sketch(ids, hll.study_salt(study), p)
+    out["sketch"] = encode_array(hll.pack(indicator))
+    # Complementary: neither the unlinked nor (count - unlinked) may be a small cell.
+    k = ctx.min_cell_size
+    small = 0 < unlinked < k or 0 < len(ids) - unlinked < k
+    out["unlinked"] = suppressed_label(k) if small else unlinked
+    return out
+
+
+def _combine_distinct(partials: Mapping[str, dict[str, Any]],
+                      sites: Mapping[str, Any]) -> dict[str, Any]:
+    """Sum the released sketches (their union) and estimate; ± is 2 standard errors (≈95 %).
+    A site without a sketch (suppressed count) makes the estimate a lower bound."""
+    entries = {name: partials[name].get("distinct") or {} for name in sorted(partials)}
+    used = [name for name, e in entries.items() if e.get("sketch") is not None]
+    if len({entries[name]["precision"] for name in used}) > 1:
+        raise ValueError("the sites' HLL sketches have different precisions")
+    estimate, error = 0.0, 0
+    if used:
+        p = int(entries[used[0]]["precision"])
+        summed = hll.merge(hll.unpack(decode_array(entries[name]["sketch"]), p)
+                           for name in used)
+        # The union never exceeds the sum of its parts: clamping only removes error.
+        estimate = min(hll.estimate(summed), float(sum(int(sites[name]) for name in used)))
+        error = math.ceil(2 * hll.standard_error(p) * estimate)
+    return {
+        "distinct_total": round(estimate),
+        "distinct_total_error": error,
+        "distinct_confidence": 0.95,
+        "distinct_method": "hll",
+        "distinct_total_is_lower_bound": len(used) < len(entries),
+        "distinct_sites": used,
+        "distinct_unlinked": {name: e.get("unlinked") for name, e in entries.items()},
+    }
 
 
 def _breakdowns(partials: Mapping[str, dict[str, Any]]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +64,12 @@ def run_local(
     clock: Clock | None = None,
     consent: ConsentFilter | None = None,
     dataset: dict[str, Any] | None = None,
+    release_guard: Callable[[Sequence[int]], None] | None = None,
 ) -> LocalRun:
-    """Validate the request as a node must (never trusting the sender) and run ``local``."""
+    """Validate the request as a node must (never trusting the sender) and run ``local``.
+
+    ``release_guard`` is the node's differencing defence (see :class:`LocalContext`).
+    """
     from healthspace.cohort.dataset import build_analysis_table, load_dataset
     from healthspace.cohort.models import load_cohort
 
@@ -82,6 +87,7 @@ def run_local(
         clock=clock or SystemClock(),
         consent=consent,
         dataset=spec,
+        release_guard=release_guard,
     )
     started = time.perf_counter()
     built = False

@@ -34,6 +34,9 @@ def count(
     obfuscate: Annotated[bool, typer.Option(
         "--obfuscate", help="SHRINE-style obfuscation (noise, bins of 5, '≤ 10'); not DP.")]
     = False,
+    distinct: Annotated[bool, typer.Option(
+        "--distinct", help="Also estimate distinct persons across sites (keyed-hash "
+                           "HyperLogLog, ±2 standard errors); exact counts only.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Cohort counts per site and in total, with the nodes' disclosure rules."""
@@ -48,6 +51,8 @@ def count(
         params["dp_epsilon"] = dp_epsilon
     if obfuscate:
         params["obfuscate"] = True
+    if distinct:
+        params["distinct"] = True
     registry.get("cohort_count").parse_params(params)  # fail fast, naming the field
     sites = parse_site_args(site)
     definition = read_document(cohort, "cohort")
@@ -66,7 +71,12 @@ def count(
     else:
         title = "cohort counts (simulation, obfuscated: not DP)" if result.get("obfuscated") \
             else "cohort counts (simulation)"
-        out.print(count_table(result, title=title))
+        table = count_table(result, title=title)
+        if "distinct_total" in result:
+            bound = " (lower bound)" if result["distinct_total_is_lower_bound"] else ""
+            table.add_row("distinct persons (HLL)", f"{result['distinct_total']:,} "
+                          f"± {result['distinct_total_error']:,}{bound}")
+        out.print(table)
     for name, why in result.get("refused", {}).items():
         err.print(f"{name} refused: {why}", highlight=False)
     for name, cells in result.get("breakdown", {}).items():

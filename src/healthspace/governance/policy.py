@@ -103,6 +103,12 @@ class UsagePolicy(BaseModel):
     dp_budget: dict[str, Any] | None = Field(
         default=None, description="ε budget (DpBudget); null = differentially private tasks "
                                   "are refused on the node")
+    differencing: Literal["refuse", "off"] = Field(
+        default="refuse", description="refuse an exact count whose cohort differs from one "
+                                      "already released to the same consumer by fewer than "
+                                      "min_cell_size persons (healthspace.node.differencing)")
+    differencing_retention_days: int = Field(
+        default=365, ge=1, le=3650, description="days the node remembers released cohorts")
     # Reserved for later issues; accepted and carried, not yet enforced.
     prices: dict[str, Any] | None = None
     sla: dict[str, Any] | None = None

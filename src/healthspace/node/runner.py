@@ -16,7 +16,7 @@ from healthspace.core.errors import HealthspaceError, InvalidInput, Refused
 from healthspace.core.models import TaskAssignment, TaskMetrics, TaskResult
 from healthspace.governance.consent_filter import ConsentFilter
 from healthspace.governance.engine import Outcome
-from healthspace.node import budget, consent
+from healthspace.node import budget, consent, differencing
 from healthspace.node.guard import recheck
 from healthspace.node.state import NodeState
 
@@ -42,11 +42,14 @@ def run_task(
     to ``store`` the caller keeps between tasks; without it the store is opened for this task.
 
     A task asking for ``dp_epsilon`` is charged to the consumer's ε budget before it runs
-    (refused when the budget would be exceeded) and refunded if it then fails.
+    (refused when the budget would be exceeded) and refunded if it then fails. An exact count
+    whose cohort differs from one already released to the consumer by fewer than k persons is
+    refused (:mod:`healthspace.node.differencing`); released cohorts are remembered.
     """
     charged = False
     try:
         consent_filter: ConsentFilter | None = None
+        guard: differencing.ReleaseGuard | None = None
         k = max(assignment.min_cell_size, min_cell_size)
         if state is not None:
             policy = state.policy()
@@ -61,6 +64,7 @@ def run_task(
             if epsilon is not None:
                 budget.charge(state, policy, assignment, epsilon)
                 charged = True
+            guard = differencing.node_guard(state, policy, assignment, k)
         con = connection or open_store(store, read_only=True)
         try:
             run = run_local(
@@ -75,10 +79,13 @@ def run_task(
                 purpose=assignment.purpose,
                 clock=clock,
                 consent=consent_filter,
+                release_guard=guard,
             )
         finally:
             if connection is None:
                 con.close()
+        if guard is not None:
+            guard.commit()  # only now: a failed task released nothing
         return TaskResult(
             status=TaskStatus.COMPLETED,
             partial=run.partial,

@@ -2,7 +2,8 @@
 
 Holds the node's keys, its identity vault (site person_id -> national id, used only for record
 linkage), the outbox of results not yet acknowledged by the hub, a log of what it ran and the
-ε charged to each consumer for differentially private tasks.
+ε charged to each consumer for differentially private tasks and the cohorts released to each
+consumer as exact counts (the differencing defence).
 Admin commands can open it while the agent runs.
 """
 
@@ -63,6 +64,17 @@ CREATE TABLE IF NOT EXISTS dp_charges (
 CREATE INDEX IF NOT EXISTS dp_charges_consumer ON dp_charges (consumer, period);
 """
 
+# Exact cohort counts released per consumer (healthspace.node.differencing). The person-id
+# sets are zlib-compressed sorted int64 arrays; they never leave the node.
+RELEASES_DDL = """
+CREATE TABLE IF NOT EXISTS releases (
+  study_id INTEGER NOT NULL, round INTEGER NOT NULL, task_id INTEGER NOT NULL,
+  consumer TEXT NOT NULL, fingerprint TEXT NOT NULL, size INTEGER NOT NULL,
+  min_cell INTEGER NOT NULL, persons BLOB NOT NULL, released_at TEXT NOT NULL,
+  PRIMARY KEY (study_id, round, task_id));
+CREATE INDEX IF NOT EXISTS releases_consumer ON releases (consumer, size);
+"""
+
 
 
 class NodeState:
@@ -84,7 +96,7 @@ class NodeState:
         try:
             ddl.execute("PRAGMA journal_mode=WAL")
             # executescript commits by itself, so outside connect()
-            ddl.executescript(_DDL + DP_CHARGES_DDL)
+            ddl.executescript(_DDL + DP_CHARGES_DDL + RELEASES_DDL)
         finally:
             ddl.close()
         with state.connect() as db:

@@ -77,7 +77,9 @@ def test_cohort_count_over_two_nodes(space: Space) -> None:
         10,
     )
     assert task_a["cohort"] == study["cohort"]
-    assert task_a["params"] == {"breakdown": True, "dp_epsilon": None, "obfuscate": False}
+    assert task_a["params"] == {"breakdown": True, "dp_epsilon": None, "obfuscate": False,
+                                "distinct": False, "distinct_salt": None,
+                                "distinct_precision": 14}
     hub.clock.advance(seconds=30)
     ack = hub.post(
         space.node_a,
