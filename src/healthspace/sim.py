@@ -31,7 +31,13 @@ from healthspace.governance.engine import (
     StudyRequest,
     decide,
 )
-from healthspace.governance.policy import Level, Purpose, UsagePolicy, load_policy
+from healthspace.governance.policy import (
+    Level,
+    Purpose,
+    UsagePolicy,
+    load_policy,
+    release_params,
+)
 from healthspace.node.differencing import ReleaseGuard, ReleaseMemory, fingerprint
 
 
@@ -173,11 +179,15 @@ def simulate(
             guard = _guard(site, keys.get(name), round_no, k, cohort)
             guards += [guard] if guard is not None else []
             try:
+                try:
+                    site_params = release_params(site.policy, analysis, dict(params or {}))
+                except ValueError as exc:
+                    raise Refused(str(exc)) from None
                 partials[name] = run_local(
                     site.con,
                     site=name,
                     analysis=analysis,
-                    params=params,
+                    params=site_params,
                     cohort=cohort,
                     round_input=round_input,
                     min_cell_size=k,

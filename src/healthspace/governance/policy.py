@@ -109,6 +109,10 @@ class UsagePolicy(BaseModel):
                                       "min_cell_size persons (healthspace.node.differencing)")
     differencing_retention_days: int = Field(
         default=365, ge=1, le=3650, description="days the node remembers released cohorts")
+    count_release: Literal["exact", "obfuscated"] = Field(
+        default="exact", description="obfuscated: every cohort count from this dataset is "
+                                     "SHRINE-style obfuscated (binned, clamped noise, '≤ N'), "
+                                     "whatever the study asks; DP counts stay DP")
     # Reserved for later issues; accepted and carried, not yet enforced.
     prices: dict[str, Any] | None = None
     sla: dict[str, Any] | None = None
@@ -176,3 +180,20 @@ def load_policy(source: str | Path | dict[str, Any] | UsagePolicy) -> UsagePolic
         return UsagePolicy.model_validate(data)
     except ValidationError as exc:
         raise invalid_from_validation(exc, prefix=("policy",)) from exc
+
+
+def release_params(policy: UsagePolicy, analysis: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a node actually runs with under its policy's release rules.
+
+    With ``count_release: obfuscated`` every exact ``cohort_count`` becomes an obfuscated one
+    (a DP request stays DP: it is noised already). Raises ValueError for a request the rule
+    cannot honour (a de-duplicated count needs exact counts).
+    """
+    if analysis != "cohort_count" or policy.count_release != "obfuscated":
+        return params
+    if params.get("dp_epsilon") is not None:
+        return params
+    if params.get("distinct"):
+        raise ValueError("this dataset releases obfuscated counts only; a de-duplicated "
+                         "(distinct) count needs exact counts")
+    return {**params, "obfuscate": True}

@@ -16,6 +16,7 @@ from healthspace.core.errors import HealthspaceError, InvalidInput, Refused
 from healthspace.core.models import TaskAssignment, TaskMetrics, TaskResult
 from healthspace.governance.consent_filter import ConsentFilter
 from healthspace.governance.engine import Outcome
+from healthspace.governance.policy import release_params
 from healthspace.node import budget, consent, differencing
 from healthspace.node.guard import recheck
 from healthspace.node.state import NodeState
@@ -50,6 +51,7 @@ def run_task(
     try:
         consent_filter: ConsentFilter | None = None
         guard: differencing.ReleaseGuard | None = None
+        params = dict(assignment.params)
         k = max(assignment.min_cell_size, min_cell_size)
         if state is not None:
             policy = state.policy()
@@ -65,13 +67,17 @@ def run_task(
                 budget.charge(state, policy, assignment, epsilon)
                 charged = True
             guard = differencing.node_guard(state, policy, assignment, k)
+            try:
+                params = release_params(policy, assignment.analysis, params)
+            except ValueError as exc:
+                raise Refused(str(exc)) from None
         con = connection or open_store(store, read_only=True)
         try:
             run = run_local(
                 con,
                 site=site,
                 analysis=assignment.analysis,
-                params=assignment.params,
+                params=params,
                 cohort=assignment.cohort,
                 dataset=assignment.dataset,
                 round_input=assignment.round_input,

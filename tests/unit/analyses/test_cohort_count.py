@@ -192,3 +192,31 @@ def test_cli_sim_count_dp_json(capsys, synth_sites, tmp_path):
     assert run(["sim", "count", *sites, "--cohort", str(cohort), "--dp-epsilon", "0.5",
                 "--no-breakdown"]) == 0
     assert "± " in capsys.readouterr().out
+
+
+def test_policy_count_release_obfuscated_applies_whatever_the_study_asks(synth_sites):
+    from healthspace.core.errors import Refused
+    from healthspace.governance.policy import UsagePolicy, release_params
+    from healthspace.sim import load_site, simulate
+
+    policy = UsagePolicy(count_release="obfuscated")
+    assert release_params(policy, "cohort_count", {"breakdown": True}) == {
+        "breakdown": True, "obfuscate": True}
+    assert release_params(policy, "cohort_count", {"dp_epsilon": 1.0}) == {"dp_epsilon": 1.0}
+    assert release_params(policy, "glm", {"formula": "y ~ x"}) == {"formula": "y ~ x"}
+    assert release_params(UsagePolicy(), "cohort_count", {}) == {}
+    sites = {name: load_site(path) for name, path in synth_sites.items()}
+    try:
+        exact = simulate("cohort_count", sites, params={}, cohort=COHORT)
+        sites["hospital_2"].policy = policy
+        mixed = simulate("cohort_count", sites, params={}, cohort=COHORT)
+        assert mixed["sites"]["hospital_1"] == exact["sites"]["hospital_1"]  # its own rules
+        assert mixed["obfuscated"] is True
+        obfuscated = mixed["sites"]["hospital_2"]
+        assert isinstance(obfuscated, int) and obfuscated % 5 == 0
+        assert abs(obfuscated - exact["sites"]["hospital_2"]) <= 10 + 5  # clamp, then bin
+        with pytest.raises(Refused, match="distinct"):
+            simulate("cohort_count", sites, params={"distinct": True}, cohort=COHORT)
+    finally:
+        for site in sites.values():
+            site.con.close()
