@@ -34,10 +34,15 @@ def submit(
     file: Annotated[Path, typer.Argument(help="Study file (JSON or YAML).")],
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Submit as a feasibility preview (cohort_count: obfuscated or DP "
+                          "count, no approvals, rate-limited).")] = False,
     hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Submit a study; with --wait, print its result when it finishes."""
     spec = load_study_file(file)
+    if preview:  # the same as ``preview: true`` in the study file
+        spec = spec.model_copy(update={"preview": True})
     with client(hub, token) as c:
         view = c.submit(spec)
         err.print(f"study {view.id} submitted ({view.status.value}) to {', '.join(view.nodes)}")

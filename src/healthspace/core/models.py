@@ -137,6 +137,9 @@ class StudySpec(Wire):
         default=None, description="node names; default: every hospital node that holds data"
     )
     title: str | None = Field(default=None, max_length=200)
+    preview: bool = Field(
+        default=False, description="an interactive feasibility preview: a cohort_count "
+        "released obfuscated or DP-noised only, admitted without approvals, rate-limited")
 
     @model_validator(mode="after")
     def _unique_nodes(self) -> StudySpec:
@@ -186,6 +189,7 @@ class StudyView(Wire):
     dataset: dict[str, Any] | None = None
     purpose: str
     nodes: list[str]
+    preview: bool = False
     status: StudyStatus
     round: int
     submitted_by: str
@@ -230,6 +234,9 @@ class TaskAssignment(Wire):
     policy_version: int | None = Field(
         default=None, description="version of the node policy the hub pre-checked against"
     )
+    preview: bool = Field(
+        default=False, description="a feasibility preview: the node forces its preview "
+        "release mode (obfuscated or DP) and requires no approvals")
     hub_signature: str | None = Field(
         default=None, description="hub Ed25519 signature over every other field (hex)"
     )

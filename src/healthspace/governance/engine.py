@@ -26,6 +26,7 @@ DENY_CODES = frozenset({
     "consumer_not_allowed",
     "rate_limited",
     "approval_rejected",
+    "preview_not_allowed",
 })
 # Codes that say how far approval has got (needs_approval, or context on a deny).
 APPROVAL_CODES = frozenset({
@@ -34,7 +35,8 @@ APPROVAL_CODES = frozenset({
     "ethics_reference_missing",
 })
 # Codes that explain an ``allow``.
-ALLOW_CODES = frozenset({"auto_approved", "approved"})
+ALLOW_CODES = frozenset({"auto_approved", "approved", "preview_auto"})
+PREVIEW_ANALYSIS = "cohort_count"  # the only analysis a preview may run
 REASON_CODES = DENY_CODES | APPROVAL_CODES | ALLOW_CODES
 
 
@@ -93,6 +95,8 @@ class StudyRequest(BaseModel):
     consumer: str
     consumer_org: str
     submitted_at: datetime
+    preview: bool = Field(default=False, description="an interactive feasibility preview: "
+                          "admitted without approvals under the policy's previews rules")
 
 
 class DecisionContext(BaseModel):
@@ -102,6 +106,9 @@ class DecisionContext(BaseModel):
 
     now: datetime
     studies_today: int = Field(default=0, ge=0)
+    previews_last_hour: int = Field(
+        default=0, ge=0, description="the consumer organisation's previews admitted for this "
+                                     "dataset in the past hour, not counting this one")
     approvals: list[Approval] = Field(default_factory=list)
 
 
@@ -145,6 +152,8 @@ def approval_steps(mode: ApprovalMode) -> list[ApprovalStep]:
 
 def decide(study: StudyRequest, policy: UsagePolicy, ctx: DecisionContext) -> Decision:
     """Decide whether ``study`` may use the dataset governed by ``policy``, and why."""
+    if study.preview:
+        return _decide_preview(study, policy, ctx)
     mode = policy.effective_approval
     denials = _denials(study, policy, ctx)
     missing, progress = _approval_progress(mode, ctx.approvals)
@@ -171,7 +180,38 @@ def decide(study: StudyRequest, policy: UsagePolicy, ctx: DecisionContext) -> De
     )
 
 
-def _denials(study: StudyRequest, policy: UsagePolicy, ctx: DecisionContext) -> list[Reason]:
+def _decide_preview(study: StudyRequest, policy: UsagePolicy, ctx: DecisionContext) -> Decision:
+    """Previews skip approvals (their counts are never exact) but every deny rule applies;
+    the preview rate limit replaces the daily study limit."""
+    rules = policy.preview_rules
+    # No approval is needed, but a recorded rejection still stands (it is in the denials).
+    denials = _denials(study, policy, ctx, daily_limit=False)
+    if rules.mode == "off":
+        denials.append(Reason(code="preview_not_allowed", field="previews",
+                              message="this dataset does not answer previews "
+                                      "(previews.mode: off); submit a regular study"))
+    if study.analysis != PREVIEW_ANALYSIS:
+        denials.append(Reason(code="preview_not_allowed", field="previews",
+                              message=f"a preview runs {PREVIEW_ANALYSIS} only, "
+                                      f"not {study.analysis!r}"))
+    if rules.mode != "off" and ctx.previews_last_hour >= rules.per_hour:
+        denials.append(Reason(code="rate_limited", field="previews",
+                              message=f"{ctx.previews_last_hour} previews in the last hour; "
+                                      f"the limit is {rules.per_hour} an hour"))
+    reasons = denials or [Reason(code="preview_auto", field="previews",
+                                 message=f"a preview ({rules.mode} count) needs no approval")]
+    return Decision(
+        outcome=Outcome.DENY if denials else Outcome.ALLOW,
+        reasons=reasons,
+        approval_mode=ApprovalMode.AUTO,
+        min_cell_size=policy.min_cell_size,
+        policy_version=policy.version,
+    )
+
+
+def _denials(
+    study: StudyRequest, policy: UsagePolicy, ctx: DecisionContext, *, daily_limit: bool = True
+) -> list[Reason]:
     out: list[Reason] = []
     if study.purpose not in {str(p) for p in Purpose}:
         out.append(Reason(code="purpose_not_allowed", field="allowed_purposes",
@@ -192,7 +232,7 @@ def _denials(study: StudyRequest, policy: UsagePolicy, ctx: DecisionContext) -> 
                           message=f"the policy expired at {as_utc(policy.valid_until)}"))
     out.extend(_consumer_denials(study, policy))
     limit = policy.rate_limit_per_day
-    if limit is not None and ctx.studies_today >= limit:
+    if daily_limit and limit is not None and ctx.studies_today >= limit:
         out.append(Reason(code="rate_limited", field="rate_limit_per_day",
                           message=f"{ctx.studies_today} studies today; the limit is {limit} a day"))
     for a in ctx.approvals:

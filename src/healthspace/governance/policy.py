@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -66,6 +67,34 @@ class DpBudget(BaseModel):
         default="none", description="the budget renews every UTC calendar month or year")
 
 
+class PreviewPolicy(BaseModel):
+    """How this dataset answers interactive feasibility previews (the console's live count).
+
+    Previews are ``cohort_count`` studies released only obfuscated or with DP noise, admitted
+    without approvals and rate-limited per consumer organisation (docs/governance.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["obfuscated", "dp", "off"] = "obfuscated"
+    epsilon: float | None = Field(
+        default=None, gt=0, le=10, description="ε per preview (mode dp); charged to dp_budget")
+    per_hour: int = Field(default=60, ge=1, le=10_000,
+                          description="previews per consumer organisation per rolling hour")
+
+    @model_validator(mode="after")
+    def _epsilon_iff_dp(self) -> PreviewPolicy:
+        if self.mode == "dp" and self.epsilon is None:
+            raise ValueError("mode dp needs epsilon (the ε each preview spends)")
+        if self.mode != "dp" and self.epsilon is not None:
+            raise ValueError("epsilon applies to mode dp only")
+        return self
+
+
+# Level defaults when a policy sets no ``previews``: sensitive (L3) data holders opt in.
+DEFAULT_PREVIEWS = {Level.L1: PreviewPolicy(), Level.L2: PreviewPolicy(),
+                    Level.L3: PreviewPolicy(mode="off")}
+
 DEFAULT_APPROVAL = {Level.L1: ApprovalMode.AUTO, Level.L2: ApprovalMode.SINGLE,
                     Level.L3: ApprovalMode.TWO_LEVEL}
 
@@ -113,6 +142,9 @@ class UsagePolicy(BaseModel):
         default="exact", description="obfuscated: every cohort count from this dataset is "
                                      "SHRINE-style obfuscated (binned, clamped noise, '≤ N'), "
                                      "whatever the study asks; DP counts stay DP")
+    previews: dict[str, Any] | None = Field(
+        default=None, description="feasibility previews (PreviewPolicy); null = the level's "
+                                  "default: L1/L2 obfuscated, 60 an hour; L3 off")
     # Reserved for later issues; accepted and carried, not yet enforced.
     prices: dict[str, Any] | None = None
     sla: dict[str, Any] | None = None
@@ -130,6 +162,23 @@ class UsagePolicy(BaseModel):
         if value is not None:
             DpBudget.model_validate(value)
         return value
+
+    @field_validator("previews")
+    @classmethod
+    def _previews(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        # Validated here, carried as written (like dp_budget).
+        if value is not None:
+            rules = PreviewPolicy.model_validate(value)
+            if rules.mode == "dp" and info.data.get("dp_budget", {}) is None:
+                raise ValueError("mode dp spends the ε budget: set dp_budget too")
+        return value
+
+    @property
+    def preview_rules(self) -> PreviewPolicy:
+        """The typed preview rules: the policy's own, else the level's default."""
+        if self.previews is None:
+            return DEFAULT_PREVIEWS[self.level]
+        return PreviewPolicy.model_validate(self.previews)
 
     @property
     def budget(self) -> DpBudget | None:
@@ -197,3 +246,20 @@ def release_params(policy: UsagePolicy, analysis: str, params: dict[str, Any]) -
         raise ValueError("this dataset releases obfuscated counts only; a de-duplicated "
                          "(distinct) count needs exact counts")
     return {**params, "obfuscate": True}
+
+
+def preview_params(policy: UsagePolicy, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``cohort_count`` parameters a preview runs with: the count only, never exact.
+
+    The node's preview mode decides, whatever the study asked: ``obfuscated`` → SHRINE-style
+    obfuscation; ``dp`` → the policy's ε per preview. Raises ValueError when previews are off.
+    """
+    rules = policy.preview_rules
+    if rules.mode == "off":
+        raise ValueError("this dataset does not answer previews (previews.mode: off)")
+    forced: dict[str, Any] = {"breakdown": False, "distinct": False}
+    if rules.mode == "dp":
+        forced.update(dp_epsilon=rules.epsilon, obfuscate=False)
+    else:
+        forced.update(dp_epsilon=None, obfuscate=True)
+    return {**params, **forced}

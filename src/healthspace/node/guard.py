@@ -53,6 +53,7 @@ def recheck(
         consumer=task.consumer,
         consumer_org=task.consumer_org,
         submitted_at=task.submitted_at or now,
+        preview=task.preview,  # hub-signed, so the node may trust the flag
     )
     context = DecisionContext(
         now=now,
@@ -60,5 +61,7 @@ def recheck(
         studies_today=0 if task.round > 1 else studies_today(state, task.consumer, now,
                                                              task.study_id),
         approvals=[Approval.model_validate(a) for a in task.approvals],
+        # previews_last_hour stays 0: the hub enforces previews.per_hour; the node still
+        # forces the release mode (runner), so a hub that over-admits gains only noisy counts.
     )
     return decide(request, policy, context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -16,7 +17,7 @@ from healthspace.core.errors import HealthspaceError, InvalidInput, Refused
 from healthspace.core.models import TaskAssignment, TaskMetrics, TaskResult
 from healthspace.governance.consent_filter import ConsentFilter
 from healthspace.governance.engine import Outcome
-from healthspace.governance.policy import release_params
+from healthspace.governance.policy import UsagePolicy, preview_params, release_params
 from healthspace.node import budget, consent, differencing
 from healthspace.node.guard import recheck
 from healthspace.node.state import NodeState
@@ -46,6 +47,8 @@ def run_task(
     (refused when the budget would be exceeded) and refunded if it then fails. An exact count
     whose cohort differs from one already released to the consumer by fewer than k persons is
     refused (:mod:`healthspace.node.differencing`); released cohorts are remembered.
+    A preview (hub-signed ``preview``) runs in the policy's preview mode whatever its
+    parameters ask: an obfuscated count, or a DP count charged to the budget; never exact.
     """
     charged = False
     try:
@@ -62,15 +65,16 @@ def run_task(
                 raise Refused(f"refused by the node's policy: {reasons}")
             k = max(k, policy.min_cell_size)
             consent_filter = consent.build_filter(state, assignment.purpose, assignment.study_id)
-            epsilon = _dp_epsilon(assignment)
-            if epsilon is not None:
-                budget.charge(state, policy, assignment, epsilon)
-                charged = True
-            guard = differencing.node_guard(state, policy, assignment, k)
             try:
-                params = release_params(policy, assignment.analysis, params)
+                params = _node_params(policy, assignment)
             except ValueError as exc:
                 raise Refused(str(exc)) from None
+            epsilon = _dp_epsilon(assignment.analysis, params)
+            if epsilon is not None:  # a DP preview is charged like any DP task
+                budget.charge(state, policy, assignment, epsilon)
+                charged = True
+            if not assignment.preview:  # a preview's count is noised: nothing to difference
+                guard = differencing.node_guard(state, policy, assignment, k)
         con = connection or open_store(store, read_only=True)
         try:
             run = run_local(
@@ -113,15 +117,23 @@ def run_task(
     return result
 
 
-def _dp_epsilon(assignment: TaskAssignment) -> float | None:
+def _node_params(policy: UsagePolicy, assignment: TaskAssignment) -> dict[str, Any]:
+    """The parameters this node runs with: a preview's forced release mode, else the policy's
+    release rules (raises ValueError when the policy cannot honour the request)."""
+    if assignment.preview:
+        return preview_params(policy, assignment.params)
+    return release_params(policy, assignment.analysis, dict(assignment.params))
+
+
+def _dp_epsilon(analysis: str, params: dict[str, Any]) -> float | None:
     """The ε a task asks to spend, after validating its parameters as the analysis will."""
-    if assignment.params.get("dp_epsilon") is None:
+    if params.get("dp_epsilon") is None:
         return None
     from healthspace.analyses import registry
 
-    parsed = registry.get(assignment.analysis).parse_params(assignment.params)
+    parsed = registry.get(analysis).parse_params(params)
     epsilon = getattr(parsed, "dp_epsilon", None)
     if epsilon is None:
-        raise InvalidInput(f"analysis {assignment.analysis!r} takes no dp_epsilon",
+        raise InvalidInput(f"analysis {analysis!r} takes no dp_epsilon",
                            field="params.dp_epsilon")
     return float(epsilon)

@@ -1,8 +1,10 @@
-"""Diffie–Hellman private set intersection over X25519, as bytes-in/bytes-out message steps.
+"""Diffie–Hellman private set intersection as bytes-in/bytes-out message steps.
 
 Two roles. The *receiver* (secret scalar ``a``) learns the result; the *sender* (scalar ``b``)
 learns only the receiver's set size. A relay (the hub) forwards frames and sees only
-pseudorandom points and their counts. With ``H`` the hash of an id onto a u-coordinate::
+pseudorandom points and their counts. The group is the prime-order subgroup of edwards25519
+(``group="ed25519"``, default) or X25519 u-coordinates (``group="x25519"``, faster, leaks one
+curve/twist bit per id). With ``H`` the hash of an id into the group::
 
     sender   --SENDER_BLINDED   [b]H(y) ----------------->  receiver keeps T = {[a][b]H(y)}
     receiver --RECEIVER_BLINDED [a]H(x) ----------------->  sender
@@ -23,10 +25,17 @@ from itertools import islice
 import numpy as np
 
 from healthspace.core.errors import InvalidInput
-from healthspace.privacy.psi_crypto import DIGEST, Blinder, new_scalar
+from healthspace.privacy.psi_crypto import (
+    DEFAULT_GROUP,
+    DIGEST,
+    Blinder,
+    Group,
+    as_group,
+    new_scalar,
+)
 from healthspace.privacy.psi_wire import Frame, Kind, Mode, decode_frame, encode_frame
 
-__all__ = ["DigestTable", "Mode", "PsiReceiver", "PsiResult", "PsiSender", "run_psi"]
+__all__ = ["DigestTable", "Group", "Mode", "PsiReceiver", "PsiResult", "PsiSender", "run_psi"]
 
 BATCH = 100_000
 
@@ -88,7 +97,10 @@ class _Expect:
     index: int = 0
     done: bool = False
 
-    def check(self, frame: Frame, mode: Mode) -> None:
+    def check(self, frame: Frame, mode: Mode, group: Group) -> None:
+        if frame.group != group:
+            raise InvalidInput(f"PSI frame for group {frame.group.name.lower()}, session uses "
+                               f"{group.name.lower()} (both parties must choose the same group)")
         if frame.mode != mode:
             raise InvalidInput(f"PSI frame for mode {frame.mode.name}, session is {mode.name}")
         if frame.kind != self.kind:
@@ -102,14 +114,15 @@ class _Expect:
 
 class _Party:
     def __init__(self, ids: Iterable[str], mode: Mode, *, batch_size: int, workers: int | None,
-                 assume_distinct: bool) -> None:
+                 assume_distinct: bool, group: Group | str) -> None:
         if batch_size < 1:
             raise InvalidInput("batch_size must be positive")
         self.mode = Mode(mode)
+        self.group = as_group(group)
         self._ids = ids
         self._batch_size = batch_size
         self._assume_distinct = assume_distinct
-        self._blinder = Blinder(new_scalar(), workers)
+        self._blinder = Blinder(new_scalar(self.group), workers, self.group)
 
     def _own_frames(self, kind: Kind) -> Iterator[tuple[list[str], bytes]]:
         """Blind our own ids batch by batch; an empty set still sends one (last) frame."""
@@ -119,10 +132,23 @@ class _Party:
         while True:
             following = next(batches, None)
             payload = self._blinder.hash_mul(current)
-            yield current, encode_frame(self.mode, kind, index, payload, last=following is None)
+            yield current, encode_frame(self.mode, kind, index, payload, last=following is None,
+                                        group=self.group)
             if following is None:
                 return
             current, index = following, index + 1
+
+    def _check(self, expect: _Expect, data: bytes) -> Frame:
+        frame = decode_frame(data)
+        expect.check(frame, self.mode, self.group)
+        return frame
+
+    def _blind_peer(self, frame: Frame) -> bytes:
+        """``[k]·m`` for each received point ``m`` (16-byte digests); errors name the batch."""
+        try:
+            return self._blinder.point_mul(frame.payload, DIGEST)
+        except InvalidInput as exc:
+            raise InvalidInput(f"PSI {frame.kind.name} frame {frame.index}: {exc}") from exc
 
     def close(self) -> None:
         self._blinder.close()
@@ -132,9 +158,10 @@ class PsiSender(_Party):
     """The side that learns only the receiver's set size."""
 
     def __init__(self, ids: Iterable[str], mode: Mode, *, batch_size: int = BATCH,
-                 workers: int | None = None, assume_distinct: bool = False) -> None:
+                 workers: int | None = None, assume_distinct: bool = False,
+                 group: Group | str = DEFAULT_GROUP) -> None:
         super().__init__(ids, mode, batch_size=batch_size, workers=workers,
-                         assume_distinct=assume_distinct)
+                         assume_distinct=assume_distinct, group=group)
         self._expect = _Expect(Kind.RECEIVER_BLINDED)
         self._collected: list[bytes] = []
         self.receiver_count = 0
@@ -151,13 +178,12 @@ class PsiSender(_Party):
 
     def answer(self, data: bytes) -> list[bytes]:
         """Step 3: double-blind one receiver frame; the frames to send back (maybe none yet)."""
-        frame = decode_frame(data)
-        self._expect.check(frame, self.mode)
+        frame = self._check(self._expect, data)
+        digests = self._blind_peer(frame)
         self.receiver_count += frame.count
-        digests = self._blinder.point_mul(frame.payload, DIGEST)
         if self.mode is Mode.MEMBERSHIP:
             return [encode_frame(self.mode, Kind.DOUBLE_BLINDED, frame.index, digests,
-                                 last=frame.last)]
+                                 last=frame.last, group=self.group)]
         self._collected.append(digests)
         if not frame.last:
             return []
@@ -165,17 +191,18 @@ class PsiSender(_Party):
         self._collected = []
         step = self._batch_size * DIGEST
         chunks = [table[i:i + step] for i in range(0, len(table), step)] or [b""]
-        return [encode_frame(self.mode, Kind.DOUBLE_BLINDED, i, c, last=i == len(chunks) - 1)
-                for i, c in enumerate(chunks)]
+        return [encode_frame(self.mode, Kind.DOUBLE_BLINDED, i, c, last=i == len(chunks) - 1,
+                             group=self.group) for i, c in enumerate(chunks)]
 
 
 class PsiReceiver(_Party):
     """The side that learns the intersection size, or which of its own ids are shared."""
 
     def __init__(self, ids: Iterable[str], mode: Mode, *, batch_size: int = BATCH,
-                 workers: int | None = None, assume_distinct: bool = False) -> None:
+                 workers: int | None = None, assume_distinct: bool = False,
+                 group: Group | str = DEFAULT_GROUP) -> None:
         super().__init__(ids, mode, batch_size=batch_size, workers=workers,
-                         assume_distinct=assume_distinct)
+                         assume_distinct=assume_distinct, group=group)
         self._offers = _Expect(Kind.SENDER_BLINDED)
         self._answers = _Expect(Kind.DOUBLE_BLINDED)
         self._parts: list[bytes] = []
@@ -188,10 +215,9 @@ class PsiReceiver(_Party):
 
     def absorb_offer(self, data: bytes) -> None:
         """Step 2a: double-blind one sender frame into the matching table T."""
-        frame = decode_frame(data)
-        self._offers.check(frame, self.mode)
+        frame = self._check(self._offers, data)
+        self._parts.append(self._blind_peer(frame))
         self.sender_count += frame.count
-        self._parts.append(self._blinder.point_mul(frame.payload, DIGEST))
         if frame.last:
             self._table = DigestTable(b"".join(self._parts))
             self._parts = []
@@ -206,8 +232,7 @@ class PsiReceiver(_Party):
 
     def absorb_answer(self, data: bytes) -> None:
         """Step 4: match double-blinded digests against T."""
-        frame = decode_frame(data)
-        self._answers.check(frame, self.mode)
+        frame = self._check(self._answers, data)
         if self._table is None:
             raise InvalidInput("PSI answer arrived before the sender's full blinded set")
         hit = self._table.contains(frame.payload)
@@ -248,11 +273,13 @@ class Transcript:
 
 def run_psi(receiver_ids: Iterable[str], sender_ids: Iterable[str], mode: Mode, *,
             batch_size: int = BATCH, workers: int | None = None,
-            transcript: Transcript | None = None) -> PsiResult:
+            transcript: Transcript | None = None,
+            group: Group | str = DEFAULT_GROUP) -> PsiResult:
     """Both parties in this process, frames passed through an in-memory relay."""
     relay = (transcript or Transcript()).relay
-    receiver = PsiReceiver(receiver_ids, mode, batch_size=batch_size, workers=workers)
-    sender = PsiSender(sender_ids, mode, batch_size=batch_size, workers=workers)
+    receiver = PsiReceiver(receiver_ids, mode, batch_size=batch_size, workers=workers,
+                           group=group)
+    sender = PsiSender(sender_ids, mode, batch_size=batch_size, workers=workers, group=group)
     try:
         for frame in sender.blinded_frames():
             receiver.absorb_offer(relay(frame))

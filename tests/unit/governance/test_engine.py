@@ -47,13 +47,15 @@ def run(
     approvals: list[Approval] | None = None,
     now: datetime = NOW,
     studies_today: int = 0,
+    previews_last_hour: int = 0,
     **study: Any,
 ) -> Decision:
     fields: dict[str, Any] = {"analysis": "cohort_count", "purpose": "research",
                               "consumer": "alice", "consumer_org": "acme-pharma",
                               "submitted_at": NOW}
     fields.update(study)
-    ctx = DecisionContext(now=now, studies_today=studies_today, approvals=approvals or [])
+    ctx = DecisionContext(now=now, studies_today=studies_today, approvals=approvals or [],
+                          previews_last_hour=previews_last_hour)
     return decide(StudyRequest(**fields), UsagePolicy(**(policy or {})), ctx)
 
 
@@ -94,6 +96,17 @@ CASES = [
                  id="rejection-denies-even-when-auto"),
     pytest.param({}, {"approvals": [steward(False), steward()]}, DENY,
                  ["approval_rejected"], id="a-rejection-is-final"),
+    # --- previews (docs/governance.md#previews) ------------------------------------------
+    pytest.param({"level": "L3", "previews": {"mode": "obfuscated"}}, {"preview": True}, ALLOW,
+                 ["preview_auto"], id="preview-skips-L3-approvals"),
+    pytest.param({"level": "L3"}, {"preview": True}, DENY, ["preview_not_allowed"],
+                 id="previews-off-by-default-on-L3"),
+    pytest.param(L1, {"preview": True, "analysis": "glm"}, DENY, ["preview_not_allowed"],
+                 id="preview-is-cohort-count-only"),
+    pytest.param(L1, {"preview": True, "previews_last_hour": 60}, DENY, ["rate_limited"],
+                 id="preview-hourly-limit"),
+    pytest.param({**L1, "rate_limit_per_day": 1}, {"preview": True, "studies_today": 1}, ALLOW,
+                 ["preview_auto"], id="preview-ignores-daily-limit"),
     # --- purposes ---------------------------------------------------------------------
     pytest.param(L1, {"purpose": "public_health"}, ALLOW, ["auto_approved"],
                  id="default-purposes-public-health"),

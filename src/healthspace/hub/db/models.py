@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -135,6 +136,7 @@ class Study(Base):
     dataset: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(64))
     nodes: Mapped[list[str]] = mapped_column(JSON)
+    preview: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(32), index=True)
     round: Mapped[int] = mapped_column(Integer, default=1)
     state: Mapped[dict[str, Any]] = mapped_column(JSON)

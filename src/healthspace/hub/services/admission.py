@@ -27,7 +27,7 @@ from healthspace.governance.engine import (
     decide,
 )
 from healthspace.governance.policy import UsagePolicy
-from healthspace.hub.db.models import Node, Study, StudyNode, Task
+from healthspace.hub.db.models import Node, Study, StudyNode, Task, User
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.services import timeline
 from healthspace.hub.services.policies import node_policy
@@ -43,6 +43,7 @@ class ApprovalStatus(StrEnum):
 
 
 ADMITTED = (Outcome.ALLOW, Outcome.NEEDS_APPROVAL)
+PREVIEW_WINDOW = timedelta(hours=1)  # previews.per_hour counts over this rolling window
 
 
 def midnight(at: datetime) -> datetime:
@@ -67,7 +68,31 @@ def studies_today(
             Study.submitted_by == consumer_id,
             Study.created_at >= day,
             Study.created_at < day + timedelta(days=1),
+            Study.preview.is_(False),  # previews have their own hourly limit
             StudyNode.decision.in_(ADMITTED),
+        )
+    )
+    if before is not None:
+        query = query.where(Study.id < before)
+    return int(session.scalar(query) or 0)
+
+
+def previews_last_hour(
+    session: Session, node_id: int, org_id: int, at: datetime, before: int | None = None
+) -> int:
+    """The organisation's previews admitted to this node in the hour up to ``at`` (rolling)."""
+    query = (
+        select(func.count())
+        .select_from(StudyNode)
+        .join(Study, Study.id == StudyNode.study_id)
+        .join(User, User.id == Study.submitted_by)
+        .where(
+            StudyNode.node_id == node_id,
+            User.org_id == org_id,
+            Study.preview.is_(True),
+            Study.created_at > at - PREVIEW_WINDOW,
+            Study.created_at <= at,
+            StudyNode.decision == Outcome.ALLOW,
         )
     )
     if before is not None:
@@ -87,8 +112,15 @@ def evaluate(
 ) -> tuple[Decision, UsagePolicy]:
     """The engine's decision for one node under its published policy."""
     policy = node_policy(node)
-    count = studies_today(session, node.id, consumer_id, request.submitted_at, before)
-    context = DecisionContext(now=now, studies_today=count, approvals=approvals or [])
+    context = DecisionContext(now=now, approvals=approvals or [])
+    if request.preview:
+        consumer = session.get(User, consumer_id)
+        org_id = consumer.org_id if consumer is not None else -1
+        count = previews_last_hour(session, node.id, org_id, request.submitted_at, before)
+        context = context.model_copy(update={"previews_last_hour": count})
+    else:
+        count = studies_today(session, node.id, consumer_id, request.submitted_at, before)
+        context = context.model_copy(update={"studies_today": count})
     return decide(request, policy, context), policy
 
 
@@ -99,6 +131,7 @@ def request_of(study: Study) -> StudyRequest:
         consumer=study.submitter.name,
         consumer_org=study.submitter.org.name,
         submitted_at=study.created_at,
+        preview=study.preview,
     )
 
 

@@ -14,7 +14,7 @@ from healthspace.core.clock import Clock
 from healthspace.core.enums import TERMINAL_STUDY_STATUSES, OrgKind, Role, StudyStatus
 from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthspace.core.models import StudySpec, StudyView
-from healthspace.governance.engine import StudyRequest
+from healthspace.governance.engine import PREVIEW_ANALYSIS, StudyRequest
 from healthspace.governance.policy import Purpose
 from healthspace.hub.db.models import Node, Study, StudyNode
 from healthspace.hub.db.session import rowcount
@@ -30,7 +30,13 @@ PURPOSES = [str(p) for p in Purpose]
 
 def _validate(spec: StudySpec) -> tuple[Analysis, dict[str, object]]:
     analysis = registry.get(spec.analysis)
+    if spec.preview and (analysis.name != PREVIEW_ANALYSIS or spec.cohort is None):
+        raise InvalidInput(f"a preview is a {PREVIEW_ANALYSIS} with a cohort; submit "
+                           f"{analysis.name!r} as a regular study (preview: false)",
+                           field="preview")
     params = analysis.parse_params(spec.params).model_dump(mode="json")
+    if spec.preview:  # a preview releases the count only; each node forces its release mode
+        params.update(distinct=False, breakdown=False)
     # Dicts only: never a path the hub would read.
     if spec.cohort is not None:
         load_cohort(spec.cohort)
@@ -73,7 +79,7 @@ def check(
     now = clock.now()
     request = StudyRequest(
         analysis=analysis.name, purpose=spec.purpose, consumer=principal.name,
-        consumer_org=principal.org, submitted_at=now,
+        consumer_org=principal.org, submitted_at=now, preview=spec.preview,
     )
     decisions = {
         node.name: admission.evaluate(
@@ -108,6 +114,7 @@ def submit(
         dataset=spec.dataset,
         purpose=spec.purpose,
         nodes=[n.name for n in nodes],
+        preview=spec.preview,
         status=StudyStatus.SUBMITTED,
         round=1,
         state={},

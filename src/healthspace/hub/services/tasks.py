@@ -40,6 +40,7 @@ def _assignment(session: Session, task: Task, key: SigningKey) -> TaskAssignment
         submitted_at=study.created_at,
         approvals=[approval_record(a) for a in target.approvals] if target else [],
         policy_version=target.policy_version if target else None,
+        preview=study.preview,
     )
     signature = sign_assignment(assignment.model_dump(mode="json"), key)
     return assignment.model_copy(update={"hub_signature": signature})

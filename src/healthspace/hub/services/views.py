@@ -86,6 +86,7 @@ def study_view(study: Study) -> StudyView:
         dataset=study.dataset,
         purpose=study.purpose,
         nodes=list(study.nodes),
+        preview=study.preview,
         status=StudyStatus(study.status),
         round=study.round,
         submitted_by=study.submitter.name,
