@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import duckdb
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from healthspace.core.clock import Clock, SystemClock
@@ -102,6 +103,11 @@ class LocalContext:
             rows = self.con.execute(f"SELECT DISTINCT person_id FROM ({sql})", args).fetchall()
             person_ids = [int(row[0]) for row in rows]
         self.release_guard(person_ids)
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON partials carry; anything else unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import duckdb
 
 from healthspace.analyses import registry
 from healthspace.analyses.base import Analysis, LocalContext
+from healthspace.cdm.store import has_table
 from healthspace.core.clock import Clock, SystemClock
 from healthspace.core.errors import InvalidInput
 from healthspace.governance.consent_filter import ConsentFilter
@@ -43,12 +44,6 @@ def check_inputs(impl: Analysis, has_cohort: bool, has_dataset: bool) -> None:
         raise InvalidInput(f"analysis {impl.name!r} takes no analysis dataset", field="dataset")
     if impl.requires_cohort and not has_cohort:
         raise InvalidInput(f"analysis {impl.name!r} needs a cohort", field="cohort")
-
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                      [name]).fetchone()
-    return bool(row and row[0])
 
 
 def run_local(
@@ -95,7 +90,7 @@ def run_local(
         if spec is not None:
             build_analysis_table(ctx, spec)
             built = True
-        elif impl.uses_table and not _has_table(con, "analysis_data"):
+        elif impl.uses_table and not has_table(con, "analysis_data"):
             raise InvalidInput(f"site {site} holds no analysis_data table: give a cohort and "
                                f"an analysis dataset", field="dataset")
         partial = impl.local(ctx, parsed, round_input)

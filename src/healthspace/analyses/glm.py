@@ -13,7 +13,14 @@ import pandas as pd
 from pydantic import field_validator
 from scipy import special, stats
 
-from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
+from healthspace.analyses.base import (
+    Analysis,
+    Final,
+    LocalContext,
+    NextRound,
+    Params,
+    plain,
+)
 from healthspace.analyses.registry import register
 from healthspace.core.encoding import decode_array, encode_array
 from healthspace.core.errors import InvalidInput, Refused
@@ -77,10 +84,6 @@ def _ordered_formula(formula: str, data: pd.DataFrame) -> Any:
     )
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _sort_levels(values: list[Any]) -> list[Any]:
     try:
         return sorted(set(values))
@@ -120,7 +123,7 @@ def _design(
                            field="params.formula") from None
     rhs_spec = mm.rhs.model_spec
     local_levels = {
-        str(name): [_plain(v) for v in state["categories"]]
+        str(name): [plain(v) for v in state["categories"]]
         for name, (kind, state) in rhs_spec.encoder_state.items()
         if str(kind.value) == "categorical"
     }

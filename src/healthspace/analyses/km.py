@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
+from healthspace.analyses.base import (
+    Analysis,
+    Final,
+    LocalContext,
+    NextRound,
+    Params,
+    plain,
+)
 from healthspace.analyses.registry import register
 from healthspace.core.encoding import decode_array, encode_array
 from healthspace.core.errors import InvalidInput, Refused
@@ -24,10 +31,6 @@ class KmParams(Params):
     duration: str
     event: str
     group: str | None = None
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def survival_outcome(data: pd.DataFrame, duration: str, event: str) -> tuple[np.ndarray,
@@ -65,7 +68,7 @@ def _load(ctx: LocalContext, params: KmParams) -> pd.DataFrame:
     times, events = survival_outcome(data, params.duration, params.event)
     out = pd.DataFrame({"t": times, "e": events})
     if params.group is not None:
-        out["g"] = [_plain(v) for v in data[params.group]]
+        out["g"] = [plain(v) for v in data[params.group]]
     return out
 
 
@@ -188,7 +191,7 @@ class KaplanMeier(Analysis):
                 raise Refused(f"group {value!s} has only {len(part)} rows, below the minimum "
                               f"cell size {ctx.min_cell_size}; the Kaplan–Meier estimate is "
                               f"refused")
-            groups.append({"value": _plain(value), **_counts(part, ctx.min_cell_size)})
+            groups.append({"value": plain(value), **_counts(part, ctx.min_cell_size)})
         return {"groups": groups}
 
     def combine(

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,34 @@ class IngestReport:
         return asdict(self)
 
 
+@contextlib.contextmanager
+def _swapped_in(store: Path, *, keep: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to a temporary copy beside ``store`` (empty, or the current store with
+    ``keep``) that atomically replaces ``store`` when the block succeeds; on any failure the
+    temporary file goes and the old store stays byte-identical."""
+    if store.is_dir():
+        raise InvalidInput(f"store path {store} is a directory", field="store")
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(f"{store.name}.ingest-{os.getpid()}.tmp")
+    _remove(tmp, Path(f"{tmp}.wal"))
+    try:
+        if keep and store.exists():
+            shutil.copyfile(store, tmp)
+        con = duckdb.connect(str(tmp))
+        try:
+            yield con
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, store)
+    except BaseException:
+        _remove(tmp, Path(f"{tmp}.wal"))
+        raise
+    # A WAL left by some earlier writer of the old file must never be replayed onto the new one.
+    _remove(Path(f"{store}.wal"))
+    _fsync_dir(store.parent)
+
+
 def ingest_dir(
     store: Path,
     src_dir: Path,
@@ -75,26 +103,9 @@ def ingest_dir(
             f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}", field="format"
         )
     store = Path(store)
-    if store.is_dir():
-        raise InvalidInput(f"store path {store} is a directory", field="store")
     started = time.perf_counter()
-    store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store.with_name(f"{store.name}.ingest-{os.getpid()}.tmp")
-    _remove(tmp, Path(f"{tmp}.wal"))
-    try:
-        con = duckdb.connect(str(tmp))
-        try:
-            report = load_into(con, Path(src_dir), progress=progress, store=str(store))
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        os.replace(tmp, store)
-    except BaseException:
-        _remove(tmp, Path(f"{tmp}.wal"))
-        raise
-    # A WAL left by some earlier writer of the old file must never be replayed onto the new one.
-    _remove(Path(f"{store}.wal"))
-    _fsync_dir(store.parent)
+    with _swapped_in(store) as con:
+        report = load_into(con, Path(src_dir), progress=progress, store=str(store))
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -110,36 +121,18 @@ def ingest_table(store: Path, csv_file: Path) -> dict[str, Any]:
     kept; a failure leaves the old store byte-identical.
     """
     store, csv_file = Path(store), Path(csv_file)
-    if store.is_dir():
-        raise InvalidInput(f"store path {store} is a directory", field="store")
     if not csv_file.is_file():
         raise InvalidInput(f"table file {csv_file} does not exist", field="file")
     started = time.perf_counter()
-    store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store.with_name(f"{store.name}.ingest-{os.getpid()}.tmp")
-    _remove(tmp, Path(f"{tmp}.wal"))
-    try:
-        if store.exists():
-            shutil.copyfile(store, tmp)
-        con = duckdb.connect(str(tmp))
+    with _swapped_in(store, keep=True) as con:
+        create_schema(con)
         try:
-            create_schema(con)
-            try:
-                con.execute(f"CREATE OR REPLACE TABLE {ANALYSIS_TABLE} AS "
-                            "SELECT * FROM read_csv_auto(?, header = true)", [str(csv_file)])
-            except duckdb.Error as exc:
-                raise InvalidInput(f"cannot read {csv_file}: {exc}", field="file") from None
-            row = con.execute(f"SELECT count(*) FROM {ANALYSIS_TABLE}").fetchone()
-            columns = [r[0] for r in con.execute(f"DESCRIBE {ANALYSIS_TABLE}").fetchall()]
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        os.replace(tmp, store)
-    except BaseException:
-        _remove(tmp, Path(f"{tmp}.wal"))
-        raise
-    _remove(Path(f"{store}.wal"))
-    _fsync_dir(store.parent)
+            con.execute(f"CREATE OR REPLACE TABLE {ANALYSIS_TABLE} AS "
+                        "SELECT * FROM read_csv_auto(?, header = true)", [str(csv_file)])
+        except duckdb.Error as exc:
+            raise InvalidInput(f"cannot read {csv_file}: {exc}", field="file") from None
+        row = con.execute(f"SELECT count(*) FROM {ANALYSIS_TABLE}").fetchone()
+        columns = [r[0] for r in con.execute(f"DESCRIBE {ANALYSIS_TABLE}").fetchall()]
     return {"store": str(store), "table": ANALYSIS_TABLE, "rows": int(row[0]) if row else 0,
             "columns": columns, "seconds": round(time.perf_counter() - started, 3)}
 

@@ -56,6 +56,17 @@ def round_count(n: int) -> int:
     return max(100, (n + 50) // 100 * 100)
 
 
+def has_table(con: duckdb.DuckDBPyConnection, name: str, schema: str | None = None) -> bool:
+    """Whether the connection sees table ``name`` (in ``schema``, or any schema incl. temp)."""
+    sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
+    args = [name]
+    if schema is not None:
+        sql += " AND table_schema = ?"
+        args.append(schema)
+    row = con.execute(sql, args).fetchone()
+    return bool(row and row[0])
+
+
 def catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
     """Describe the store's shape: rounded table sizes and the concept codes in use."""
     tables: dict[str, int] = {}
@@ -64,11 +75,7 @@ def catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
         n = int(row[0]) if row else 0
         if n:
             tables[table] = round_count(n)
-    analysis = con.execute(
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_name = 'analysis_data' AND table_schema = 'main'"
-    ).fetchone()
-    if analysis and analysis[0]:
+    if has_table(con, "analysis_data", schema="main"):
         row = con.execute("SELECT count(*) FROM main.analysis_data").fetchone()
         tables["analysis_data"] = round_count(int(row[0]) if row else 0)
     return Catalog(cdm_version=CDM_VERSION, tables=tables, vocabularies=_vocabularies(con))

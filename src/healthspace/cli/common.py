@@ -27,6 +27,11 @@ def client(hub: str | None, token: str | None) -> HubClient:
     return HubClient(conn.hub, conn.token)
 
 
+def split_list(text: str | None) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``: the comma-separated list options."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
 def check_min_cell(value: int) -> int:
     """A minimum cell size given on the command line, refused below the floor."""
     if value < MIN_CELL_FLOOR:

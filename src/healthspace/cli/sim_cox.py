@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from healthspace.cli.common import JsonOpt
+from healthspace.cli.common import JsonOpt, split_list
 from healthspace.cli.output import emit_json, out
 from healthspace.cli.sim import (
     CohortOpt,
@@ -24,7 +24,7 @@ from healthspace.core.errors import InvalidInput
 
 def parse_covariates(value: str) -> list[str]:
     """``x1,x2`` → ``["x1", "x2"]``; an empty list names the option."""
-    names = [name.strip() for name in value.split(",") if name.strip()]
+    names = split_list(value)
     if not names:
         raise InvalidInput("give at least one covariate, e.g. --covariates age,sex",
                            field="covariates")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from healthspace.cli.common import JsonOpt
+from healthspace.cli.common import JsonOpt, split_list
 from healthspace.cli.output import emit_json, err, out
 from healthspace.cli.sim import (
     CohortOpt,
@@ -20,11 +20,6 @@ from healthspace.cli.sim import (
     run_sim,
 )
 from healthspace.core.errors import InvalidInput
-
-
-def split_list(text: str | None) -> list[str]:
-    """``"a, b,,c"`` → ``["a", "b", "c"]``."""
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
 def parse_crosstabs(values: list[str] | None) -> list[tuple[str, str]]:
