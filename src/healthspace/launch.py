@@ -135,16 +135,19 @@ class LocalFederation:
             op.add_org(name, kind)
 
     def add_node(self, name: str, org: str, store: Path, *, start: bool = True,
-                 min_cell_size: int = 10, policy: dict[str, Any] | None = None
-                 ) -> NodeProcess:
+                 min_cell_size: int = 10, policy: dict[str, Any] | None = None,
+                 identity: Path | None = None) -> NodeProcess:
         """Enrol a node for an already-ingested store and (by default) start its agent.
 
         The node's state (and key) is created first, so its public key is registered at
-        enrolment; ``policy`` becomes the node's authoritative usage policy.
+        enrolment; ``policy`` becomes the node's authoritative usage policy; ``identity`` (a
+        ``person_id,national_id`` CSV) fills its identity vault for record linkage.
         """
         state = NodeState.init(state_path(Path(store)))
         if policy is not None:
             audit.set_policy(state, load_policy(policy))
+        if identity is not None:
+            state.load_identity(identity)
         with self.operator() as op:
             token = op.enroll_node(name, org, state.public_key_hex()).token
         node = NodeProcess(name=name, org=org, store=Path(store), token=token)

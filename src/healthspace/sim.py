@@ -7,6 +7,8 @@ round after round, as the hub would.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ import duckdb
 
 from healthspace.analyses import registry
 from healthspace.analyses.base import Final
-from healthspace.analyses.execute import run_local
+from healthspace.analyses.execute import Linkage, run_local
 from healthspace.cdm.ingest import load_into
 from healthspace.cdm.store import create_schema
 from healthspace.core.clock import SystemClock
@@ -37,6 +39,8 @@ from healthspace.governance.policy import (
     UsagePolicy,
     load_policy,
     release_params,
+    secure_required,
+    site_counts_released,
 )
 from healthspace.node.differencing import ReleaseGuard, ReleaseMemory, fingerprint
 
@@ -51,6 +55,9 @@ class Site:
     # Opt-in differencing defence across a sequence of simulate() calls on this site, as a
     # node would apply it (see healthspace.node.differencing); None keeps no memory.
     releases: ReleaseMemory | None = None
+    # The site's identity vault (person_id -> national id) from identity.csv, for PSI linkage.
+    identities: dict[int, str] | None = None
+    links: list[int] = field(default_factory=list)  # persons a membership PSI found shared
 
 
 def load_site(directory: Path) -> Site:
@@ -69,7 +76,27 @@ def load_site(directory: Path) -> Site:
             break
     if (directory / "consent.csv").exists():
         site.consent = read_consent_csv(directory / "consent.csv")
+    if (directory / "identity.csv").exists():
+        rows = con.execute("SELECT CAST(person_id AS BIGINT), CAST(national_id AS VARCHAR) "
+                           "FROM read_csv(?, header = true, all_varchar = true)",
+                           [str(directory / "identity.csv")]).fetchall()
+        site.identities = {int(pid): str(nid) for pid, nid in rows if nid}
     return site
+
+
+def _linkage(site: Site, secret: bytes) -> Linkage | None:
+    """A site's vault and a per-run secret, as a node lends them to record linkage."""
+    if site.identities is None:
+        return None
+    vault = site.identities
+
+    def national_ids(persons: Any) -> dict[int, str]:
+        return {p: vault[p] for p in persons if p in vault}
+
+    def study_secret(label: str) -> bytes:
+        return hashlib.blake2b(label.encode(), key=secret, digest_size=32).digest()
+
+    return Linkage(national_ids, study_secret, site.links.extend)
 
 
 def admit(site: Site, analysis: str, purpose: str, consumer: str = "simulation") -> str | None:
@@ -142,11 +169,14 @@ def simulate(
     purpose: str = "research",
     dataset: dict[str, Any] | None = None,
     on_round: Callable[[int], None] | None = None,
+    secure: bool = False,
 ) -> dict[str, Any]:
     """Run ``analysis`` over loaded sites as nodes would: policy check, consent, rounds.
 
     For a table analysis over OMOP sites, ``cohort`` and ``dataset`` build ``analysis_data``
-    at each site first, as a node does.
+    at each site first, as a node does. With ``secure`` (or a site policy that requires it)
+    an analysis that supports secure aggregation masks its sums with real pairwise masks
+    (fresh X25519 keys per run) and only their total is combined.
     """
     from healthspace.analyses.execute import check_inputs
     from healthspace.cohort.dataset import load_dataset
@@ -159,6 +189,7 @@ def simulate(
     if dataset is not None:
         load_dataset(dataset)
     check_inputs(impl, cohort is not None, dataset is not None)
+    impl.check_nodes(parsed, sorted(sites))
     refused = {name: why for name, site in sites.items()
                if (why := admit(site, analysis, purpose)) is not None}
     active = {name: site for name, site in sites.items() if name not in refused}
@@ -167,6 +198,12 @@ def simulate(
                for name, site in active.items()}
     keys = {name: site.releases.next_key() for name, site in active.items()
             if site.releases is not None}
+    secure = impl.secure and len(active) >= 2 and (
+        secure or any(secure_required(site.policy) for site in active.values()))
+    if secure:
+        from healthspace.analyses.secure import combine_masked
+    session = _SimSession(sorted(active)) if secure else None
+    run_secret = os.urandom(32)  # each simulation run is its own study
     state: dict[str, Any] = {}
     round_input: dict[str, Any] | None = None
     for round_no in range(1, impl.max_rounds + 1):
@@ -195,12 +232,18 @@ def simulate(
                     consent=filters[name],
                     dataset=dataset,
                     release_guard=guard,
+                    masker=session.masker(name, round_no) if session else None,
+                    release_site_counts=site_counts_released(site.policy),
+                    linkage=_linkage(site, run_secret),
                 ).partial
             except Refused as exc:
                 raise Refused(f"site {name} refused round {round_no}: {exc.message}") from exc
         for guard in guards:  # every site answered: their exact counts are released
             guard.commit()
-        outcome = impl.combine(partials, parsed, state, round_no)
+        if session is not None:
+            outcome = combine_masked(impl, partials, parsed, state, round_no)
+        else:
+            outcome = impl.combine(partials, parsed, state, round_no)
         if isinstance(outcome, Final):
             result = dict(outcome.result)
             if refused:
@@ -208,6 +251,35 @@ def simulate(
             return result
         state, round_input = outcome.state, outcome.round_input
     raise InvalidInput(f"{analysis} did not finish within {impl.max_rounds} rounds")
+
+
+class _SimSession:
+    """Real secure aggregation in one process: fresh node and session keys per run."""
+
+    def __init__(self, names: list[str]) -> None:
+        import secrets
+
+        from nacl.signing import SigningKey
+
+        from healthspace.privacy.secagg import Participant
+
+        self.session_id = f"sim-{secrets.token_hex(8)}"
+        keys = {name: SigningKey.generate() for name in names}
+        self.participants = {name: Participant(self.session_id, name, keys[name])
+                             for name in names}
+        roster = [p.announcement for p in self.participants.values()]
+        registered = {name: key.verify_key.encode().hex() for name, key in keys.items()}
+        for participant in self.participants.values():
+            participant.accept_roster(roster, registered)
+
+    def masker(self, name: str, round_no: int) -> Any:
+        from healthspace.analyses.secure import pack, vectors
+
+        def seal(summable: Any) -> dict[str, Any]:
+            payload = self.participants[name].mask(round_no, vectors(summable))
+            return pack(summable, payload)
+
+        return seal
 
 
 def _guard(site: Site, key: tuple[int, int, int] | None, round_no: int, k: int,

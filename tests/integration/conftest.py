@@ -75,7 +75,8 @@ def live(tmp_path_factory, synth_dir, eunomia_sites) -> Live:
             store = workdir / "nodes" / f"{name}.duckdb"
             ingest_dir(store, synth_dir / name)
             fed.ensure_org(name, kind)
-            fed.add_node(name, name, store, policy=OPEN_POLICY)
+            fed.add_node(name, name, store, policy=OPEN_POLICY,
+                         identity=synth_dir / name / "identity.csv")
         # A sensitive (L3) dataset: two-level approval, its own admin, for governance tests.
         strict = workdir / "nodes" / "strict_site.duckdb"
         ingest_dir(strict, synth_dir / "hospital_3")

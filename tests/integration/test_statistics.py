@@ -41,10 +41,16 @@ def assert_close(ours, reference, tol=TOL):
         assert abs(ours[str(key)] - float(value)) <= tol, (key, ours[str(key)], value)
 
 
-def test_cox_on_registry_nodes_equals_lifelines(live):
-    view = run(live, {"analysis": "cox", "nodes": ROSSI_NODES,
+SECURE = pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
+
+
+@SECURE
+def test_cox_on_registry_nodes_equals_lifelines(live, secure):
+    view = run(live, {"analysis": "cox", "nodes": ROSSI_NODES, "secure_aggregation": secure,
                       "params": {"duration": "week", "event": "arrest",
                                  "covariates": ["fin", "age", "prio"]}})
+    assert view.secure_aggregation is secure
+    assert view.result.get("secure_aggregation", False) is secure
     df = load_rossi()
     cph = CoxPHFitter().fit(df[["week", "arrest", "fin", "age", "prio"]], "week", "arrest",
                             fit_options={"precision": 1e-12})
@@ -54,13 +60,15 @@ def test_cox_on_registry_nodes_equals_lifelines(live):
     assert view.round >= 3  # means, then Newton rounds: every round went through the nodes
 
 
-def test_glm_on_registry_nodes_equals_statsmodels(live):
+@SECURE
+def test_glm_on_registry_nodes_equals_statsmodels(live, secure):
     import statsmodels.api as sm
     import statsmodels.formula.api as smf
 
     formula = "arrest ~ fin + age + C(race) + prio"
-    view = run(live, {"analysis": "glm", "nodes": ROSSI_NODES,
+    view = run(live, {"analysis": "glm", "nodes": ROSSI_NODES, "secure_aggregation": secure,
                       "params": {"formula": formula, "family": "binomial"}})
+    assert view.result.get("secure_aggregation", False) is secure
     fit = smf.glm(formula, load_rossi(), family=sm.families.Binomial()).fit(tol=1e-12)
     assert_close(view.result["params"], fit.params)
     assert_close(view.result["bse"], fit.bse)

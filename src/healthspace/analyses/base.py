@@ -45,6 +45,14 @@ class LocalContext:
     # Set by a node that remembers its releases (healthspace.node.differencing): raises
     # Refused when an exact count of these persons would enable a differencing attack.
     release_guard: Callable[[Sequence[int]], None] | None = None
+    # Under secure aggregation: may this node's own count travel in clear (policy)?
+    release_site_counts: bool = True
+    # Record linkage (healthspace.analyses.psi_link), provided by a node with an identity
+    # vault: national ids of local persons; a per-study secret (bytes) for a label; and where
+    # the designated side keeps which of its persons are shared.
+    national_ids: Callable[[Sequence[int]], dict[int, str]] | None = None
+    study_secret: Callable[[str], bytes] | None = None
+    keep_links: Callable[[Sequence[int]], None] | None = None
 
     def __post_init__(self) -> None:
         # The node never releases below the floor, whatever a task asks for.
@@ -111,6 +119,21 @@ def plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Summable:
+    """A node's partial for secure aggregation (docs/secure-aggregation.md).
+
+    ``public`` travels in clear and must be safe to release per node; every array in ``sums``
+    (label -> array) is masked, so the hub learns only its sum over all nodes of the round.
+    Every node must produce the same labels and shapes (fixed, or agreed through the round
+    input). Labels in ``integer`` are exact counts and are decoded as int64.
+    """
+
+    public: dict[str, Any]
+    sums: dict[str, np.ndarray]
+    integer: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Final:
     """The study's result."""
 
@@ -139,6 +162,8 @@ class Analysis(ABC):
     requires_cohort: ClassVar[bool] = True
     uses_table: ClassVar[bool] = False
     max_rounds: ClassVar[int] = 1
+    # Analyses whose partials are sums implement local_secure / combine_secure.
+    secure: ClassVar[bool] = False
 
     def parse_params(self, raw: Mapping[str, Any] | None) -> Params:
         try:
@@ -161,3 +186,26 @@ class Analysis(ABC):
         round: int,
     ) -> Final | NextRound:
         """Merge the partials of the nodes that completed this round."""
+
+    def check_nodes(self, params: Params, nodes: Sequence[str]) -> None:
+        """Raise InvalidInput naming the field when the study's nodes do not fit the analysis
+        (checked by the hub at submission and by the simulation). Any set of nodes by default.
+        """
+        return None
+
+    def local_secure(
+        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
+    ) -> Summable:
+        """This node's partial split into what travels in clear and what is masked."""
+        raise NotImplementedError(f"{self.name} does not support secure aggregation")
+
+    def combine_secure(
+        self,
+        sums: Mapping[str, np.ndarray],
+        publics: Mapping[str, dict[str, Any]],
+        params: Params,
+        state: dict[str, Any],
+        round: int,
+    ) -> Final | NextRound:
+        """Merge the unmasked network sums and the nodes' public parts of one round."""
+        raise NotImplementedError(f"{self.name} does not support secure aggregation")

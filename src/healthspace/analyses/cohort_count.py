@@ -13,9 +13,17 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
+from healthspace.analyses.base import (
+    Analysis,
+    Final,
+    LocalContext,
+    NextRound,
+    Params,
+    Summable,
+)
 from healthspace.analyses.registry import register
 from healthspace.core.canonical import canonical_json
 from healthspace.core.encoding import decode_array, encode_array
@@ -94,17 +102,22 @@ class CohortCount(Analysis):
     title = "Cohort feasibility counts"
     params_model = CohortCountParams
     requires_cohort = True
+    secure = True
 
-    def local(
-        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        assert isinstance(params, CohortCountParams)
+    def _cells(self, ctx: LocalContext) -> tuple[dict[tuple[str, str], int], str, list[Any]]:
         cohort_sql, args = ctx.cohort_persons_sql()
         rows = ctx.con.execute(_BREAKDOWN_SQL.format(cohort=cohort_sql), args).fetchall()
         cells = dict.fromkeys(breakdown_keys(), 0)
         for sex, age, n in rows:
             key = (_band(age), sex) if sex in SEXES and _band(age) != UNKNOWN else (UNKNOWN,) * 2
             cells[key] += int(n)
+        return cells, cohort_sql, args
+
+    def local(
+        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        assert isinstance(params, CohortCountParams)
+        cells, cohort_sql, args = self._cells(ctx)
         if params.dp_epsilon is not None:
             return _local_dp(ctx, cells, params.dp_epsilon, params.breakdown)
         if params.obfuscate:
@@ -150,6 +163,128 @@ class CohortCount(Analysis):
         return Final(result)
 
 
+    def local_secure(
+        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
+    ) -> Summable:
+        """Exact counts: the site count and every breakdown cell are masked, unsuppressed, so
+        only network totals are known; the site's own (suppressed) count travels in clear only
+        when its policy allows. A noised count (DP or obfuscated) is already safe per site: it
+        travels in clear as in the plain protocol, with zeros masked."""
+        assert isinstance(params, CohortCountParams)
+        zeros = {"count": np.zeros(1, np.int64),
+                 "cells": np.zeros(len(breakdown_keys()), np.int64)}
+        integer = frozenset(zeros)
+        if params.dp_epsilon is not None or params.obfuscate:
+            return Summable({"noised": self.local(ctx, params, round_input)}, zeros, integer)
+        cells, cohort_sql, args = self._cells(ctx)
+        ctx.guard_release()  # the exact network total includes this node's exact count
+        total = sum(cells.values())
+        ctx.records_used = total
+        k = ctx.min_cell_size
+        public: dict[str, Any] = {
+            "min_cell_size": k,
+            "count": release_count(total, k) if ctx.release_site_counts else None,
+        }
+        sums = {"count": np.asarray([total], np.int64),
+                "cells": np.asarray([cells[key] for key in breakdown_keys()], np.int64)}
+        if params.distinct:  # masked too: the hub sees only the network's summed sketch
+            indicator, unlinked, _ = _sketch(ctx, params, cohort_sql, args)
+            sums.update(sketch=np.asarray(indicator, np.int64),
+                        unlinked=np.asarray([unlinked], np.int64))
+            integer = integer | {"sketch", "unlinked"}
+        return Summable(public, sums, integer)
+
+    def combine_secure(
+        self,
+        sums: Mapping[str, np.ndarray],
+        publics: Mapping[str, dict[str, Any]],
+        params: Params,
+        state: dict[str, Any],
+        round: int,
+    ) -> Final | NextRound:
+        assert isinstance(params, CohortCountParams)
+        noised = {name: p["noised"] for name, p in publics.items() if "noised" in p}
+        exact = {name: p for name, p in publics.items() if "noised" not in p}
+        if not exact:
+            return self.combine(noised, params, state, round)
+        result = _secure_counts(exact, int(sums["count"][0]),
+                                [int(v) for v in sums["cells"]], params.breakdown)
+        if params.distinct:
+            k = max(result["min_cell_size"].values())
+            result.update(_secure_distinct(sums, params.distinct_precision, k))
+        if noised:  # policy-forced noise at some sites: their counts add in clear
+            plain = self.combine(noised, params, state, round)
+            assert isinstance(plain, Final)
+            result["sites"].update(plain.result["sites"])
+            result["min_cell_size"].update(plain.result["min_cell_size"])
+            extra = [v for v in plain.result["sites"].values() if isinstance(v, int)]
+            if isinstance(result["total"], int):
+                result["total"] += sum(extra)
+            result["total_is_lower_bound"] = True if len(extra) < len(noised) else bool(
+                result["total_is_lower_bound"])
+            result["noised_sites"] = sorted(noised)
+            if plain.result.get("obfuscated"):
+                result["obfuscated"] = True
+            if plain.result.get("dp"):
+                result["dp_sites"] = sorted(noised)
+        return Final(result)
+
+
+def _secure_distinct(sums: Mapping[str, np.ndarray], p: int, k: int) -> dict[str, Any]:
+    """The distinct estimate from the network's summed sketch (every site's, small ones too:
+    masked, they reveal nothing on their own), capped by the exact network total."""
+    total = int(sums["count"][0])
+    estimate = min(hll.estimate(np.asarray(sums["sketch"]).reshape(2**p, hll.ranks(p))),
+                   float(total))
+    unlinked = int(sums["unlinked"][0])
+    return {
+        "distinct_total": round(estimate),
+        "distinct_total_error": math.ceil(2 * hll.standard_error(p) * estimate),
+        "distinct_confidence": 0.95,
+        "distinct_method": "hll",
+        "distinct_total_is_lower_bound": False,
+        "distinct_unlinked": {"network": release_count(unlinked, k) if unlinked else 0},
+    }
+
+
+def _secure_counts(publics: Mapping[str, dict[str, Any]], total: int, cells: list[int],
+                   breakdown: bool) -> dict[str, Any]:
+    """Release the exact network total and, where safe, the sites' own released counts.
+
+    ``k`` is the strictest node's. Per-site counts are shown only when the sites that hide
+    theirs (suppressed, or withheld by policy) are none, or at least two whose hidden sum —
+    the total minus the shown counts — is at least ``k``: otherwise subtraction would pin a
+    hidden site down, and all per-site counts are withheld (``sites_withheld``).
+    """
+    names = sorted(publics)
+    k = max(int(publics[n]["min_cell_size"]) for n in names)
+    released_total = release_count(total, k) if total else 0
+    shown = {n: publics[n].get("count") for n in names}
+    clear = {n: v for n, v in shown.items() if isinstance(v, int)}
+    hidden = [n for n in names if n not in clear]
+    rest = total - sum(clear.values())
+    safe = not hidden or (len(hidden) >= 2 and (rest == 0 or rest >= k))
+    if is_suppressed(released_total):
+        safe = False  # a small total: nothing below it may be shown either
+    sites = {n: (shown[n] if safe else None) for n in names}
+    result: dict[str, Any] = {
+        "sites": sites,
+        "total": released_total,
+        "total_is_lower_bound": False,
+        "min_cell_size": {n: int(publics[n]["min_cell_size"]) for n in names},
+        "breakdown": {},
+        "secure_aggregation": True,
+        "sites_withheld": not safe,
+    }
+    if breakdown and not is_suppressed(released_total) and total:
+        keys = breakdown_keys()
+        released = release_table(dict(zip(keys, cells, strict=True)), k)
+        result["breakdown"] = {"network": [
+            {"age_band": band, "sex": sex, "count": value}
+            for (band, sex), value in released.items()]}
+    return result
+
+
 _PSEUDONYM_SQL = """
 WITH cohort AS ({cohort})
 SELECT DISTINCT c.person_id, p.person_source_value
@@ -157,28 +292,35 @@ FROM cohort c JOIN person p ON p.person_id = c.person_id
 """
 
 
-def _local_distinct(ctx: LocalContext, params: CohortCountParams, cohort_sql: str,
-                    args: list[Any], count: int | str) -> dict[str, Any]:
-    """The node's HLL sketch of its cohort, keyed by the network pseudonym; withheld when the
-    count itself is suppressed. A person without a pseudonym is hashed under a site-local key:
-    counted once, never de-duplicated across sites, and never a separate small cell."""
-    p = params.distinct_precision
-    out: dict[str, Any] = {"method": "hll", "precision": p, "sketch": None, "unlinked": None}
-    if is_suppressed(count):
-        return out
+def _sketch(ctx: LocalContext, params: CohortCountParams, cohort_sql: str,
+            args: list[Any]) -> tuple[hll.Indicator, int, int]:
+    """The node's HLL indicator sketch of its cohort keyed by the network pseudonym, the
+    persons without one, and the persons sketched. A person without a pseudonym is hashed
+    under a site-local key: counted once, never de-duplicated across sites."""
     rows = ctx.con.execute(_PSEUDONYM_SQL.format(cohort=cohort_sql), args).fetchall()
     pseudonyms = [str(psv).strip() if psv is not None else "" for _, psv in rows]
     # Domain-separated, so a site-local key can never equal a pseudonym's.
     ids = [f"psv\x00{psv}" if psv else f"local\x00{ctx.site}\x00{pid}"
            for (pid, _), psv in zip(rows, pseudonyms, strict=True)]
-    unlinked = pseudonyms.count("")
     study = params.distinct_salt or "cohort:" + canonical_json(
         ctx.cohort.model_dump(mode="json")).decode()
-    indicator = hll.sketch(ids, hll.study_salt(study), p)
+    indicator = hll.sketch(ids, hll.study_salt(study), params.distinct_precision)
+    return indicator, pseudonyms.count(""), len(ids)
+
+
+def _local_distinct(ctx: LocalContext, params: CohortCountParams, cohort_sql: str,
+                    args: list[Any], count: int | str) -> dict[str, Any]:
+    """The node's sketch for the plain protocol; withheld when the count itself is
+    suppressed, and the unlinked persons never a separate small cell."""
+    p = params.distinct_precision
+    out: dict[str, Any] = {"method": "hll", "precision": p, "sketch": None, "unlinked": None}
+    if is_suppressed(count):
+        return out
+    indicator, unlinked, n = _sketch(ctx, params, cohort_sql, args)
     out["sketch"] = encode_array(hll.pack(indicator))
     # Complementary: neither the unlinked nor (count - unlinked) may be a small cell.
     k = ctx.min_cell_size
-    small = 0 < unlinked < k or 0 < len(ids) - unlinked < k
+    small = 0 < unlinked < k or 0 < n - unlinked < k
     out["unlinked"] = suppressed_label(k) if small else unlinked
     return out
 

@@ -8,6 +8,10 @@ and computes the partial log-likelihood, gradient and Hessian as on the pooled r
 ``strata_by_site`` each node returns its own stratum's log-likelihood, gradient and Hessian
 instead. A last round counts pairs for Harrell's C: exactly within sites, on score bins across
 sites (with an error bound).
+
+Under secure aggregation round 1 also carries each node's distinct (coarsened) event times in
+clear; the hub sends their union, the network's event-time grid, with every later round, and
+each node aligns its sums on that grid itself, so they add up over nodes and are masked.
 """
 
 from __future__ import annotations
@@ -20,12 +24,21 @@ import pandas as pd
 from pydantic import Field, field_validator
 from scipy import stats
 
-from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
+from healthspace.analyses.base import (
+    Analysis,
+    Final,
+    LocalContext,
+    NextRound,
+    Params,
+    Summable,
+)
 from healthspace.analyses.cox_concordance import (
     SCORE_BINS,
     by_time,
     concordance_counts,
+    concordance_sums,
     pairs_across,
+    pairs_summed,
     tail,
 )
 from healthspace.analyses.km import survival_outcome
@@ -95,6 +108,37 @@ def _check_release(n: int, n_events: int, p: int, k: int) -> None:
                       f"model is refused")
 
 
+def _prepare(ctx: LocalContext, params: CoxParams
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Coarsened durations, events, covariates and this node's counts; refuses what may not
+    be released."""
+    t, e, x = _load(ctx, params)
+    n, p = x.shape
+    ctx.records_used = n
+    _check_release(n, int(e.sum()), p, ctx.min_cell_size)
+    rule = coarsen_times(t, ctx.min_cell_size)
+    return rule.times, e, x, {"n": n, "n_events": int(e.sum()), "coarsened": rule.moved}
+
+
+def _centred(x: np.ndarray, round_input: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Covariates centred on the pooled means, and the coefficients, from the round input."""
+    mean = decode_array(round_input["mean"])
+    beta = decode_array(round_input["beta"])
+    if mean.shape != (x.shape[1],) or beta.shape != (x.shape[1],):
+        raise InvalidInput("the round input does not match the covariates",
+                           field="params.covariates")
+    return x - mean, beta
+
+
+def _grid(round_input: dict[str, Any], t: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """The network's event times; they must hold every event time of this node."""
+    grid = decode_array(round_input["grid"]) if "grid" in round_input else None
+    if grid is None or grid.ndim != 1 or not np.all(np.isin(t[e == 1], grid)):
+        raise InvalidInput("the round input's event-time grid lacks event times of this node",
+                           field="round_input")
+    return grid
+
+
 def _risk_sums(t: np.ndarray, e: np.ndarray, xc: np.ndarray, beta: np.ndarray,
                efron: bool) -> dict[str, np.ndarray]:
     """This node's tail risk-set sums per distinct time and event sums per event time."""
@@ -112,12 +156,15 @@ def _risk_sums(t: np.ndarray, e: np.ndarray, xc: np.ndarray, beta: np.ndarray,
     return sums
 
 
-def _align(parts: list[dict[str, np.ndarray]], p: int) -> dict[str, np.ndarray]:
-    """Risk-set and event sums of all sites at the union of their event times.
+def _align(parts: list[dict[str, np.ndarray]], p: int,
+           etimes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Risk-set and event sums of all sites at the union of their event times (or at
+    ``etimes``, which must hold them all).
 
     A site's risk set at a global event time t is its tail sum at its smallest own time ≥ t.
     """
-    etimes = np.unique(np.concatenate([q["event_times"] for q in parts]))
+    if etimes is None:
+        etimes = np.unique(np.concatenate([q["event_times"] for q in parts]))
     m = len(etimes)
     shapes = {"s0": (m,), "s1": (m, p), "s2": (m, p, p), "d": (m,), "xsum": (p,),
               "d0": (m,), "d1": (m, p), "d2": (m, p, p)}
@@ -176,32 +223,22 @@ class Cox(Analysis):
     requires_cohort = False
     uses_table = True
     max_rounds = 200
+    secure = True
 
     def local(
         self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
     ) -> dict[str, Any]:
         assert isinstance(params, CoxParams)
-        t, e, x = _load(ctx, params)
-        n, p = x.shape
-        ctx.records_used = n
-        _check_release(n, int(e.sum()), p, ctx.min_cell_size)
-        rule = coarsen_times(t, ctx.min_cell_size)
-        t = rule.times
-        head = {"n": n, "n_events": int(e.sum()), "coarsened": rule.moved}
+        t, e, x, head = _prepare(ctx, params)
         if round_input is None:
             return {**head, "sum_x": encode_array(x.sum(axis=0)), "sum_xx": encode_array(x.T @ x)}
-        mean = decode_array(round_input["mean"])
-        beta = decode_array(round_input["beta"])
-        if mean.shape != (p,) or beta.shape != (p,):
-            raise InvalidInput("the round input does not match the covariates",
-                               field="params.covariates")
-        xc = x - mean
+        xc, beta = _centred(x, round_input)
         if "edges" in round_input:
             return {**head, **concordance_counts(t, e, xc @ beta, round_input["edges"],
                                                   params.strata_by_site)}
         sums = _risk_sums(t, e, xc, beta, params.ties == "efron")
         if params.strata_by_site:
-            ll, grad, hess = _loglik(beta, _align([sums], p), params.ties == "efron")
+            ll, grad, hess = _loglik(beta, _align([sums], x.shape[1]), params.ties == "efron")
             return {**head, "ll": ll, "grad": encode_array(grad), "hess": encode_array(hess)}
         return {**head, **{key: encode_array(value) for key, value in sums.items()}}
 
@@ -218,47 +255,140 @@ class Cox(Analysis):
         names = sorted(partials)
         if round == 1:
             return self._start(partials, params)
-        if names != state["names"]:
-            raise Refused(f"sites changed between rounds ({', '.join(names)}); the Newton "
-                          f"iterations need the same sites throughout")
-        if state.get("done"):
-            return Final(self._result(partials, params, state))
-        if round >= self.max_rounds - 1:
-            raise InvalidInput(f"the Cox model did not converge within {self.max_rounds} "
-                               f"rounds", field="params.max_iter")
-        return self._newton(partials, params, state)
-
-    @staticmethod
-    def _ask(state: dict[str, Any], beta: np.ndarray, **extra: Any) -> dict[str, Any]:
-        return {"mean": encode_array(np.asarray(state["mean"])), "beta": encode_array(beta),
-                **extra}
-
-    def _start(self, partials: Mapping[str, dict[str, Any]], params: CoxParams) -> NextRound:
-        names = sorted(partials)
-        n = sum(int(partials[s]["n"]) for s in names)
-        mean = np.sum([decode_array(partials[s]["sum_x"]) for s in names], axis=0) / n
-        cov = (np.sum([decode_array(partials[s]["sum_xx"]) for s in names], axis=0) / n
-               - np.outer(mean, mean))
-        beta = np.zeros(len(params.covariates))
-        state = {"names": names, "mean": mean.tolist(), "cov": np.atleast_2d(cov).tolist(),
-                 "beta": None, "trial": beta.tolist(), "iterations": 0, "halvings": 0,
-                 "sites": {s: int(partials[s]["n"]) for s in names},
-                 "events": {s: int(partials[s]["n_events"]) for s in names},
-                 "coarsened": {s: int(partials[s]["coarsened"]) for s in names}}
-        return NextRound(self._ask(state, beta), state)
-
-    def _newton(self, partials: Mapping[str, dict[str, Any]], params: CoxParams,
-                state: dict[str, Any]) -> NextRound:
-        names = sorted(partials)
-        p = len(params.covariates)
+        if self._concordance_round(names, state, round):
+            comparable, concordant, tied = (sum(int(partials[s][key]) for s in names)
+                                            for key in ("comparable", "concordant", "tied"))
+            across = (None if params.strata_by_site
+                      else pairs_across([_decode_all(partials[s]) for s in names]))
+            return Final(self._result(params, state, (comparable, concordant, tied), across))
         trial = np.asarray(state["trial"], dtype=np.float64)
         if params.strata_by_site:
             ll = sum(float(partials[s]["ll"]) for s in names)
             grad = np.sum([decode_array(partials[s]["grad"]) for s in names], axis=0)
             hess = np.sum([decode_array(partials[s]["hess"]) for s in names], axis=0)
         else:
-            aligned = _align([_decode_all(partials[s]) for s in names], p)
+            aligned = _align([_decode_all(partials[s]) for s in names], len(params.covariates))
             ll, grad, hess = _loglik(trial, aligned, params.ties == "efron")
+        return self._newton(ll, grad, hess, params, state)
+
+    def local_secure(
+        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
+    ) -> Summable:
+        """Round 1: the distinct event times in clear (unless stratified: they are not
+        needed), the counts and covariate sums masked. Later rounds: every sum masked —
+        risk-set and event sums on the network's event-time grid (or, stratified, this
+        stratum's log-likelihood, gradient and Hessian), then the concordance counts."""
+        assert isinstance(params, CoxParams)
+        t, e, x, head = _prepare(ctx, params)
+        if round_input is None:
+            public = ({} if params.strata_by_site
+                      else {"event_times": encode_array(np.unique(t[e == 1]))})
+            sums = {key: np.asarray([value]) for key, value in head.items()}
+            return Summable(public, {**sums, "sum_x": x.sum(axis=0), "sum_xx": x.T @ x},
+                            frozenset(head))
+        xc, beta = _centred(x, round_input)
+        grid = None if params.strata_by_site else _grid(round_input, t, e)
+        if "edges" in round_input:
+            counts = concordance_sums(t, e, xc @ beta, round_input["edges"], grid)
+            return Summable({}, counts, frozenset(counts))
+        efron = params.ties == "efron"
+        sums = _risk_sums(t, e, xc, beta, efron)
+        if grid is None:
+            ll, grad, hess = _loglik(beta, _align([sums], x.shape[1]), efron)
+            return Summable({}, {"ll": np.asarray([ll]), "grad": grad, "hess": hess})
+        aligned = _align([sums], x.shape[1], grid)
+        keys = ("s0", "s1", "s2", "xsum", *(EVENT_KEYS if efron else ("d",)))
+        return Summable({}, {**{key: aligned[key] for key in keys},
+                             "d": aligned["d"].astype(np.int64)}, frozenset({"d"}))
+
+    def combine_secure(
+        self,
+        sums: Mapping[str, np.ndarray],
+        publics: Mapping[str, dict[str, Any]],
+        params: Params,
+        state: dict[str, Any],
+        round: int,
+    ) -> Final | NextRound:
+        """The network sums stand in for the aligned sites; per-site counts are withheld."""
+        assert isinstance(params, CoxParams)
+        names = sorted(publics)
+        if round == 1:
+            grid = ({} if params.strata_by_site else {"grid": encode_array(np.unique(
+                np.concatenate([decode_array(publics[s]["event_times"]) for s in names])))})
+            return self._begin(names, int(sums["n"][0]), int(sums["n_events"][0]),
+                               sums["sum_x"], sums["sum_xx"], params,
+                               sites=dict.fromkeys(names), events=dict.fromkeys(names),
+                               coarsened=dict.fromkeys(names),
+                               coarsened_total=int(sums["coarsened"][0]), **grid)
+        if self._concordance_round(names, state, round):
+            comparable, concordant, tied = (int(v) for v in sums["within"])
+            across = None if params.strata_by_site else pairs_summed(sums)
+            result = self._result(params, state, (comparable, concordant, tied), across)
+            return Final({**result, "coarsened_total": state["coarsened_total"],
+                          "secure_aggregation": True})
+        if params.strata_by_site:
+            ll, grad, hess = float(sums["ll"][0]), sums["grad"], sums["hess"]
+        else:
+            m, p = len(sums["d"]), len(params.covariates)
+            # Breslow sends no tied-event sums: they are zero in its likelihood
+            aligned = {"d0": np.zeros(m), "d1": np.zeros((m, p)), "d2": np.zeros((m, p, p)),
+                       **sums}
+            ll, grad, hess = _loglik(np.asarray(state["trial"]), aligned,
+                                     params.ties == "efron")
+        return self._newton(ll, grad, hess, params, state)
+
+    def _concordance_round(self, names: list[str], state: dict[str, Any], round: int) -> bool:
+        """Whether this round brought the concordance counts; refuses changed sites and stops
+        at the round cap."""
+        if names != state["names"]:
+            raise Refused(f"sites changed between rounds ({', '.join(names)}); the Newton "
+                          f"iterations need the same sites throughout")
+        if state.get("done"):
+            return True
+        if round >= self.max_rounds - 1:
+            raise InvalidInput(f"the Cox model did not converge within {self.max_rounds} "
+                               f"rounds", field="params.max_iter")
+        return False
+
+    @staticmethod
+    def _ask(state: dict[str, Any], beta: np.ndarray, **extra: Any) -> dict[str, Any]:
+        ask = {"mean": encode_array(np.asarray(state["mean"])), "beta": encode_array(beta),
+               **extra}
+        if "grid" in state:  # secure aggregation: nodes align their sums on it
+            ask["grid"] = state["grid"]
+        return ask
+
+    def _start(self, partials: Mapping[str, dict[str, Any]], params: CoxParams) -> NextRound:
+        names = sorted(partials)
+
+        def total(key: str) -> np.ndarray:
+            return np.sum([decode_array(partials[s][key]) for s in names], axis=0)
+
+        def per_site(key: str) -> dict[str, int]:
+            return {s: int(partials[s][key]) for s in names}
+
+        sites, events = per_site("n"), per_site("n_events")
+        return self._begin(names, sum(sites.values()), sum(events.values()), total("sum_x"),
+                           total("sum_xx"), params, sites=sites, events=events,
+                           coarsened=per_site("coarsened"))
+
+    def _begin(self, names: list[str], n: int, n_events: int, sum_x: np.ndarray,
+               sum_xx: np.ndarray, params: CoxParams, **extra: Any) -> NextRound:
+        """The first Newton round, from the network's counts and covariate sums."""
+        mean = sum_x / n
+        cov = sum_xx / n - np.outer(mean, mean)
+        beta = np.zeros(len(params.covariates))
+        state = {"names": names, "mean": mean.tolist(), "cov": np.atleast_2d(cov).tolist(),
+                 "beta": None, "trial": beta.tolist(), "iterations": 0, "halvings": 0,
+                 "nobs": n, "n_events": n_events, **extra}
+        return NextRound(self._ask(state, beta), state)
+
+    def _newton(self, ll: float, grad: np.ndarray, hess: np.ndarray, params: CoxParams,
+                state: dict[str, Any]) -> NextRound:
+        """A Newton step (or a step halving) from the network's log-likelihood, gradient and
+        Hessian at the trial coefficients; asks for the concordance counts once converged."""
+        p = len(params.covariates)
+        trial = np.asarray(state["trial"], dtype=np.float64)
         state = dict(state)
         if state["beta"] is not None:
             old = np.asarray(state["beta"])
@@ -295,21 +425,20 @@ class Cox(Analysis):
         return NextRound(self._ask(state, trial), state)
 
     @staticmethod
-    def _result(partials: Mapping[str, dict[str, Any]], params: CoxParams,
-                state: dict[str, Any]) -> dict[str, Any]:
-        names = sorted(partials)
+    def _result(params: CoxParams, state: dict[str, Any], within: tuple[int, int, int],
+                across: tuple[int, int, int] | None) -> dict[str, Any]:
+        """The fit, with Harrell's C from the (comparable, concordant, tied) pairs within
+        sites and, unless stratified, the (comparable, concordant, same-bin) pairs across."""
         columns = params.covariates
         beta = np.asarray(state["beta"])
         cov = np.linalg.inv(-np.asarray(state["hess"]))
         bse = np.sqrt(np.diag(cov))
         z = beta / bse
         q = stats.norm.ppf(0.975)
-        comparable = sum(int(partials[s]["comparable"]) for s in names)
-        credit = sum(int(partials[s]["concordant"]) + int(partials[s]["tied"]) / 2
-                     for s in names)
+        comparable, concordant, tied = within
+        credit = concordant + tied / 2
         undecided = 0
-        if not params.strata_by_site:
-            across = pairs_across([_decode_all(partials[s]) for s in names])
+        if across is not None:
             comparable += across[0]
             credit += across[1] + across[2] / 2
             undecided = across[2]
@@ -333,8 +462,8 @@ class Cox(Analysis):
                         "p": float(stats.chi2.sf(lr, len(columns)))},
             "concordance": credit / comparable if comparable else None,
             "concordance_error_bound": undecided / 2 / comparable if comparable else None,
-            "nobs": sum(state["sites"].values()),
-            "n_events": sum(state["events"].values()),
+            "nobs": state["nobs"],
+            "n_events": state["n_events"],
             "iterations": int(state["iterations"]),
             "converged": True,
             "ties": params.ties,

@@ -1,9 +1,11 @@
 """Harrell's C for the federated Cox model: exact pair counts within a node, per-time
 score-bin histograms for pairs across nodes (those in the same bin are undecidable and bound
-the error), and the per-time sums both Cox and concordance build on."""
+the error), and the per-time sums both Cox and concordance build on. Under secure
+aggregation the same across-node counts follow exactly from network sums."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -66,10 +68,18 @@ def pairs_within(t: np.ndarray, e: np.ndarray, score: np.ndarray) -> tuple[int, 
     return comparable, concordant, tied
 
 
+def pair_counts(events: np.ndarray, partners: np.ndarray) -> tuple[int, int, int]:
+    """(comparable, concordant, same-bin) pairs of events with partners, both counted per
+    time (rows) and score bin (columns). Bilinear in the two arrays."""
+    lower = np.cumsum(partners, axis=1) - partners
+    return (int(events.sum(axis=1) @ partners.sum(axis=1)), int((events * lower).sum()),
+            int((events * partners).sum()))
+
+
 def pairs_across(parts: list[dict[str, np.ndarray]]) -> tuple[int, int, int]:
     """(comparable, concordant, same-bin) pairs of an event at one site and a row at another,
     from per-time score-bin histograms; same-bin pairs are undecidable."""
-    comparable = concordant = undecided = 0
+    found: list[tuple[int, int, int]] = []
     for a, qa in enumerate(parts):
         partners = np.zeros_like(qa["events"])
         for b, qb in enumerate(parts):
@@ -82,26 +92,65 @@ def pairs_across(parts: list[dict[str, np.ndarray]]) -> tuple[int, int, int]:
             hit = j < len(qb["event_times"])
             hit[hit] = qb["event_times"][j[hit]] == qa["event_times"][hit]
             partners[hit] -= qb["events"][j[hit]]  # events at the same time are not comparable
-        lower = np.cumsum(partners, axis=1) - partners
-        comparable += int(qa["events"].sum(axis=1) @ partners.sum(axis=1))
-        concordant += int((qa["events"] * lower).sum())
-        undecided += int((qa["events"] * partners).sum())
+        found.append(pair_counts(qa["events"], partners))
+    comparable, concordant, undecided = (sum(column) for column in zip(*found, strict=True))
     return comparable, concordant, undecided
 
 
-def concordance_counts(t: np.ndarray, e: np.ndarray, score: np.ndarray, edges: Any,
-                        within_only: bool) -> dict[str, Any]:
-    """Exact pair counts within this node and, unless stratified, per-time score-bin counts
-    for pairs across nodes. The node caps the number of bins, whatever the hub asks."""
+def _score_bins(score: np.ndarray, edges: Any) -> np.ndarray:
+    """One-hot score bins; the node caps the number of bins, whatever the hub asks."""
     bins = np.asarray(edges, dtype=np.float64)
     if bins.ndim != 1 or len(bins) > SCORE_BINS - 1 or np.any(np.diff(bins) < 0):
         raise Refused(f"concordance bins must be at most {SCORE_BINS} sorted intervals")
+    return np.eye(len(bins) + 1, dtype=np.int64)[np.searchsorted(bins, score, side="right")]
+
+
+def concordance_counts(t: np.ndarray, e: np.ndarray, score: np.ndarray, edges: Any,
+                       within_only: bool) -> dict[str, Any]:
+    """Exact pair counts within this node and, unless stratified, per-time score-bin counts
+    for pairs across nodes."""
+    onehot = _score_bins(score, edges)
     comparable, concordant, tied = pairs_within(t, e, score)
     out: dict[str, Any] = {"comparable": comparable, "concordant": concordant, "tied": tied}
     if within_only:  # lifelines' stratified C compares pairs within strata only
         return out
-    onehot = np.eye(len(bins) + 1, dtype=np.int64)[np.searchsorted(bins, score, side="right")]
     times, (hist,) = by_time(t, onehot)
     etimes, (ehist,) = by_time(t[e == 1], onehot[e == 1])
     return {**out, "times": encode_array(times), "at_risk": encode_array(tail(hist)),
             "event_times": encode_array(etimes), "events": encode_array(ehist)}
+
+
+def concordance_sums(t: np.ndarray, e: np.ndarray, score: np.ndarray, edges: Any,
+                     grid: np.ndarray | None) -> dict[str, np.ndarray]:
+    """This node's summable concordance counts: ``within`` (comparable, concordant, tied)
+    and, on the network's event-time ``grid`` (None when stratified), per score bin its
+    ``events`` at each time and its ``partners`` (rows at risk, less the events at that
+    time), with ``own`` = :func:`pair_counts` of the two.
+
+    :func:`pairs_across` sums ``pair_counts(E_a, P − P_a)`` over nodes a, P the network
+    partners; by bilinearity that is ``pair_counts(E, P) − Σ_a pair_counts(E_a, P_a)``, so
+    the network sums of these arrays give the same counts exactly (:func:`pairs_summed`).
+    """
+    onehot = _score_bins(score, edges)
+    sums = {"within": np.asarray(pairs_within(t, e, score), dtype=np.int64)}
+    if grid is None:
+        return sums
+    times, (hist,) = by_time(t, onehot)
+    at_risk = np.zeros((len(grid), onehot.shape[1]), dtype=np.int64)
+    idx = np.searchsorted(times, grid)
+    ok = idx < len(times)
+    at_risk[ok] = tail(hist)[idx[ok]]
+    events = np.zeros_like(at_risk)
+    etimes, (ehist,) = by_time(t[e == 1], onehot[e == 1])
+    events[np.searchsorted(grid, etimes)] = ehist
+    partners = at_risk - events
+    own = np.asarray(pair_counts(events, partners), dtype=np.int64)
+    return {**sums, "events": events, "partners": partners, "own": own}
+
+
+def pairs_summed(sums: Mapping[str, np.ndarray]) -> tuple[int, int, int]:
+    """:func:`pairs_across` from the network sums of :func:`concordance_sums`."""
+    network = pair_counts(sums["events"], sums["partners"])
+    comparable, concordant, undecided = (int(v) - int(o)
+                                         for v, o in zip(network, sums["own"], strict=True))
+    return comparable, concordant, undecided

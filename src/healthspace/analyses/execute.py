@@ -12,10 +12,20 @@ import duckdb
 
 from healthspace.analyses import registry
 from healthspace.analyses.base import Analysis, LocalContext
+from healthspace.analyses.secure import Masker
 from healthspace.cdm.store import has_table
 from healthspace.core.clock import Clock, SystemClock
 from healthspace.core.errors import InvalidInput
 from healthspace.governance.consent_filter import ConsentFilter
+
+
+@dataclass(frozen=True)
+class Linkage:
+    """What a node with an identity vault lends record-linkage analyses (see LocalContext)."""
+
+    national_ids: Callable[[Sequence[int]], dict[int, str]]
+    study_secret: Callable[[str], bytes]
+    keep_links: Callable[[Sequence[int]], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,15 @@ def run_local(
     consent: ConsentFilter | None = None,
     dataset: dict[str, Any] | None = None,
     release_guard: Callable[[Sequence[int]], None] | None = None,
+    masker: Masker | None = None,
+    release_site_counts: bool = True,
+    linkage: Linkage | None = None,
 ) -> LocalRun:
     """Validate the request as a node must (never trusting the sender) and run ``local``.
 
-    ``release_guard`` is the node's differencing defence (see :class:`LocalContext`).
+    ``release_guard`` is the node's differencing defence (see :class:`LocalContext`). With a
+    ``masker`` the analysis runs ``local_secure`` and the masker seals its sums for secure
+    aggregation (:mod:`healthspace.analyses.secure`).
     """
     from healthspace.cohort.dataset import build_analysis_table, load_dataset
     from healthspace.cohort.models import load_cohort
@@ -83,7 +98,14 @@ def run_local(
         consent=consent,
         dataset=spec,
         release_guard=release_guard,
+        release_site_counts=release_site_counts,
+        national_ids=linkage.national_ids if linkage else None,
+        study_secret=linkage.study_secret if linkage else None,
+        keep_links=linkage.keep_links if linkage else None,
     )
+    if masker is not None and not impl.secure:
+        raise InvalidInput(f"analysis {impl.name!r} does not support secure aggregation",
+                           field="secure_aggregation")
     started = time.perf_counter()
     built = False
     try:
@@ -93,7 +115,10 @@ def run_local(
         elif impl.uses_table and not has_table(con, "analysis_data"):
             raise InvalidInput(f"site {site} holds no analysis_data table: give a cohort and "
                                f"an analysis dataset", field="dataset")
-        partial = impl.local(ctx, parsed, round_input)
+        if masker is not None:
+            partial = masker(impl.local_secure(ctx, parsed, round_input))
+        else:
+            partial = impl.local(ctx, parsed, round_input)
     finally:
         if built:
             ctx.con.execute("DROP TABLE IF EXISTS temp.analysis_data")

@@ -19,6 +19,7 @@ from healthspace.analyses.base import (
     LocalContext,
     NextRound,
     Params,
+    Summable,
     plain,
 )
 from healthspace.analyses.registry import register
@@ -26,6 +27,7 @@ from healthspace.core.encoding import decode_array, encode_array
 from healthspace.core.errors import InvalidInput, Refused
 
 TABLE = "analysis_data"
+_SCALARS = ("deviance", "pearson", "llf", "sum_log_w")
 MAX_PARAM_RATIO = 0.33  # refuse near-saturated models: parameters / rows above this
 
 
@@ -198,6 +200,7 @@ class Glm(Analysis):
     requires_cohort = False
     uses_table = True
     max_rounds = 60
+    secure = True
 
     def local(
         self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
@@ -297,6 +300,56 @@ class Glm(Analysis):
             new_state["final"] = True
             new_state["converged"] = converged
         return NextRound({"levels": levels, "beta": encode_array(beta)}, new_state)
+
+    def local_secure(
+        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
+    ) -> Summable:
+        """Levels travel in clear (they name categories, never persons); n, sums, X'WX, X'Wz,
+        deviance, Pearson χ² and log-likelihood terms are masked."""
+        partial = self.local(ctx, params, round_input)
+        if round_input is None:
+            return Summable({"levels": partial["levels"]},
+                            {"n": np.asarray([partial["n"]]),
+                             "sum_y": np.asarray([partial["sum_y"]])},
+                            frozenset({"n"}))
+        sums = {"n": np.asarray([partial["n"]]),
+                "xtwx": decode_array(partial["xtwx"]), "xtwz": decode_array(partial["xtwz"])}
+        for key in _SCALARS:
+            sums[key] = np.asarray([partial[key]])
+        return Summable({"columns": partial["columns"]}, sums, frozenset({"n"}))
+
+    def combine_secure(
+        self,
+        sums: Mapping[str, np.ndarray],
+        publics: Mapping[str, dict[str, Any]],
+        params: Params,
+        state: dict[str, Any],
+        round: int,
+    ) -> Final | NextRound:
+        """The network sums as one pooled partial; per-site row counts are not released."""
+        names = sorted(publics)
+        pooled: dict[str, Any] = {"n": int(sums["n"][0])}
+        if round == 1:
+            pooled["levels"] = {}
+            for name in names:
+                for term, lv in publics[name]["levels"].items():
+                    pooled["levels"].setdefault(term, []).extend(lv)
+            pooled["sum_y"] = float(sums["sum_y"][0])
+        else:
+            columns = publics[names[0]]["columns"]
+            if any(publics[s]["columns"] != columns for s in names):
+                raise InvalidInput("sites built different design matrices; check column types",
+                                   field="params.formula")
+            pooled.update(columns=columns, xtwx=encode_array(np.asarray(sums["xtwx"])),
+                          xtwz=encode_array(np.asarray(sums["xtwz"])))
+            pooled.update({key: float(sums[key][0]) for key in _SCALARS})
+        outcome = self.combine({"network": pooled}, params, state, round)
+        if isinstance(outcome, Final):
+            result = dict(outcome.result)
+            result["sites"] = dict.fromkeys(names)  # withheld: only the total is known
+            result["secure_aggregation"] = True
+            return Final(result)
+        return outcome
 
     @staticmethod
     def _result(

@@ -1,4 +1,8 @@
-"""Exact federated Kaplan–Meier with the log-rank test, from merged per-time event counts."""
+"""Exact federated Kaplan–Meier with the log-rank test, from merged per-time event counts.
+
+Under secure aggregation it takes two rounds: the nodes first send their distinct (coarsened)
+times in clear, then their event and censoring counts on the network timeline, masked.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from healthspace.analyses.base import (
     LocalContext,
     NextRound,
     Params,
+    Summable,
     plain,
 )
 from healthspace.analyses.registry import register
@@ -72,11 +77,11 @@ def _load(ctx: LocalContext, params: KmParams) -> pd.DataFrame:
     return out
 
 
-def _counts(frame: pd.DataFrame, k: int) -> dict[str, Any]:
-    """Per distinct time: events d and censorings c, exactly encoded, plus the row count n.
+def _tally(frame: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per distinct time: events d and censorings c, and how many rows were coarsened.
 
     Times are first coarsened by the survival disclosure unit, so every released time has at
-    least ``k`` persons at risk here; ``coarsened`` says how many rows were moved.
+    least ``k`` persons at risk here.
     """
     rule = coarsen_times(frame["t"].to_numpy(), k)
     times, inverse = np.unique(rule.times, return_inverse=True)
@@ -85,8 +90,24 @@ def _counts(frame: pd.DataFrame, k: int) -> dict[str, Any]:
     e = frame["e"].to_numpy()
     np.add.at(d, inverse, e)
     np.add.at(c, inverse, 1 - e)
-    return {"n": len(frame), "times": encode_array(times.astype(np.float64)),
-            "d": encode_array(d), "c": encode_array(c), "coarsened": rule.moved}
+    return times.astype(np.float64), d, c, rule.moved
+
+
+def _counts(frame: pd.DataFrame, k: int) -> dict[str, Any]:
+    """The tally exactly encoded, plus the row count n and ``coarsened`` (rows moved)."""
+    times, d, c, moved = _tally(frame, k)
+    return {"n": len(frame), "times": encode_array(times), "d": encode_array(d),
+            "c": encode_array(c), "coarsened": moved}
+
+
+def _on_timeline(timeline: np.ndarray, times: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-time counts moved onto the network timeline, which must hold every local time."""
+    if not np.all(np.isin(times, timeline)):
+        raise InvalidInput("the round input's timeline lacks times of this node",
+                           field="round_input")
+    out = np.zeros(len(timeline), dtype=np.int64)
+    out[np.searchsorted(timeline, times)] = values
+    return out
 
 
 def _merge(parts: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -172,27 +193,38 @@ class KaplanMeier(Analysis):
     params_model = KmParams
     requires_cohort = False
     uses_table = True
-    max_rounds = 1
+    max_rounds = 2  # the plain protocol needs one; secure aggregation agrees a timeline first
+    secure = True
 
-    def local(
-        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        assert isinstance(params, KmParams)
+    @staticmethod
+    def _parts(ctx: LocalContext, params: KmParams) -> list[tuple[Any, pd.DataFrame]]:
+        """The rows per released part: ``("all", rows)``, or ``(value, rows)`` per group;
+        refuses a site or group below the minimum cell size."""
         frame = _load(ctx, params)
         ctx.records_used = len(frame)
         if len(frame) < ctx.min_cell_size:
             raise Refused(f"only {len(frame)} usable rows, below the minimum cell size "
                           f"{ctx.min_cell_size}; the Kaplan–Meier estimate is refused")
         if params.group is None:
-            return {"all": _counts(frame, ctx.min_cell_size)}
-        groups: list[dict[str, Any]] = []
+            return [("all", frame)]
+        parts: list[tuple[Any, pd.DataFrame]] = []
         for value, part in frame.groupby("g", sort=True):
             if len(part) < ctx.min_cell_size:
                 raise Refused(f"group {value!s} has only {len(part)} rows, below the minimum "
                               f"cell size {ctx.min_cell_size}; the Kaplan–Meier estimate is "
                               f"refused")
-            groups.append({"value": plain(value), **_counts(part, ctx.min_cell_size)})
-        return {"groups": groups}
+            parts.append((plain(value), part))
+        return parts
+
+    def local(
+        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        assert isinstance(params, KmParams)
+        parts = self._parts(ctx, params)
+        k = ctx.min_cell_size
+        if params.group is None:
+            return {"all": _counts(parts[0][1], k)}
+        return {"groups": [{"value": value, **_counts(part, k)} for value, part in parts]}
 
     def combine(
         self,
@@ -228,6 +260,79 @@ class KaplanMeier(Analysis):
         return Final({"groups": curves, "logrank_p": p_value, "logrank_statistic": statistic,
                       "sites": {s: total(s, "n") for s in names},
                       "coarsened": {s: total(s, "coarsened") for s in names}})
+
+    def local_secure(
+        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
+    ) -> Summable:
+        """Round 1: the distinct coarsened times per part (and so the group values) in clear,
+        the row and coarsened counts masked. Round 2: events and censorings on the network
+        timeline of every part, masked (zeros for a group this node lacks)."""
+        assert isinstance(params, KmParams)
+        parts = self._parts(ctx, params)
+        tallies = {str(value): _tally(part, ctx.min_cell_size) for value, part in parts}
+        if round_input is None:
+            return Summable({"times": {key: encode_array(t[0]) for key, t in tallies.items()}},
+                            {"n": np.asarray([sum(len(part) for _, part in parts)]),
+                             "coarsened": np.asarray([sum(t[3] for t in tallies.values())])},
+                            frozenset({"n", "coarsened"}))
+        timelines = round_input["timelines"]
+        if not set(tallies) <= set(timelines):
+            raise InvalidInput("the round input lacks groups of this node", field="round_input")
+        d: list[np.ndarray] = []
+        c: list[np.ndarray] = []
+        for key in sorted(timelines):  # the hub splits the sums in the same order
+            timeline = decode_array(timelines[key])
+            if key in tallies:
+                times, dk, ck, _ = tallies[key]
+                d.append(_on_timeline(timeline, times, dk))
+                c.append(_on_timeline(timeline, times, ck))
+            else:
+                d.append(np.zeros(len(timeline), dtype=np.int64))
+                c.append(np.zeros(len(timeline), dtype=np.int64))
+        return Summable({}, {"d": np.concatenate(d), "c": np.concatenate(c)},
+                        frozenset({"d", "c"}))
+
+    def combine_secure(
+        self,
+        sums: Mapping[str, np.ndarray],
+        publics: Mapping[str, dict[str, Any]],
+        params: Params,
+        state: dict[str, Any],
+        round: int,
+    ) -> Final | NextRound:
+        """Round 1 agrees the union timeline of every part; round 2 combines the network
+        counts as one pooled site. Per-site row and coarsened counts are not released."""
+        assert isinstance(params, KmParams)
+        names = sorted(publics)
+        if round == 1:
+            union: dict[str, list[np.ndarray]] = {}
+            for name in names:
+                for key, times in publics[name]["times"].items():
+                    union.setdefault(key, []).append(decode_array(times))
+            timelines = {key: encode_array(np.unique(np.concatenate(parts)))
+                         for key, parts in union.items()}
+            return NextRound({"timelines": timelines},
+                             {"names": names, "timelines": timelines,
+                              "nobs": int(sums["n"][0]),
+                              "coarsened_total": int(sums["coarsened"][0])})
+        if names != state["names"]:
+            raise Refused(f"sites changed between rounds ({', '.join(names)}); the timeline "
+                          f"was agreed by {', '.join(state['names'])}")
+        parts: list[dict[str, Any]] = []
+        start = 0
+        for key in sorted(state["timelines"]):
+            encoded = state["timelines"][key]
+            stop = start + int(decode_array(encoded).size)
+            d, c = sums["d"][start:stop], sums["c"][start:stop]
+            parts.append({"value": key, "times": encoded, "d": encode_array(d),
+                          "c": encode_array(c), "n": int(d.sum() + c.sum())})
+            start = stop
+        pooled = {"all": parts[0]} if params.group is None else {"groups": parts}
+        outcome = self.combine({"network": pooled}, params, state, round)
+        assert isinstance(outcome, Final)
+        return Final({**outcome.result, "sites": dict.fromkeys(names),
+                      "coarsened": dict.fromkeys(names), "nobs": state["nobs"],
+                      "coarsened_total": state["coarsened_total"], "secure_aggregation": True})
 
 
 register(KaplanMeier())

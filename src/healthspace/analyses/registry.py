@@ -22,7 +22,7 @@ def _load_builtin() -> None:
     if _BUILTIN_LOADED:
         return
     _BUILTIN_LOADED = True
-    from healthspace.analyses import cohort_count, cox, glm, km, pv, summary  # noqa: F401
+    from healthspace.analyses import cohort_count, cox, glm, km, psi_link, pv, summary  # noqa: F401
 
 
 def get(name: str) -> Analysis:

@@ -17,7 +17,9 @@ app = typer.Typer(help="Run a node at a data holder: store, state, agent.", no_a
 policy_app = typer.Typer(help="The node's usage policy (authoritative).", no_args_is_help=True)
 consent_app = typer.Typer(help="Patient consent kept at the node.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+secagg_app = typer.Typer(help="Secure-aggregation keys kept at the node.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
+app.add_typer(secagg_app, name="secagg")
 
 StoreOpt = Annotated[Path, typer.Option("--store", help="The node's DuckDB CDM store file.")]
 
@@ -153,6 +155,29 @@ def rotate_key(
         emit_json(statement)
     else:
         out.print(f"new node key {statement['new_key']} registered at the hub", highlight=False)
+
+
+@secagg_app.command("forget-peer")
+def forget_peer(
+    store: StoreOpt,
+    node: Annotated[str, typer.Argument(help="The peer node whose pinned key to drop.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Drop a peer's pinned node key after a legitimate key change was verified out of band;
+    the next roster pins its new key."""
+    from healthspace.node import audit
+    from healthspace.node.secagg import forget_peer as forget
+    from healthspace.node.state import NodeState
+
+    state = NodeState.open(_state_path(store))
+    dropped = forget(state, node)
+    if dropped:
+        audit.record(state, "secagg.forget_peer", f"node:{node}", {})
+    if json_out:
+        emit_json({"node": node, "forgotten": dropped})
+    else:
+        out.print(f"pinned key of {node} {'dropped' if dropped else 'was not pinned'}",
+                  highlight=False)
 
 
 @app.command("enroll")

@@ -19,6 +19,12 @@ def exit_code_for(status: StudyStatus) -> ExitCode:
     }.get(status, ExitCode.ERROR)
 
 
+def _cell(count: Any) -> str:
+    if count is None:
+        return "withheld"  # secure aggregation: only the network total is released
+    return f"{count:,}" if isinstance(count, int) else str(count)
+
+
 def count_table(result: dict[str, Any], title: str = "cohort counts",
                 nodes: dict[str, str] | None = None) -> Table:
     table = Table(title=title)
@@ -27,7 +33,7 @@ def count_table(result: dict[str, Any], title: str = "cohort counts",
     if nodes:
         table.add_column("node status")
     for site, count in result.get("sites", {}).items():
-        row = [site, f"{count:,}" if isinstance(count, int) else str(count)]
+        row = [site, _cell(count)]
         if nodes:
             row.append(nodes.get(site, ""))
         table.add_row(*row)
@@ -35,7 +41,8 @@ def count_table(result: dict[str, Any], title: str = "cohort counts",
         if site not in result.get("sites", {}):
             table.add_row(site, "-", status)
     bound = " (lower bound: some sites suppressed)" if result.get("total_is_lower_bound") else ""
-    total = f"{result.get('total', 0):,}{bound}"
+    secure = " (secure aggregation)" if result.get("secure_aggregation") else ""
+    total = f"{_cell(result.get('total', 0))}{bound}{secure}"
     table.add_row("[bold]total[/]", f"[bold]{total}[/]", *([""] if nodes else []))
     return table
 

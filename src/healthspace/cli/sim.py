@@ -37,6 +37,7 @@ def count(
     distinct: Annotated[bool, typer.Option(
         "--distinct", help="Also estimate distinct persons across sites (keyed-hash "
                            "HyperLogLog, ±2 standard errors); exact counts only.")] = False,
+    secure: SecureOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Cohort counts per site and in total, with the nodes' disclosure rules."""
@@ -61,7 +62,7 @@ def count(
         err.print(f"loading {len(sites)} site(s) and counting…")
     result = simulate_dirs(
         "cohort_count", sites, params=params, cohort=definition,
-        min_cell_size=min_cell_size, purpose=purpose,
+        min_cell_size=min_cell_size, purpose=purpose, secure=secure,
     )
     if json_out:
         emit_json(result)
@@ -119,6 +120,9 @@ DatasetOpt = Annotated[
                                    "into one row per person, with --site."),
 ]
 MinCellOpt = Annotated[int, typer.Option(help="Minimum cell size (≥ 5).")]
+SecureOpt = Annotated[bool, typer.Option(
+    "--secure", help="Secure aggregation: mask each site's sums (real X25519 + ChaCha20 "
+                     "masks) so only network totals are combined.")]
 PurposeOpt = Annotated[
     str, typer.Option(help="The study's purpose (site policies and consent, with --site).")
 ]
@@ -135,6 +139,7 @@ def run_sim(
     min_cell_size: int = 10,
     purpose: str = "research",
     quiet: bool = False,
+    secure: bool = False,
 ) -> dict[str, Any]:
     """Run one analysis over ``--table`` CSVs or ``--site`` OMOP folders; errors name the
     option. Every command over tables or sites goes through here."""
@@ -157,7 +162,7 @@ def run_sim(
         if not quiet:
             err.print(f"running {analysis} over {len(tables)} table(s)…")
         return simulate_tables(analysis, tables, params=params, min_cell_size=min_cell_size,
-                               purpose=purpose)
+                               purpose=purpose, secure=secure)
     if site:
         sites = parse_site_args(site)
         definition = read_document(cohort, "cohort") if cohort is not None else None
@@ -169,7 +174,7 @@ def run_sim(
         if not quiet:
             err.print(f"loading {len(sites)} site(s) and running {analysis}…")
         return simulate_dirs(analysis, sites, params=params, cohort=definition, dataset=spec,
-                             min_cell_size=min_cell_size, purpose=purpose)
+                             min_cell_size=min_cell_size, purpose=purpose, secure=secure)
     raise InvalidInput("give --table NAME=FILE.csv or --site NAME=DIR (repeatable)",
                        field="table")
 
@@ -188,6 +193,7 @@ def glm(
     dataset: DatasetOpt = None,
     min_cell_size: MinCellOpt = 10,
     purpose: PurposeOpt = "research",
+    secure: SecureOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """An exact pooled GLM over per-site tables or OMOP folders (nodes release only
@@ -196,7 +202,8 @@ def glm(
 
     params = {"formula": formula, "family": family, "offset": offset, "weights": weights}
     result = run_sim("glm", params, table=table, site=site, cohort=cohort, dataset=dataset,
-                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out)
+                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out,
+                     secure=secure)
     if json_out:
         emit_json(result)
         return
@@ -252,6 +259,7 @@ def km(
                                                              "image to this file.")] = None,
     min_cell_size: MinCellOpt = 10,
     purpose: PurposeOpt = "research",
+    secure: SecureOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Exact pooled Kaplan–Meier curves (and log-rank test) over per-site tables or OMOP
@@ -262,7 +270,8 @@ def km(
     if plot is not None:
         check_plot_path(plot)
     result = run_sim("km", params, table=table, site=site, cohort=cohort, dataset=dataset,
-                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out)
+                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out,
+                     secure=secure)
     if plot is not None:
         from healthspace.analyses.plots import plot_km
 

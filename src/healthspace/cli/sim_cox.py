@@ -14,6 +14,7 @@ from healthspace.cli.sim import (
     DatasetOpt,
     MinCellOpt,
     PurposeOpt,
+    SecureOpt,
     SitesOpt,
     TableOpt,
     app,
@@ -48,6 +49,7 @@ def cox(
     dataset: DatasetOpt = None,
     min_cell_size: MinCellOpt = 10,
     purpose: PurposeOpt = "research",
+    secure: SecureOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """An exact pooled Cox proportional-hazards model over per-site tables or OMOP folders
@@ -57,7 +59,8 @@ def cox(
     params = {"duration": duration, "event": event, "covariates": parse_covariates(covariates),
               "ties": ties, "strata_by_site": strata_by_site}
     result = run_sim("cox", params, table=table, site=site, cohort=cohort, dataset=dataset,
-                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out)
+                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out,
+                     secure=secure)
     if json_out:
         emit_json(result)
         return

@@ -194,3 +194,35 @@ def pv(
         out.print(f"… {len(result['pairs']) - limit} more pairs (--limit, or --json)")
     for name, why in result.get("refused", {}).items():
         err.print(f"{name} refused: {why}", highlight=False)
+
+
+@app.command("link")
+def link(
+    receiver: Annotated[str, typer.Option("--receiver", help="The site that learns the result "
+                                                             "(and, with membership, who).")],
+    site: SitesOpt = None,
+    cohort: CohortOpt = None,
+    mode: Annotated[str, typer.Option(help="size, or membership (the receiver keeps which of "
+                                           "its persons are shared).")] = "size",
+    group: Annotated[str, typer.Option(help="ed25519 (default) or x25519 (faster, leaks one "
+                                            "bit per id).")] = "ed25519",
+    min_cell_size: MinCellOpt = 10,
+    purpose: PurposeOpt = "research",
+    json_out: JsonOpt = False,
+) -> None:
+    """Patients two sites share (private set intersection over their identity vaults)."""
+    params = {"receiver": receiver, "mode": mode, "group": group}
+    result = run_sim("psi_link", params, table=None, site=site, cohort=cohort,
+                     min_cell_size=min_cell_size, purpose=purpose, quiet=json_out)
+    if json_out:
+        emit_json(result)
+        return
+    view = Table(title=f"record linkage ({result['group']} DH-PSI, {result['mode']})")
+    view.add_column("")
+    view.add_column("persons", justify="right")
+    for name, count in result["sites"].items():
+        view.add_row(f"{name} (linkable)", f"{count:,}" if isinstance(count, int) else count)
+    shared = result["intersection"]
+    view.add_row("[bold]shared[/]", f"[bold]{shared:,}[/]" if isinstance(shared, int)
+                 else str(shared))
+    out.print(view)

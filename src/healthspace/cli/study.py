@@ -37,12 +37,17 @@ def submit(
     preview: Annotated[bool, typer.Option(
         "--preview", help="Submit as a feasibility preview (cohort_count: obfuscated or DP "
                           "count, no approvals, rate-limited).")] = False,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="Secure aggregation: the hub learns only network sums (on anyway "
+                         "where a node's policy requires it).")] = False,
     hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Submit a study; with --wait, print its result when it finishes."""
     spec = load_study_file(file)
     if preview:  # the same as ``preview: true`` in the study file
         spec = spec.model_copy(update={"preview": True})
+    if secure:  # the same as ``secure_aggregation: true`` in the study file
+        spec = spec.model_copy(update={"secure_aggregation": True})
     with client(hub, token) as c:
         view = c.submit(spec)
         err.print(f"study {view.id} submitted ({view.status.value}) to {', '.join(view.nodes)}")

@@ -141,6 +141,16 @@ class HubClient:
         body = envelope.model_dump(mode="json")
         return dict(self.http.request("PUT", f"{API}/node/checkpoint", json=body).json())
 
+    def prekey_stock(self) -> int:
+        """How many of this node's secure-aggregation prekeys the hub holds unassigned."""
+        return int(self.http.request("GET", f"{API}/node/secagg/prekeys").json()["available"])
+
+    def upload_prekeys(self, envelope: Envelope) -> int:
+        """Upload signed one-time prekeys (kind ``secagg.prekeys``); returns the new stock."""
+        body = envelope.model_dump(mode="json")
+        reply = self.http.request("POST", f"{API}/node/secagg/prekeys", json=body).json()
+        return int(reply["available"])
+
     def rotate_node_key(self, envelope: Envelope) -> dict[str, Any]:
         """Register a new node key (an Envelope of kind ``key.rotate`` signed by the old key)."""
         body = envelope.model_dump(mode="json")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from healthspace.core.enums import OrgKind, PrincipalKind, Role, StudyStatus, TaskStatus
 from healthspace.core.limits import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
+from healthspace.privacy.secagg_keys import Prekey
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
@@ -140,6 +141,9 @@ class StudySpec(Wire):
     preview: bool = Field(
         default=False, description="an interactive feasibility preview: a cohort_count "
         "released obfuscated or DP-noised only, admitted without approvals, rate-limited")
+    secure_aggregation: bool = Field(
+        default=False, description="mask the nodes' summable partials so the hub learns only "
+        "network sums; on anyway when a node's policy requires it (L3 by default)")
 
     @model_validator(mode="after")
     def _unique_nodes(self) -> StudySpec:
@@ -190,6 +194,7 @@ class StudyView(Wire):
     purpose: str
     nodes: list[str]
     preview: bool = False
+    secure_aggregation: bool = False
     status: StudyStatus
     round: int
     submitted_by: str
@@ -210,6 +215,21 @@ class StudyList(Wire):
 
 
 # --- node <-> hub -----------------------------------------------------------------
+
+
+class RosterEntry(Wire):
+    """One node of a secure-aggregation session: its signed one-time key and its node key."""
+
+    prekey: Prekey
+    node_key: str = Field(pattern=r"^[0-9a-f]{64}$",
+                          description="the node's Ed25519 key as the hub registered it")
+
+
+class SecureRound(Wire):
+    """The session a task's partial is masked for; the roster is fixed for the session."""
+
+    session_id: str = Field(min_length=1, max_length=200)
+    roster: list[RosterEntry] = Field(min_length=2)
 
 
 class TaskAssignment(Wire):
@@ -237,6 +257,9 @@ class TaskAssignment(Wire):
     preview: bool = Field(
         default=False, description="a feasibility preview: the node forces its preview "
         "release mode (obfuscated or DP) and requires no approvals")
+    secure: SecureRound | None = Field(
+        default=None, description="secure aggregation: mask the summable partial for this "
+        "session's roster (docs/secure-aggregation.md)")
     hub_signature: str | None = Field(
         default=None, description="hub Ed25519 signature over every other field (hex)"
     )

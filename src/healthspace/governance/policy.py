@@ -145,6 +145,13 @@ class UsagePolicy(BaseModel):
     previews: dict[str, Any] | None = Field(
         default=None, description="feasibility previews (PreviewPolicy); null = the level's "
                                   "default: L1/L2 obfuscated, 60 an hour; L3 off")
+    secure_aggregation: bool | None = Field(
+        default=None, description="mask summable partials so the hub learns only network sums "
+                                  "(docs/secure-aggregation.md); null = the level's default: "
+                                  "on for L3, off otherwise")
+    release_site_counts: bool | None = Field(
+        default=None, description="under secure aggregation, may this node's own released "
+                                  "count appear in results; null = no for L3, yes otherwise")
     # Reserved for later issues; accepted and carried, not yet enforced.
     prices: dict[str, Any] | None = None
     sla: dict[str, Any] | None = None
@@ -229,6 +236,20 @@ def load_policy(source: str | Path | dict[str, Any] | UsagePolicy) -> UsagePolic
         return UsagePolicy.model_validate(data)
     except ValidationError as exc:
         raise invalid_from_validation(exc, prefix=("policy",)) from exc
+
+
+def secure_required(policy: UsagePolicy) -> bool:
+    """Whether this dataset's summable partials must be securely aggregated."""
+    if policy.secure_aggregation is not None:
+        return policy.secure_aggregation
+    return policy.level == Level.L3
+
+
+def site_counts_released(policy: UsagePolicy) -> bool:
+    """Whether, under secure aggregation, this node's own released count may be shown."""
+    if policy.release_site_counts is not None:
+        return policy.release_site_counts
+    return policy.level != Level.L3
 
 
 def release_params(policy: UsagePolicy, analysis: str, params: dict[str, Any]) -> dict[str, Any]:

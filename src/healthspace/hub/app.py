@@ -29,6 +29,7 @@ from healthspace.hub.routers import (
     me,
     node_tasks,
     nodes,
+    secagg,
     studies,
     tokens,
 )
@@ -44,6 +45,7 @@ ROUTERS = (
     tokens.router,
     nodes.router,
     node_tasks.router,
+    secagg.router,
     keys.router,
     studies.router,
     approvals.router,

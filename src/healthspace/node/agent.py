@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from healthspace.core.canonical import digest
 from healthspace.core.envelope import Envelope, EnvelopeError, seal, verify_rotation
 from healthspace.core.errors import HealthspaceError, Unauthorized
 from healthspace.core.models import Catalog, TaskAssignment
-from healthspace.node import audit, consent
+from healthspace.node import audit, consent, secagg
 from healthspace.node.runner import run_task
 from healthspace.node.state import NodeState
 
 log = logging.getLogger("healthspace.node")
+PREKEY_CHECK_S = 300.0  # also re-check the hub's prekey stock this often
 
 
 @dataclass
@@ -71,6 +73,8 @@ class NodeAgent:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_mtime: float | None = None
         self._backoff = Backoff()
+        self._prekeys_due = True
+        self._prekeys_checked = 0.0
         me = self.client.me()
         self.node_id, self.site = me.id, me.name
 
@@ -128,6 +132,21 @@ class NodeAgent:
         self.client.publish_checkpoint(self.seal("ledger.checkpoint", cp))
         self._checkpoint_size = cp["size"]
 
+    def _replenish_prekeys(self) -> None:
+        """Keep a stock of one-time secure-aggregation keys at the hub (checked at start and
+        after each secure task); drop the private keys of sessions that are over."""
+        if not self._prekeys_due and time.monotonic() - self._prekeys_checked < PREKEY_CHECK_S:
+            return
+        available = self.client.prekey_stock()
+        if available < secagg.LOW_WATER:
+            fresh = secagg.new_prekeys(self.state, self.site, secagg.BATCH)
+            payload = {"prekeys": [p.model_dump(mode="json") for p in fresh]}
+            available = self.client.upload_prekeys(self.seal("secagg.prekeys", payload))
+            log.info("uploaded %d secure-aggregation prekeys (%d unused at the hub)",
+                     len(fresh), available)
+        secagg.prune(self.state)
+        self._prekeys_due, self._prekeys_checked = False, time.monotonic()
+
     def _flush_outbox(self) -> None:
         for task_id, body in self.state.pending_results():
             envelope = self.seal("task.result", body["result"], study_id=body["study_id"],
@@ -177,10 +196,13 @@ class NodeAgent:
             self.state.requeue_result(task.task_id)
         self._flush_outbox()
         self._publish_checkpoint()
+        if task.secure is not None:
+            self._prekeys_due = True
 
     def step(self) -> bool:
         """One poll cycle; returns True when a task was handled."""
         self._publish_if_changed()
+        self._replenish_prekeys()
         self._flush_outbox()
         self._publish_checkpoint()
         task = self.client.next_task(wait=self.poll_wait)

@@ -8,7 +8,8 @@ from typing import Any
 
 import duckdb
 
-from healthspace.analyses.execute import run_local
+from healthspace.analyses.execute import Linkage, run_local
+from healthspace.analyses.secure import Masker
 from healthspace.cdm.store import open_store
 from healthspace.core.clock import Clock
 from healthspace.core.enums import TaskStatus
@@ -17,8 +18,13 @@ from healthspace.core.errors import HealthspaceError, InvalidInput, Refused
 from healthspace.core.models import TaskAssignment, TaskMetrics, TaskResult
 from healthspace.governance.consent_filter import ConsentFilter
 from healthspace.governance.engine import Outcome
-from healthspace.governance.policy import UsagePolicy, preview_params, release_params
-from healthspace.node import budget, consent, differencing
+from healthspace.governance.policy import (
+    UsagePolicy,
+    preview_params,
+    release_params,
+    site_counts_released,
+)
+from healthspace.node import budget, consent, differencing, secagg
 from healthspace.node.guard import recheck
 from healthspace.node.state import NodeState
 
@@ -54,6 +60,8 @@ def run_task(
     try:
         consent_filter: ConsentFilter | None = None
         guard: differencing.ReleaseGuard | None = None
+        masker: Masker | None = None
+        site_counts = True
         params = dict(assignment.params)
         k = max(assignment.min_cell_size, min_cell_size)
         if state is not None:
@@ -75,6 +83,11 @@ def run_task(
                 charged = True
             if not assignment.preview:  # a preview's count is noised: nothing to difference
                 guard = differencing.node_guard(state, policy, assignment, k)
+            site_counts = site_counts_released(policy)
+            if assignment.secure is not None:
+                masker = secagg.masker_for(state, assignment, site)
+        elif assignment.secure is not None:
+            raise Refused("secure aggregation needs the node's state (its one-time keys)")
         con = connection or open_store(store, read_only=True)
         try:
             run = run_local(
@@ -90,6 +103,9 @@ def run_task(
                 clock=clock,
                 consent=consent_filter,
                 release_guard=guard,
+                masker=masker,
+                release_site_counts=site_counts,
+                linkage=_linkage(state, assignment) if state is not None else None,
             )
         finally:
             if connection is None:
@@ -115,6 +131,16 @@ def run_task(
     if charged and state is not None:
         budget.refund(state, assignment)  # nothing was released: the ε is not spent
     return result
+
+
+def _linkage(state: NodeState, assignment: TaskAssignment) -> Linkage:
+    """The node's identity vault and per-study secrets, for record-linkage analyses."""
+    study = assignment.study_id
+    return Linkage(
+        national_ids=state.national_ids,
+        study_secret=lambda label: state.derive_secret(f"study:{study}/{label}"),
+        keep_links=lambda persons: state.keep_links(study, persons),
+    )
 
 
 def _node_params(policy: UsagePolicy, assignment: TaskAssignment) -> dict[str, Any]:

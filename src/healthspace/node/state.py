@@ -10,9 +10,10 @@ Admin commands can open it while the agent runs.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,35 @@ class NodeState:
             db.execute("DELETE FROM identity_vault")
             db.executemany("INSERT INTO identity_vault VALUES (?, ?)", rows)
         return len(rows)
+
+    def national_ids(self, person_ids: Sequence[int]) -> dict[int, str]:
+        """The vault's national ids of these local persons (those without one are left out)."""
+        with self.connect() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS _wanted (person_id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM _wanted")
+            db.executemany("INSERT OR IGNORE INTO _wanted VALUES (?)",
+                           [(int(p),) for p in person_ids])
+            rows = db.execute("SELECT v.person_id, v.national_id FROM identity_vault v "
+                              "JOIN _wanted w ON w.person_id = v.person_id").fetchall()
+        return {int(pid): str(nid) for pid, nid in rows}
+
+    def derive_secret(self, label: str) -> bytes:
+        """A 32-byte secret for ``label`` (e.g. a study's PSI scalar seed), derived from the
+        node's signing key: the same label gives the same secret, no one else can derive it."""
+        seed = self.signing_key().encode()
+        return hashlib.blake2b(label.encode("utf-8"), key=seed, digest_size=32,
+                               person=b"hs-node-secret").digest()
+
+    def keep_links(self, study_id: int, person_ids: Sequence[int]) -> int:
+        """Remember which local persons a record-linkage study found at the other node."""
+        now = iso(self.clock.now())
+        with self.connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS psi_links (study_id INTEGER NOT NULL, "
+                       "person_id INTEGER NOT NULL, linked_at TEXT NOT NULL, "
+                       "PRIMARY KEY (study_id, person_id))")
+            db.executemany("INSERT OR IGNORE INTO psi_links VALUES (?, ?, ?)",
+                           [(study_id, int(p), now) for p in person_ids])
+        return len(person_ids)
 
     def identity_count(self) -> int:
         with self.connect() as db:

@@ -114,7 +114,7 @@ class _Expect:
 
 class _Party:
     def __init__(self, ids: Iterable[str], mode: Mode, *, batch_size: int, workers: int | None,
-                 assume_distinct: bool, group: Group | str) -> None:
+                 assume_distinct: bool, group: Group | str, scalar: bytes | None) -> None:
         if batch_size < 1:
             raise InvalidInput("batch_size must be positive")
         self.mode = Mode(mode)
@@ -122,7 +122,7 @@ class _Party:
         self._ids = ids
         self._batch_size = batch_size
         self._assume_distinct = assume_distinct
-        self._blinder = Blinder(new_scalar(self.group), workers, self.group)
+        self._blinder = Blinder(scalar or new_scalar(self.group), workers, self.group)
 
     def _own_frames(self, kind: Kind) -> Iterator[tuple[list[str], bytes]]:
         """Blind our own ids batch by batch; an empty set still sends one (last) frame."""
@@ -159,9 +159,9 @@ class PsiSender(_Party):
 
     def __init__(self, ids: Iterable[str], mode: Mode, *, batch_size: int = BATCH,
                  workers: int | None = None, assume_distinct: bool = False,
-                 group: Group | str = DEFAULT_GROUP) -> None:
+                 group: Group | str = DEFAULT_GROUP, scalar: bytes | None = None) -> None:
         super().__init__(ids, mode, batch_size=batch_size, workers=workers,
-                         assume_distinct=assume_distinct, group=group)
+                         assume_distinct=assume_distinct, group=group, scalar=scalar)
         self._expect = _Expect(Kind.RECEIVER_BLINDED)
         self._collected: list[bytes] = []
         self.receiver_count = 0
@@ -200,9 +200,9 @@ class PsiReceiver(_Party):
 
     def __init__(self, ids: Iterable[str], mode: Mode, *, batch_size: int = BATCH,
                  workers: int | None = None, assume_distinct: bool = False,
-                 group: Group | str = DEFAULT_GROUP) -> None:
+                 group: Group | str = DEFAULT_GROUP, scalar: bytes | None = None) -> None:
         super().__init__(ids, mode, batch_size=batch_size, workers=workers,
-                         assume_distinct=assume_distinct, group=group)
+                         assume_distinct=assume_distinct, group=group, scalar=scalar)
         self._offers = _Expect(Kind.SENDER_BLINDED)
         self._answers = _Expect(Kind.DOUBLE_BLINDED)
         self._parts: list[bytes] = []

@@ -81,6 +81,22 @@ def new_scalar(group: Group | str = DEFAULT_GROUP) -> bytes:
             return scalar
 
 
+def derive_scalar(seed: bytes, group: Group | str = DEFAULT_GROUP) -> bytes:
+    """A secret scalar derived from a 32-byte (or longer) secret ``seed`` — the same scalar
+    for the same seed, so a party can take part in a multi-round session without keeping it.
+    Reduced as :func:`new_scalar` does; the seed must itself be secret and unique per session.
+    """
+    if len(seed) < 32:
+        raise InvalidInput("a PSI scalar seed needs at least 32 bytes")
+    if as_group(group) is Group.X25519:
+        return hashlib.blake2b(seed, digest_size=32, person=b"hs-psi-x25519").digest()
+    wide = hashlib.blake2b(seed, digest_size=64, person=b"hs-psi-ed25519").digest()
+    scalar = crypto_core_ed25519_scalar_reduce(wide)
+    if not any(scalar):  # probability 2^-252
+        raise InvalidInput("derived PSI scalar is zero; use another seed")
+    return scalar
+
+
 def hash_to_u(ident: str) -> bytes:
     """X25519: domain-separated SHA-512 of the UTF-8 id, cut to a 255-bit u-coordinate."""
     h = bytearray(hashlib.sha512(X25519_DOMAIN + ident.encode("utf-8")).digest()[:POINT])

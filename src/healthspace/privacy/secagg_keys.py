@@ -117,3 +117,74 @@ def _signed_by_any(item: Announcement, keys: Sequence[str]) -> bool:
 def public_hex(public: X25519PublicKey) -> str:
     """The raw 32-byte X25519 public key, hex."""
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+# --- one-time prekeys ---------------------------------------------------------------------
+#
+# So that a round needs no extra round trip for key agreement, each node uploads a small
+# stock of one-time X25519 keys ahead of time, each signed with its Ed25519 node key (the
+# "prekeys" of the Signal protocol). The hub assigns one unused prekey per node to each new
+# session and relays the roster inside the hub-signed task. A node binds a prekey to the first
+# session it is used in and refuses it for any other, and deletes the secret once the session
+# is over, so a later compromise of the node does not expose old masks.
+
+PREKEY_DOMAIN = b"healthspace-secagg-prekey-v1\n"
+
+
+class Prekey(BaseModel):
+    """One node's signed one-time X25519 public key, relayed verbatim by the hub."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    node: str = Field(min_length=1, max_length=200)
+    public_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="X25519, raw, hex")
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="Ed25519 by the node key")
+
+    def signed_bytes(self) -> bytes:
+        body = {"key_id": self.key_id, "node": self.node, "public_key": self.public_key}
+        return PREKEY_DOMAIN + canonical_json(body)
+
+
+def make_prekey(node: str, node_key: SigningKey) -> tuple[X25519PrivateKey, Prekey]:
+    """A fresh one-time key pair and its signed public half."""
+    import secrets
+
+    private = X25519PrivateKey.generate()
+    unsigned = Prekey(key_id=secrets.token_hex(16), node=node,
+                      public_key=public_hex(private.public_key()), signature="0" * 128)
+    signature = node_key.sign(unsigned.signed_bytes()).signature.hex()
+    return private, unsigned.model_copy(update={"signature": signature})
+
+
+def prekey_signed_by(item: Prekey, node_key_hex: str) -> bool:
+    try:
+        VerifyKey(bytes.fromhex(node_key_hex)).verify(item.signed_bytes(),
+                                                      bytes.fromhex(item.signature))
+        return True
+    except (BadSignatureError, ValueError):
+        return False
+
+
+def verify_prekey_roster(roster: Iterable[tuple[Prekey, str]]) -> dict[str, X25519PublicKey]:
+    """Check ``(prekey, node key hex)`` pairs; return node name -> X25519 key, sorted by name.
+
+    Raises RosterError on a bad signature, a repeated node, key id or key, or fewer than
+    MIN_PARTIES entries. Whether each node key is the right one for its node is the caller's
+    check (the node pins its peers' keys on first use).
+    """
+    peers: dict[str, X25519PublicKey] = {}
+    seen: set[str] = set()
+    for item, node_key in roster:
+        if item.node in peers:
+            raise RosterError(f"node {item.node} appears twice in the roster", field="roster")
+        if item.key_id in seen or item.public_key in seen:
+            raise RosterError(f"node {item.node} reuses a key of the roster", field="roster")
+        if not prekey_signed_by(item, node_key):
+            raise RosterError(f"bad prekey signature for node {item.node}", field="roster")
+        peers[item.node] = X25519PublicKey.from_public_bytes(bytes.fromhex(item.public_key))
+        seen.update((item.key_id, item.public_key))
+    if len(peers) < MIN_PARTIES:
+        raise RosterError(f"secure aggregation needs at least {MIN_PARTIES} nodes",
+                          field="roster")
+    return dict(sorted(peers.items()))

@@ -20,6 +20,7 @@ from healthspace.sim import simulate_tables
 TOL = 1e-8
 ROSSI = ["fin", "age", "race", "wexp", "mar", "paro", "prio"]
 TIGHT = {"precision": 1e-14, "r_precision": 1e-16, "max_steps": 500}
+SECURE = pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
 
 
 def write_sites(tmp_path, parts):
@@ -58,9 +59,23 @@ def assert_statsmodels(result, ref, covariates):
     assert abs(result["log_likelihood"] - ref.llf) <= TOL
 
 
-def cox(paths, duration="week", event="arrest", covariates=ROSSI, **params):
-    return simulate_tables("cox", paths, params={"duration": duration, "event": event,
-                                                 "covariates": covariates, **params})
+def cox(paths, duration="week", event="arrest", covariates=ROSSI, secure=False, **params):
+    result = simulate_tables("cox", paths, params={"duration": duration, "event": event,
+                                                   "covariates": covariates, **params},
+                             secure=secure)
+    assert result.get("secure_aggregation", False) is secure
+    return result
+
+
+def check_sites(result, key, expected, secure):
+    """Per-site values are released in clear; under secure aggregation they are withheld
+    and only their network total is released."""
+    if secure:
+        assert result[key] == dict.fromkeys(expected)
+        total = result["nobs"] if key == "sites" else result["coarsened_total"]
+        assert total == sum(expected.values())
+    else:
+        assert result[key] == expected
 
 
 @pytest.fixture
@@ -71,9 +86,10 @@ def rossi(tmp_path):
     return write_sites(tmp_path, parts), df
 
 
-def test_rossi_efron_equals_lifelines(rossi):
+@SECURE
+def test_rossi_efron_equals_lifelines(rossi, secure):
     paths, df = rossi
-    result = cox(paths)
+    result = cox(paths, secure=secure)
     ref = lifelines_fit(df, "week", "arrest", ROSSI)
     assert_lifelines(result, ref, ROSSI)
     assert abs(result["log_likelihood_null"] - ref._ll_null_) <= TOL
@@ -87,32 +103,35 @@ def test_rossi_efron_equals_lifelines(rossi):
     ci = np.array([result["conf_int"][c] for c in ROSSI])
     assert np.max(np.abs(ci - summary[["coef lower 95%", "coef upper 95%"]].loc[ROSSI])) <= TOL
     assert result["nobs"] == 432 and result["n_events"] == 114
-    assert result["sites"] == {"A": 150, "B": 150, "C": 132}
-    assert result["coarsened"] == {"A": 0, "B": 0, "C": 0}  # week 52 is shared by many
+    check_sites(result, "sites", {"A": 150, "B": 150, "C": 132}, secure)
+    check_sites(result, "coarsened", {"A": 0, "B": 0, "C": 0}, secure)  # week 52: many
     assert result["ties"] == "efron" and result["strata_by_site"] is False
     assert result["converged"] and 3 <= result["iterations"] <= 10
 
 
-def test_rossi_breslow_and_efron_equal_statsmodels(rossi):
+@SECURE
+def test_rossi_breslow_and_efron_equal_statsmodels(rossi, secure):
     paths, df = rossi
     for ties in ("breslow", "efron"):
-        result = cox(paths, ties=ties)
+        result = cox(paths, ties=ties, secure=secure)
         assert result["ties"] == ties
         assert_statsmodels(result, statsmodels_fit(df, "week", "arrest", ROSSI, ties), ROSSI)
 
 
-def test_rossi_concordance_within_its_bound(rossi):
+@SECURE
+def test_rossi_concordance_within_its_bound(rossi, secure):
     paths, df = rossi
-    result = cox(paths)
+    result = cox(paths, secure=secure)
     reference = lifelines_fit(df, "week", "arrest", ROSSI).concordance_index_
     bound = result["concordance_error_bound"]
     assert 0 < bound < 0.02  # cross-site pairs whose scores share a bin, halved
     assert abs(result["concordance"] - reference) <= bound
 
 
-def test_strata_by_site_equals_lifelines_strata(rossi):
+@SECURE
+def test_strata_by_site_equals_lifelines_strata(rossi, secure):
     paths, df = rossi
-    result = cox(paths, strata_by_site=True)
+    result = cox(paths, strata_by_site=True, secure=secure)
     ref = lifelines_fit(df, "week", "arrest", ROSSI, strata=["site"])
     assert_lifelines(result, ref, ROSSI)
     # lifelines' stratified C compares pairs within strata only, which nodes count exactly
@@ -132,17 +151,18 @@ def make_ties(seed=5, n=600):
     return pd.DataFrame({"t": t, "e": e, "x1": x1, "x2": x2})
 
 
-def test_heavy_ties_both_methods(tmp_path):
+@SECURE
+def test_heavy_ties_both_methods(tmp_path, secure):
     df = make_ties()
     parts = [df.iloc[:200], df.iloc[200:350], df.iloc[350:]]
     paths = write_sites(tmp_path, parts)
     assert df[df.e == 1].groupby("t").size().max() >= 10
-    efron = cox(paths, "t", "e", ["x1", "x2"])
-    assert efron["coarsened"] == {"A": 0, "B": 0, "C": 0}
+    efron = cox(paths, "t", "e", ["x1", "x2"], secure=secure)
+    check_sites(efron, "coarsened", {"A": 0, "B": 0, "C": 0}, secure)
     assert_lifelines(efron, lifelines_fit(df, "t", "e", ["x1", "x2"]), ["x1", "x2"])
     assert_statsmodels(efron, statsmodels_fit(df, "t", "e", ["x1", "x2"], "efron"),
                        ["x1", "x2"])
-    breslow = cox(paths, "t", "e", ["x1", "x2"], ties="breslow")
+    breslow = cox(paths, "t", "e", ["x1", "x2"], ties="breslow", secure=secure)
     assert_statsmodels(breslow, statsmodels_fit(df, "t", "e", ["x1", "x2"], "breslow"),
                        ["x1", "x2"])
     assert abs(breslow["params"]["x1"] - efron["params"]["x1"]) > 1e-3  # ties do matter
@@ -150,20 +170,79 @@ def test_heavy_ties_both_methods(tmp_path):
     assert abs(efron["concordance"] - ref_c) <= efron["concordance_error_bound"]
 
 
-def test_coarsened_site_equals_the_fit_on_coarsened_rows(tmp_path):
-    """Site B's follow-up ends in a tail of single times; those rows move onto t*."""
+def coarsened_sites(tmp_path):
+    """Site B's follow-up ends in a tail of single times: nine rows move onto t* = 26."""
     df = make_ties(seed=8, n=400)
     a, b = df.iloc[:250].copy(), df.iloc[250:].copy()
     b.loc[b.index[-15:], "t"] = np.arange(21, 36)  # 15 late, distinct times
-    paths = write_sites(tmp_path, [a, b])
-    result = cox(paths, "t", "e", ["x1", "x2"])
+    return write_sites(tmp_path, [a, b]), a, b
+
+
+@SECURE
+def test_coarsened_site_equals_the_fit_on_coarsened_rows(tmp_path, secure):
+    paths, a, b = coarsened_sites(tmp_path)
+    result = cox(paths, "t", "e", ["x1", "x2"], secure=secure)
     cutoff = b.t.sort_values(ascending=False).iloc[9]  # #{T ≥ t*} = 10 at B
-    assert cutoff == 26
-    assert result["coarsened"] == {"A": 0, "B": int((b.t > cutoff).sum())} == {"A": 0, "B": 9}
+    assert cutoff == 26 and int((b.t > cutoff).sum()) == 9
+    check_sites(result, "coarsened", {"A": 0, "B": 9}, secure)
     coarse = pd.concat([a, b.assign(t=b.t.clip(upper=cutoff))])
     assert_lifelines(result, lifelines_fit(coarse, "t", "e", ["x1", "x2"]), ["x1", "x2"])
     raw = lifelines_fit(pd.concat([a, b]), "t", "e", ["x1", "x2"])
     assert abs(result["params"]["x1"] - raw.params_["x1"]) > TOL  # the moved rows count
+
+
+@pytest.mark.parametrize("strata_by_site", [False, True], ids=["pooled", "stratified"])
+def test_secure_withholds_site_values_and_equals_plain(tmp_path, strata_by_site):
+    """The same fit and exactly the same concordance (across-site pairs included); per-site
+    counts are withheld, their totals released."""
+    paths, a, b = coarsened_sites(tmp_path)
+    plain = cox(paths, "t", "e", ["x1", "x2"], strata_by_site=strata_by_site)
+    secure = cox(paths, "t", "e", ["x1", "x2"], strata_by_site=strata_by_site, secure=True)
+    assert secure["sites"] == secure["coarsened"] == {"A": None, "B": None}
+    assert secure["nobs"] == sum(plain["sites"].values()) == 400
+    assert secure["n_events"] == plain["n_events"] == int(a.e.sum() + b.e.sum())
+    assert secure["coarsened_total"] == sum(plain["coarsened"].values()) == 9
+    for key in ("params", "bse"):
+        assert np.max(np.abs(vec(secure, key, ["x1", "x2"])
+                             - vec(plain, key, ["x1", "x2"]))) <= 1e-12
+    assert abs(secure["log_likelihood"] - plain["log_likelihood"]) <= 1e-10
+    assert secure["iterations"] == plain["iterations"]
+    assert secure["concordance"] == plain["concordance"]
+    assert secure["concordance_error_bound"] == plain["concordance_error_bound"]
+    assert (secure["concordance_error_bound"] > 0) is not strata_by_site
+
+
+def test_secure_node_partials(tmp_path):
+    """Round 1: only the event times in clear; later rounds align on the hub's grid, which
+    must hold every event time of the node."""
+    df = make_ties()
+    path = write_sites(tmp_path, [df])["A"]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE analysis_data AS SELECT * FROM read_csv_auto(?)", [str(path)])
+    impl = Cox()
+    params = impl.parse_params({"duration": "t", "event": "e", "covariates": ["x1", "x2"]})
+    ctx = LocalContext(con=con, site="A")
+    first = impl.local_secure(ctx, params, None)
+    event_times = decode_array(first.public["event_times"])
+    assert set(first.public) == {"event_times"}
+    assert event_times.tolist() == sorted(set(df.t[df.e == 1]))
+    assert set(first.sums) == {"n", "n_events", "coarsened", "sum_x", "sum_xx"}
+    assert first.integer == {"n", "n_events", "coarsened"}
+    grid = np.union1d(event_times, [0.5, 25.0])
+    ask = {"mean": encode_array(np.zeros(2)), "beta": encode_array(np.array([0.3, -0.2])),
+           "grid": encode_array(grid)}
+    newton = impl.local_secure(ctx, params, ask)
+    assert newton.public == {} and newton.integer == {"d"}
+    assert {k: v.shape for k, v in newton.sums.items()} == {
+        "s0": (len(grid),), "s1": (len(grid), 2), "s2": (len(grid), 2, 2), "xsum": (2,),
+        "d": (len(grid),), "d0": (len(grid),), "d1": (len(grid), 2), "d2": (len(grid), 2, 2)}
+    assert newton.sums["d"].sum() == df.e.sum() and newton.sums["s0"][-1] == 0
+    counts = impl.local_secure(ctx, params, {**ask, "edges": [-0.5, 0.0, 0.5]})
+    assert counts.integer == set(counts.sums) == {"within", "events", "partners", "own"}
+    assert counts.sums["events"].shape == (len(grid), 4)
+    with pytest.raises(InvalidInput) as info:
+        impl.local_secure(ctx, params, {**ask, "grid": encode_array(event_times[1:])})
+    assert info.value.field == "round_input"
 
 
 def test_true_coefficients_lie_in_the_intervals(tmp_path):

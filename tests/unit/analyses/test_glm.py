@@ -64,10 +64,12 @@ def reference(pooled, formula, family, offset=None, weights=None):
     ("yb ~ x2 + C(group)", "binomial", None, None),
     ("yp ~ group + x1", "poisson", "logt", "w"),
 ])
-def test_matches_statsmodels_on_pooled_data(sites, formula, family, offset, weights):
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
+def test_matches_statsmodels_on_pooled_data(sites, formula, family, offset, weights, secure):
     paths, pooled = sites
     params = {"formula": formula, "family": family, "offset": offset, "weights": weights}
-    result = simulate_tables("glm", paths, params=params)
+    result = simulate_tables("glm", paths, params=params, secure=secure)
+    assert result.get("secure_aggregation", False) is secure
     ref = reference(pooled, formula, family, offset, weights)
     assert list(result["params"]) == list(ref.params.index)
     for key, expected in (("params", ref.params), ("bse", ref.bse)):

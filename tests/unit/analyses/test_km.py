@@ -14,6 +14,7 @@ from healthspace.core.errors import InvalidInput, Refused
 from healthspace.sim import simulate_tables
 
 TOL = 1e-10
+SECURE = pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
 
 
 def write_sites(tmp_path, parts):
@@ -41,6 +42,23 @@ def assert_matches(curve, durations, events):
     assert curve["median"] == (None if np.isinf(median) else pytest.approx(median, abs=TOL))
 
 
+def km(paths, secure=False, **params):
+    result = simulate_tables("km", paths, params=params, secure=secure)
+    assert result.get("secure_aggregation", False) is secure
+    return result
+
+
+def check_sites(result, key, expected, secure):
+    """Per-site values are released in clear; under secure aggregation they are withheld
+    and only their network total is released."""
+    if secure:
+        assert result[key] == dict.fromkeys(expected)
+        total = result["nobs"] if key == "sites" else result["coarsened_total"]
+        assert total == sum(expected.values())
+    else:
+        assert result[key] == expected
+
+
 @pytest.fixture
 def rossi(tmp_path):
     df = load_rossi()[["week", "arrest", "fin", "race"]]
@@ -48,19 +66,20 @@ def rossi(tmp_path):
     return write_sites(tmp_path, parts), df
 
 
-def test_rossi_pooled_equals_lifelines(rossi):
+@SECURE
+def test_rossi_pooled_equals_lifelines(rossi, secure):
     paths, df = rossi
-    result = simulate_tables("km", paths, params={"duration": "week", "event": "arrest"})
+    result = km(paths, secure, duration="week", event="arrest")
     assert_matches(result, df.week, df.arrest)
-    assert result["sites"] == {"A": 150, "B": 150, "C": 132}
+    check_sites(result, "sites", {"A": 150, "B": 150, "C": 132}, secure)
     # most rows are censored at week 52, so no site has a small last risk set: exact
-    assert result["coarsened"] == {"A": 0, "B": 0, "C": 0}
+    check_sites(result, "coarsened", {"A": 0, "B": 0, "C": 0}, secure)
 
 
-def test_rossi_grouped_and_logrank_equal_lifelines(rossi):
+@SECURE
+def test_rossi_grouped_and_logrank_equal_lifelines(rossi, secure):
     paths, df = rossi
-    result = simulate_tables("km", paths, params={"duration": "week", "event": "arrest",
-                                                  "group": "fin"})
+    result = km(paths, secure, duration="week", event="arrest", group="fin")
     assert set(result["groups"]) == {"0", "1"}
     for value in (0, 1):
         part = df[df.fin == value]
@@ -84,24 +103,26 @@ def coarsen(part: pd.DataFrame, k: int) -> pd.DataFrame:
     return part.assign(t=part.t.clip(upper=cutoff))
 
 
-def test_ties_and_three_groups(tmp_path):
+@SECURE
+def test_ties_and_three_groups(tmp_path, secure):
     df = make_ties()
     parts = [df.iloc[:90], df.iloc[90:170], df.iloc[170:]]
     paths = write_sites(tmp_path, parts)
-    result = simulate_tables("km", paths, params={"duration": "t", "event": "e"})
+    result = km(paths, secure, duration="t", event="e")
     # the late risk sets are small here, so the nodes coarsen; the answer is exactly the
     # pooled answer on the coarsened rows
     pooled = pd.concat([coarsen(part, 10) for part in parts])
     assert_matches(result, pooled.t, pooled.e)
-    assert result["coarsened"] == {name: int((part.t != coarsen(part, 10).t).sum())
-                                   for name, part in zip("ABC", parts, strict=True)}
-    assert sum(result["coarsened"].values()) > 0
-    grouped = simulate_tables("km", paths, params={"duration": "t", "event": "e", "group": "g"})
+    moved = {name: int((part.t != coarsen(part, 10).t).sum())
+             for name, part in zip("ABC", parts, strict=True)}
+    assert sum(moved.values()) > 0
+    check_sites(result, "coarsened", moved, secure)
+    grouped = km(paths, secure, duration="t", event="e", group="g")
     # with a group, the rule applies to each group's rows at each site
     pooled = pd.concat([coarsen(q, 10) for part in parts for _, q in part.groupby("g")])
-    assert grouped["coarsened"] == {
+    check_sites(grouped, "coarsened", {
         name: sum(int((q.t != coarsen(q, 10).t).sum()) for _, q in part.groupby("g"))
-        for name, part in zip("ABC", parts, strict=True)}
+        for name, part in zip("ABC", parts, strict=True)}, secure)
     for value in ("a", "b", "c"):
         part = pooled[pooled.g == value]
         assert_matches(grouped["groups"][value], part.t, part.e)
@@ -110,14 +131,15 @@ def test_ties_and_three_groups(tmp_path):
     assert abs(grouped["logrank_statistic"] - ref.test_statistic) <= TOL
 
 
-def test_coarsening_moves_late_rows_and_keeps_earlier_estimates(tmp_path):
+@SECURE
+def test_coarsening_moves_late_rows_and_keeps_earlier_estimates(tmp_path, secure):
     """Site A has a long tail of single times; B's last time is shared by 11 persons."""
     a = pd.DataFrame({"t": np.arange(1, 61), "e": np.arange(60) % 2})
     b = pd.DataFrame({"t": [*range(1, 30), *[30] * 11], "e": [1] * 29 + [0] * 11})
     paths = write_sites(tmp_path, [a, b])
-    result = simulate_tables("km", paths, params={"duration": "t", "event": "e"})
+    result = km(paths, secure, duration="t", event="e")
     # #{T ≥ 51} = 10 at A, so t* = 51 and the nine rows at 52…60 move onto it (events kept)
-    assert result["coarsened"] == {"A": 9, "B": 0}
+    check_sites(result, "coarsened", {"A": 9, "B": 0}, secure)
     moved = a.t > 51
     assert a.t[moved].tolist() == list(range(52, 61))
     coarse = pd.concat([a.assign(t=a.t.clip(upper=51)), b])
@@ -130,6 +152,24 @@ def test_coarsening_moves_late_rows_and_keeps_earlier_estimates(tmp_path):
                          .to_numpy())) <= TOL
     assert timeline.max() == 51 and result["at_risk"][-1] == 10
     assert survival[-1] != pytest.approx(float(raw.survival_function_at_times(51).iloc[0]))
+
+
+def test_secure_withholds_site_values_and_equals_plain(tmp_path):
+    """Secure aggregation releases the same curves and log-rank test; per-site counts are
+    withheld, their totals released. A group missing at a site adds zeros there."""
+    df = make_ties()
+    parts = [df.iloc[:90], df.iloc[90:170], df.iloc[170:]]
+    parts[0] = parts[0][parts[0].g != "c"]
+    paths = write_sites(tmp_path, parts)
+    for group in (None, "g"):
+        plain = km(paths, duration="t", event="e", group=group)
+        secure = km(paths, secure=True, duration="t", event="e", group=group)
+        assert secure["sites"] == secure["coarsened"] == {"A": None, "B": None, "C": None}
+        assert secure["nobs"] == sum(plain["sites"].values()) == sum(map(len, parts))
+        assert secure["coarsened_total"] == sum(plain["coarsened"].values()) > 0
+        site_keys = {"sites", "coarsened", "nobs", "coarsened_total", "secure_aggregation"}
+        assert {k: v for k, v in secure.items() if k not in site_keys} == {
+            k: v for k, v in plain.items() if k not in site_keys}
 
 
 def test_small_site_and_small_group_refused(tmp_path):

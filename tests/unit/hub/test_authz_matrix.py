@@ -16,6 +16,7 @@ from nacl.signing import SigningKey
 from healthspace.core.envelope import rotation_statement, seal
 from healthspace.hub.app import api_permissions
 from healthspace.ledger.checkpoint import sign_checkpoint
+from healthspace.privacy.secagg_keys import make_prekey
 
 WHO = ("operator", "admin", "other_admin", "consumer", "auditor", "node")
 NAMES = {"operator": "operator", "admin": "admin-a", "other_admin": "admin-b",
@@ -43,6 +44,10 @@ class Ctx:
         hub = self.space.hub
         cp = sign_checkpoint(hub.keys["node-a"], "node-a", 1, "ab" * 32, "2026-01-01T00:00:00Z")
         return self.envelope("ledger.checkpoint", cp.to_dict())
+
+    def prekeys(self) -> dict[str, Any]:
+        _, prekey = make_prekey("node-a", self.space.hub.keys["node-a"])
+        return self.envelope("secagg.prekeys", {"prekeys": [prekey.model_dump()]})
 
     def rotation(self) -> dict[str, Any]:
         hub = self.space.hub
@@ -94,6 +99,9 @@ MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
      _only({"node": 200})),
     ("PUT", "/api/v1/node/checkpoint", "/node/checkpoint", lambda c, w: c.checkpoint(),
      _only({"node": 200})),
+    ("GET", "/api/v1/node/secagg/prekeys", "/node/secagg/prekeys", None, _only({"node": 200})),
+    ("POST", "/api/v1/node/secagg/prekeys", "/node/secagg/prekeys",
+     lambda c, w: c.prekeys(), _only({"node": 200})),
     ("POST", "/api/v1/orgs", "/orgs", lambda c, w: {"name": f"org-{w}", "kind": "consumer"},
      _only({"operator": 201})),
     ("POST", "/api/v1/users", "/users",

@@ -195,3 +195,11 @@ def test_long_poll_falls_back_to_periodic_recheck(space_template: Space, tmp_pat
     assert out["value"] is not None and out["done"] - submitted < 5.0  # the wait is 30 s
     other_worker.close()
     hub.close()
+
+
+def test_the_hub_salts_distinct_counts_with_the_study_id(space):
+    study = space.hub.submit(space.alice, nodes=["node-a"], params={"distinct": True})
+    assert study["params"]["distinct_salt"] == f"study:{study['id']}"
+    chosen = space.hub.submit(space.alice, nodes=["node-a"],
+                              params={"distinct": True, "distinct_salt": "mine"})
+    assert chosen["params"]["distinct_salt"] == "mine"

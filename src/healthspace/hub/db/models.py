@@ -92,7 +92,7 @@ class StoredEnvelope(Base):
     study_id: Mapped[int | None] = mapped_column(Integer, index=True)
     round: Mapped[int | None] = mapped_column(Integer)
     nonce: Mapped[str] = mapped_column(String(32), unique=True)
-    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -137,6 +137,7 @@ class Study(Base):
     purpose: Mapped[str] = mapped_column(String(64))
     nodes: Mapped[list[str]] = mapped_column(JSON)
     preview: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    secure: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(32), index=True)
     round: Mapped[int] = mapped_column(Integer, default=1)
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -245,7 +246,6 @@ class Task(Base):
     round: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(32), index=True)
     round_input: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    partial: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     min_cell_size: Mapped[int] = mapped_column(Integer)
@@ -254,10 +254,41 @@ class Task(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The signed envelope that carried this task's result: every answer traces to its node.
+    # The partial itself is read from there (stored once: partials can be megabytes).
     envelope_id: Mapped[int | None] = mapped_column(ForeignKey("envelopes.id"))
+    # The secure-aggregation session this task's partial is masked for (None: in clear).
+    secagg_session_id: Mapped[int | None] = mapped_column(ForeignKey("secagg_sessions.id"))
 
     study: Mapped[Study] = relationship(back_populates="tasks")
     node: Mapped[Node] = relationship(lazy="joined")
+    secagg_session: Mapped[SecaggSession | None] = relationship(lazy="joined")
+
+
+class SecaggPrekey(Base):
+    """A node's signed one-time X25519 key, waiting to be assigned to one session."""
+
+    __tablename__ = "secagg_prekeys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    prekey: Mapped[dict[str, Any]] = mapped_column(JSON)
+    node_key: Mapped[str] = mapped_column(String(128))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("secagg_sessions.id"), index=True)
+
+
+class SecaggSession(Base):
+    """One roster of nodes masking for each other; reused across rounds while it holds."""
+
+    __tablename__ = "secagg_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    nodes: Mapped[list[str]] = mapped_column(JSON)
+    roster: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class HubKey(Base):

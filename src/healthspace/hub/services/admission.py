@@ -29,7 +29,7 @@ from healthspace.governance.engine import (
 from healthspace.governance.policy import UsagePolicy
 from healthspace.hub.db.models import Node, Study, StudyNode, Task, User
 from healthspace.hub.db.session import rowcount
-from healthspace.hub.services import timeline
+from healthspace.hub.services import rounds, timeline
 from healthspace.hub.services.policies import node_policy
 from healthspace.hub.settings import HubSettings
 
@@ -210,14 +210,24 @@ def settle(session: Session, clock: Clock, study_id: int) -> list[int]:
     session.expire(study)
     if not changed:
         return []
+    tasks = []
     for r in rows:
         ok = r.decision == Outcome.ALLOW
-        session.add(Task(
+        tasks.append(Task(
             study_id=study_id, node_id=r.node_id, round=1,
             status=TaskStatus.QUEUED if ok else TaskStatus.REFUSED,
             error=None if ok else refusal(r),
             min_cell_size=r.min_cell_size, queued_at=now,
             finished_at=None if ok else now, attempts=0,
         ))
+    session.add_all(tasks)
     timeline.status_changed(session, now, study_id, values["status"])
-    return [r.node_id for r in allowed]
+    if values["status"] != StudyStatus.RUNNING:
+        return []
+    failed = rounds.attach_secure(session, clock, study, tasks)
+    if failed is not None:
+        study.status, study.error = StudyStatus.FAILED, failed
+        study.finished_at = study.updated_at = now
+        timeline.status_changed(session, now, study_id, StudyStatus.FAILED)
+        return []
+    return [t.node_id for t in tasks if t.status == TaskStatus.QUEUED]

@@ -11,11 +11,13 @@ from sqlalchemy.orm import Session
 
 from healthspace.analyses import registry
 from healthspace.analyses.base import Final, NextRound
+from healthspace.analyses.secure import combine_masked
 from healthspace.core.clock import Clock
 from healthspace.core.enums import StudyStatus, TaskStatus
-from healthspace.hub.db.models import Node, Study, Task
+from healthspace.hub.db.models import Node, StoredEnvelope, Study, Task
 from healthspace.hub.db.session import rowcount
-from healthspace.hub.services import timeline
+from healthspace.hub.services import audit, secagg, timeline
+from healthspace.privacy.secagg import DropoutError
 
 
 def queue_round(
@@ -27,22 +29,57 @@ def queue_round(
     round: int,
     min_cell_size: Mapping[int, int],
     round_input: dict[str, Any] | None = None,
-) -> None:
-    """Queue a task per node; ``min_cell_size`` maps node id -> that node's threshold."""
+) -> str | None:
+    """Queue a task per node; ``min_cell_size`` maps node id -> that node's threshold.
+
+    Returns why the round cannot run securely (the caller fails the study), else None.
+    """
     now = clock.now()
-    for node in nodes:
-        session.add(
-            Task(
-                study=study,
-                node=node,
-                round=round,
-                status=TaskStatus.QUEUED,
-                round_input=round_input,
-                min_cell_size=min_cell_size[node.id],
-                queued_at=now,
-                attempts=0,
-            )
+    tasks = [
+        Task(
+            study=study,
+            node=node,
+            round=round,
+            status=TaskStatus.QUEUED,
+            round_input=round_input,
+            min_cell_size=min_cell_size[node.id],
+            queued_at=now,
+            attempts=0,
         )
+        for node in nodes
+    ]
+    session.add_all(tasks)
+    return attach_secure(session, clock, study, tasks)
+
+
+def attach_secure(session: Session, clock: Clock, study: Study, tasks: list[Task]) -> str | None:
+    """Put a secure study's queued tasks of one round into a secure-aggregation session.
+
+    A node without an unused prekey at the hub cannot take part: its task is refused. With
+    one queued task there is nothing to hide a partial among, and the node's own disclosure
+    control applies as in any single-node study. Returns an error when fewer than two nodes
+    with prekeys remain.
+    """
+    queued = [t for t in tasks if t.status == TaskStatus.QUEUED]
+    if not study.secure or len(queued) < 2 or not registry.get(study.analysis).secure:
+        return None
+    session.flush()
+    row, keyless = secagg.session_for(session, clock, study, [t.node for t in queued])
+    now = clock.now()
+    for task in queued:
+        if task.node in keyless:
+            task.status, task.finished_at = TaskStatus.REFUSED, now
+            task.error = ("no secure-aggregation prekey from this node at the hub; the node "
+                          "uploads them when it polls (is it running?)")
+        else:
+            task.secagg_session_id = row.id if row is not None else None
+    if row is None:
+        names = ", ".join(sorted(n.name for n in keyless)) or "none"
+        return ("secure aggregation needs at least two nodes with prekeys at the hub "
+                f"(nodes without: {names})")
+    timeline.record(session, now, study.id, "secure_session", secagg_session=row.name,
+                    nodes=row.nodes, round=queued[0].round)
+    return None
 
 
 def _problems(session: Session, study_id: int) -> str | None:
@@ -59,15 +96,33 @@ def _problems(session: Session, study_id: int) -> str | None:
     return "; ".join(parts) or None
 
 
-def _outcome(study: Study, tasks: list[Task], problems: str | None) -> tuple[dict[str, Any], Any]:
+def _partials(session: Session, tasks: list[Task]) -> dict[str, dict[str, Any]]:
+    """Each completed task's partial, read from the signed envelope that carried it."""
+    done = {t.envelope_id: t.node.name for t in tasks
+            if t.status == TaskStatus.COMPLETED and t.envelope_id is not None}
+    rows = session.execute(select(StoredEnvelope.id, StoredEnvelope.body)
+                           .where(StoredEnvelope.id.in_(done))).all()
+    return {done[i]: body["payload"].get("partial") or {} for i, body in rows}
+
+
+def _outcome(study: Study, tasks: list[Task], completed: dict[str, dict[str, Any]],
+             problems: str | None) -> tuple[dict[str, Any], Any]:
     """The study update for a finished round and, for another round, what to queue."""
-    completed = {t.node.name: t.partial or {} for t in tasks if t.status == TaskStatus.COMPLETED}
     if not completed:
         return {"status": StudyStatus.FAILED, "error": problems or "no node completed"}, None
+    survivors = [t for t in tasks if t.status == TaskStatus.COMPLETED]
+    secure = any(t.secagg_session_id is not None for t in tasks)
     try:
         analysis = registry.get(study.analysis)
         params = analysis.parse_params(study.params)
-        outcome = analysis.combine(completed, params, dict(study.state or {}), study.round)
+        if secure:
+            try:
+                outcome = combine_masked(analysis, completed, params, dict(study.state or {}),
+                                         study.round)
+            except DropoutError as exc:
+                return _rerun(study, survivors, tasks, exc)
+        else:
+            outcome = analysis.combine(completed, params, dict(study.state or {}), study.round)
         if isinstance(outcome, Final):
             result = json.loads(json.dumps(outcome.result))  # must be plain JSON to be stored
             status = StudyStatus.PARTIAL if problems else StudyStatus.COMPLETED
@@ -82,8 +137,20 @@ def _outcome(study: Study, tasks: list[Task], problems: str | None) -> tuple[dic
     except Exception as exc:  # a broken combine fails the study; it must never crash the hub
         message = f"combine failed in round {study.round}: {type(exc).__name__}: {exc}"
         return {"status": StudyStatus.FAILED, "error": message}, None
-    survivors = [t for t in tasks if t.status == TaskStatus.COMPLETED]
     return {"round": study.round + 1, "state": state}, (survivors, round_input)
+
+
+def _rerun(study: Study, survivors: list[Task], tasks: list[Task],
+           exc: DropoutError) -> tuple[dict[str, Any], Any]:
+    """Masks of a missing node cannot cancel: run the same round again, without it, in a new
+    session (fresh one-time keys); the survivors' masked payloads stay noise."""
+    if len(survivors) < 2:
+        message = (f"secure aggregation round {study.round} lost {', '.join(exc.missing)} and "
+                   f"fewer than two nodes remain")
+        return {"status": StudyStatus.FAILED, "error": message}, None
+    round_input = tasks[0].round_input
+    return ({"round": study.round + 1, "state": dict(study.state or {}),
+             "_rerun": list(exc.missing)}, (survivors, round_input))
 
 
 def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[int]:
@@ -101,7 +168,8 @@ def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[i
     )
     if not tasks or not all(TaskStatus(t.status).terminal for t in tasks):
         return []
-    values, again = _outcome(study, tasks, _problems(session, study_id))
+    values, again = _outcome(study, tasks, _partials(session, tasks), _problems(session, study_id))
+    rerun = values.pop("_rerun", None)
     now = clock.now()
     values["updated_at"] = now
     if "status" in values:
@@ -117,11 +185,15 @@ def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[i
         return []
     if "status" in values:
         timeline.status_changed(session, now, study_id, StudyStatus(values["status"]))
+    if rerun:
+        timeline.record(session, now, study_id, "secure_rerun", round=round, missing=rerun)
+        audit.queue(session, "hub", "secagg.rerun", f"study:{study_id}",
+                    {"round": round, "missing": rerun})
     woken: list[int] = []
     if again is not None:
         survivors, round_input = again
         nodes = [t.node for t in survivors]
-        queue_round(
+        failed = queue_round(
             session,
             clock,
             study,
@@ -130,6 +202,24 @@ def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[i
             min_cell_size={t.node_id: t.min_cell_size for t in survivors},
             round_input=round_input,
         )
+        if failed is not None:
+            session.rollback()
+            fail(session, clock, study_id, failed)
+            return []
         woken = [n.id for n in nodes]
     session.commit()
     return woken
+
+
+def fail(session: Session, clock: Clock, study_id: int, error: str) -> None:
+    """Fail a running study (nothing queued); the caller commits."""
+    now = clock.now()
+    changed = rowcount(
+        session,
+        update(Study)
+        .where(Study.id == study_id, Study.status == StudyStatus.RUNNING)
+        .values(status=StudyStatus.FAILED, error=error, updated_at=now, finished_at=now),
+    )
+    if changed:
+        timeline.status_changed(session, now, study_id, StudyStatus.FAILED)
+    session.commit()

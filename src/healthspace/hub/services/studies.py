@@ -15,7 +15,7 @@ from healthspace.core.enums import TERMINAL_STUDY_STATUSES, OrgKind, Role, Study
 from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthspace.core.models import StudySpec, StudyView
 from healthspace.governance.engine import PREVIEW_ANALYSIS, StudyRequest
-from healthspace.governance.policy import Purpose
+from healthspace.governance.policy import Purpose, load_policy, secure_required
 from healthspace.hub.db.models import Node, Study, StudyNode
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.principal import Principal
@@ -37,6 +37,10 @@ def _validate(spec: StudySpec) -> tuple[Analysis, dict[str, object]]:
     params = analysis.parse_params(spec.params).model_dump(mode="json")
     if spec.preview:  # a preview releases the count only; each node forces its release mode
         params.update(distinct=False, breakdown=False)
+    if spec.secure_aggregation and (spec.preview or not analysis.secure):
+        what = "a preview (its counts are noised)" if spec.preview else repr(analysis.name)
+        raise InvalidInput(f"secure aggregation does not apply to {what}",
+                           field="secure_aggregation")
     # Dicts only: never a path the hub would read.
     if spec.cohort is not None:
         load_cohort(spec.cohort)
@@ -71,11 +75,23 @@ def _resolve_nodes(session: Session, names: list[str] | None) -> list[Node]:
     return [found[name] for name in names]
 
 
+def _requires_secure(node: Node) -> bool:
+    """Whether the node's published policy asks for secure aggregation (L3 by default)."""
+    if node.policy is None:
+        return False
+    try:
+        return secure_required(load_policy(node.policy))
+    except InvalidInput:
+        return False
+
+
 def check(
     session: Session, clock: Clock, principal: Principal, spec: StudySpec
 ) -> CheckResult:
     """What a submit would decide per node, without storing anything (a dry run)."""
-    analysis, _ = _validate(spec)
+    analysis, params = _validate(spec)
+    targets = _resolve_nodes(session, spec.nodes)
+    analysis.check_nodes(analysis.parse_params(params), [n.name for n in targets])
     now = clock.now()
     request = StudyRequest(
         analysis=analysis.name, purpose=spec.purpose, consumer=principal.name,
@@ -85,7 +101,7 @@ def check(
         node.name: admission.evaluate(
             session, request, node, consumer_id=principal.id, now=now
         )[0]
-        for node in _resolve_nodes(session, spec.nodes)
+        for node in targets
     }
     audit.queue(session, principal.name, "study.check", f"consumer:{principal.name}",
                 {"analysis": analysis.name, "purpose": spec.purpose,
@@ -104,6 +120,7 @@ def submit(
     """
     analysis, params = _validate(spec)
     nodes = _resolve_nodes(session, spec.nodes)
+    analysis.check_nodes(analysis.parse_params(params), [n.name for n in nodes])
     approvals.sweep(session, clock)
     now = clock.now()
     study = Study(
@@ -115,6 +132,8 @@ def submit(
         purpose=spec.purpose,
         nodes=[n.name for n in nodes],
         preview=spec.preview,
+        secure=not spec.preview and analysis.secure and (
+            spec.secure_aggregation or any(_requires_secure(n) for n in nodes)),
         status=StudyStatus.SUBMITTED,
         round=1,
         state={},
@@ -124,6 +143,9 @@ def submit(
     )
     session.add(study)
     session.flush()
+    if params.get("distinct") and not params.get("distinct_salt"):
+        # One hashing salt per study, so sketches of different studies cannot be lined up.
+        study.params = {**params, "distinct_salt": f"study:{study.id}"}
     timeline.record(session, now, study.id, "submitted", by=principal.name)
     admission.precheck(session, clock, settings, study, nodes)
     session.flush()

@@ -13,7 +13,14 @@ from healthspace.core.errors import Forbidden, NotFound
 from healthspace.core.models import TaskAck, TaskAssignment, TaskResult
 from healthspace.hub.db.models import Node, Study, StudyNode, Task
 from healthspace.hub.db.session import rowcount
-from healthspace.hub.services import approvals, audit, envelopes, hub_keys, timeline
+from healthspace.hub.services import (
+    approvals,
+    audit,
+    envelopes,
+    hub_keys,
+    secagg,
+    timeline,
+)
 from healthspace.hub.services.rounds import advance
 from healthspace.hub.services.views import approval_record
 
@@ -41,6 +48,7 @@ def _assignment(session: Session, task: Task, key: SigningKey) -> TaskAssignment
         approvals=[approval_record(a) for a in target.approvals] if target else [],
         policy_version=target.policy_version if target else None,
         preview=study.preview,
+        secure=secagg.secure_round(task.secagg_session),
     )
     signature = sign_assignment(assignment.model_dump(mode="json"), key)
     return assignment.model_copy(update={"hub_signature": signature})
@@ -119,8 +127,6 @@ def record_result(
         .where(Task.id == task_id, Task.status.in_(OPEN))
         .values(
             status=result.status,
-            # A study that ended meanwhile (cancelled) keeps no data from late answers.
-            partial=result.partial if live else None,
             error=result.error,
             metrics=result.metrics.model_dump(mode="json"),
             started_at=task.started_at or now,

@@ -87,6 +87,7 @@ def study_view(study: Study) -> StudyView:
         purpose=study.purpose,
         nodes=list(study.nodes),
         preview=study.preview,
+        secure_aggregation=bool(study.secure),
         status=StudyStatus(study.status),
         round=study.round,
         submitted_by=study.submitter.name,
