@@ -276,7 +276,8 @@ class _SimSession:
         from healthspace.analyses.secure import pack, vectors
 
         def seal(summable: Any) -> dict[str, Any]:
-            payload = self.participants[name].mask(round_no, vectors(summable))
+            payload = self.participants[name].mask(round_no, vectors(summable),
+                                                   compact=summable.compact)
             return pack(summable, payload)
 
         return seal

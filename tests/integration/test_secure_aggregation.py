@@ -73,7 +73,8 @@ def test_secure_glm_rounds_reuse_one_session(live):
         view = client.wait(client.submit(spec).id, timeout=300)
     assert view.status.value == "completed", view.error
     assert view.result["sites"] == dict.fromkeys(sorted(ROSSI_NODES))
-    sessions = {p["secure"]["masked"]["session_id"] for _, _, p in stored_partials(live, view.id)}
+    stored = stored_partials(live, view.id)
+    sessions = {p["secure"]["masked"]["session_id"] for _, _, p in stored}
     assert len(sessions) == 1 and view.round >= 3
     xtwx = [np.frombuffer(base64.b64decode(p["secure"]["masked"]["vectors"]["xtwx"]["data"]),
                           dtype="<u8") for _, rnd, p in stored_partials(live, view.id) if rnd == 2]
@@ -81,6 +82,9 @@ def test_secure_glm_rounds_reuse_one_session(live):
     # Masked limbs look uniform: about half of all bits set.
     bits = np.unpackbits(np.concatenate(xtwx).view(np.uint8))
     assert 0.4 < bits.mean() < 0.6
+    # From round 3 on, X'WX travels in the compact ring (its bound agreed from round 2).
+    later = [p["secure"]["masked"]["vectors"]["xtwx"] for _, rnd, p in stored if rnd >= 3]
+    assert later and all(v["ring_bits"] == 64 and v["scale_bits"] is not None for v in later)
 
 
 def test_secure_aggregation_is_refused_for_an_analysis_without_sums(live):

@@ -131,6 +131,9 @@ class Summable:
     public: dict[str, Any]
     sums: dict[str, np.ndarray]
     integer: frozenset[str] = frozenset()
+    # label -> fractional bits, for labels the coordinator bounded in the round input
+    # (``secure_scales``): they travel in the compact ring Z_2^64, 8 bytes per value.
+    compact: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from healthspace.analyses.base import (
 from healthspace.analyses.registry import register
 from healthspace.core.encoding import decode_array, encode_array
 from healthspace.core.errors import InvalidInput, Refused
+from healthspace.privacy.secagg_ring import compact_scale
 
 TABLE = "analysis_data"
 _SCALARS = ("deviance", "pearson", "llf", "sum_log_w")
@@ -193,6 +194,23 @@ def _loglike(family: str, y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> float
     return 0.0
 
 
+def _xtwx_bound(family: str, xtwx: np.ndarray) -> float | None:
+    """A bound on |X'WX entries| of every node in every later IRLS round, from the network
+    X'WX of the first IRLS round (round 2), or None when the family has none.
+
+    Each node's X'WX is positive semi-definite, so its entries are bounded by its largest
+    diagonal entry, which is at most the network's. Gaussian weights never change; binomial
+    ones are w·μ(1−μ) ∈ [0.1875 w, 0.25 w] in round 2 (μ = (y + ½)/2) and ≤ 0.25 w later, so
+    later diagonals are at most 4/3 of round 2's. Poisson weights are unbounded. A 1 % margin
+    covers floating-point rounding.
+    """
+    top = float(np.max(np.diag(xtwx))) if xtwx.size else 0.0
+    if top <= 0 or not np.isfinite(top):
+        return None
+    factor = {"gaussian": 1.0, "binomial": 0.25 / 0.1875}.get(family)
+    return None if factor is None else top * factor * 1.01
+
+
 class Glm(Analysis):
     name = "glm"
     title = "Generalised linear model (exact pooled fit)"
@@ -316,7 +334,9 @@ class Glm(Analysis):
                 "xtwx": decode_array(partial["xtwx"]), "xtwz": decode_array(partial["xtwz"])}
         for key in _SCALARS:
             sums[key] = np.asarray([partial[key]])
-        return Summable({"columns": partial["columns"]}, sums, frozenset({"n"}))
+        compact = {label: int(f) for label, f in (round_input.get("secure_scales") or {}).items()
+                   if label == "xtwx"}
+        return Summable({"columns": partial["columns"]}, sums, frozenset({"n"}), compact)
 
     def combine_secure(
         self,
@@ -327,6 +347,7 @@ class Glm(Analysis):
         round: int,
     ) -> Final | NextRound:
         """The network sums as one pooled partial; per-site row counts are not released."""
+        assert isinstance(params, GlmParams)
         names = sorted(publics)
         pooled: dict[str, Any] = {"n": int(sums["n"][0])}
         if round == 1:
@@ -349,6 +370,14 @@ class Glm(Analysis):
             result["sites"] = dict.fromkeys(names)  # withheld: only the total is known
             result["secure_aggregation"] = True
             return Final(result)
+        if round == 2 and "xtwx" in sums:
+            bound = _xtwx_bound(params.family, np.asarray(sums["xtwx"]))
+            if bound is not None:
+                outcome.state["xtwx_bound"] = bound
+        bound = outcome.state.get("xtwx_bound")
+        if bound:
+            # Every later X'WX entry of every node is below the bound: the compact ring holds it.
+            outcome.round_input["secure_scales"] = {"xtwx": compact_scale(bound, len(names))}
         return outcome
 
     @staticmethod

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from healthspace.cli.output import emit_json, err, out, progress_bar
-from healthspace.cli.render import breakdown_table, count_table, exit_code_for
+from healthspace.cli.render import breakdown_table, count_table, exit_code_for, secure_note
 from healthspace.core.enums import ExitCode
 
 
@@ -79,6 +79,8 @@ def _report(result: object, json_out: bool) -> None:
     if study.result:
         out.print(count_table(study.result, title="T2D trial feasibility — persons per site",
                               nodes=nodes))
+        if note := secure_note(study.result):
+            out.print(note, highlight=False)
         first = next(iter(study.result.get("breakdown", {}).items()), None)
         if first:
             out.print(breakdown_table(*first))

@@ -25,6 +25,17 @@ def _cell(count: Any) -> str:
     return f"{count:,}" if isinstance(count, int) else str(count)
 
 
+def secure_note(result: dict[str, Any]) -> str | None:
+    """One line explaining a securely aggregated count, or None."""
+    if not result.get("secure_aggregation"):
+        return None
+    note = "secure aggregation: the hub added masked counts and saw only the network total"
+    if result.get("sites_withheld"):
+        note += ("; per-site counts are withheld, since showing them would let a site that "
+                 "hides its count (policy or a small cell) be derived from the total")
+    return note
+
+
 def count_table(result: dict[str, Any], title: str = "cohort counts",
                 nodes: dict[str, str] | None = None) -> Table:
     table = Table(title=title)
@@ -75,6 +86,8 @@ def render_study(console: Console, view: StudyView, *, breakdown: bool = False) 
         nodes[task.node] = task.status.value + (f": {task.error}" if task.error else "")
     if view.result and view.analysis == "cohort_count":
         console.print(count_table(view.result, nodes=nodes))
+        if note := secure_note(view.result):
+            console.print(note, highlight=False)
         if breakdown:
             for site, cells in view.result.get("breakdown", {}).items():
                 console.print(breakdown_table(site, cells))

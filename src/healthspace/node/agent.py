@@ -186,6 +186,7 @@ class NodeAgent:
                                                            task.task_id),
                 {"analysis": task.analysis, "consumer": task.consumer,
                  "purpose": task.purpose, "status": result.status.value,
+                 "secagg_session": task.secure.session_id if task.secure else None,
                  "records": result.metrics.records, "error": result.error,
                  "partial_digest": digest(result.partial) if result.partial else None},
             )
@@ -196,8 +197,8 @@ class NodeAgent:
             self.state.requeue_result(task.task_id)
         self._flush_outbox()
         self._publish_checkpoint()
-        if task.secure is not None:
-            self._prekeys_due = True
+        if task.secure is not None and secagg.unbound(self.state) < 2 * secagg.LOW_WATER:
+            self._prekeys_due = True  # the hub's stock may be running low
 
     def step(self) -> bool:
         """One poll cycle; returns True when a task was handled."""

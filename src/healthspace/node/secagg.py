@@ -23,7 +23,6 @@ from healthspace.analyses.secure import Masker, pack, vectors
 from healthspace.core.clock import iso
 from healthspace.core.errors import Refused
 from healthspace.core.models import TaskAssignment
-from healthspace.node import audit
 from healthspace.node.state import NodeState
 from healthspace.privacy.secagg import mask
 from healthspace.privacy.secagg_keys import Prekey, RosterError, make_prekey, verify_prekey_roster
@@ -64,6 +63,13 @@ def new_prekeys(state: NodeState, node: str, count: int = BATCH) -> list[Prekey]
                                                prekey.model_dump_json(), now))
             made.append(prekey)
     return made
+
+
+def unbound(state: NodeState) -> int:
+    """This node's prekeys not yet bound to a session (the hub may have assigned a few)."""
+    with _db(state) as db:
+        return int(db.execute("SELECT count(*) FROM secagg_prekeys WHERE session_id IS NULL")
+                   .fetchone()[0])
 
 
 def prune(state: NodeState) -> int:
@@ -135,12 +141,8 @@ def masker_for(state: NodeState, assignment: TaskAssignment, site: str) -> Maske
                 raise Refused(f"round {assignment.round} of session {session_id} was already "
                               "masked; masks are never reused") from None
         payload = mask(vectors(summable), node=site, private_key=private, peers=peers,
-                       session_id=session_id, round=assignment.round)
-        audit.record(state, "secagg.mask",
-                     audit.task_subject(assignment.study_id, assignment.round,
-                                        assignment.task_id),
-                     {"session": session_id, "roster": sorted(peers),
-                      "labels": sorted(summable.sums)})
+                       session_id=session_id, round=assignment.round,
+                       compact=summable.compact)
         return pack(summable, payload)
 
     return seal

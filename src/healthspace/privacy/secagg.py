@@ -59,18 +59,34 @@ class DropoutError(Conflict):
 
 
 class MaskedVector(BaseModel):
-    """One masked vector: 16 little-endian bytes per coordinate, base64 (never JSON numbers)."""
+    """One masked vector, base64 (never JSON numbers): 16 little-endian bytes per coordinate
+    in Z_2^128, or 8 in the compact ring Z_2^64 with its own agreed ``scale_bits``."""
 
     model_config = ConfigDict(extra="forbid")
 
     shape: list[int] = Field(max_length=8)
     data: str
+    ring_bits: Literal[64, 128] = 128
+    scale_bits: int | None = Field(default=None, ge=-ring.MAX_SCALE_BITS,
+                                   le=ring.MAX_SCALE_BITS,
+                                   description="compact ring only: this vector's scale")
 
-    def to_ring(self) -> ring.Ring:
+    @property
+    def size(self) -> int:
         m = int(np.prod(self.shape, dtype=np.int64))
         if any(n < 0 for n in self.shape) or m > _MAX_COORDINATES:
             raise InvalidInput(f"bad masked vector shape {self.shape}", field="shape")
-        return ring.from_bytes(base64.b64decode(self.data, validate=True), m)
+        return m
+
+    def to_ring(self) -> ring.Ring:
+        return ring.from_bytes(base64.b64decode(self.data, validate=True), self.size)
+
+    def to_ring64(self) -> ring.Ring64:
+        raw = base64.b64decode(self.data, validate=True)
+        if len(raw) != 8 * self.size:
+            raise InvalidInput(f"masked vector has {len(raw)} bytes, expected {8 * self.size}",
+                               field="data")
+        return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
 
 
 class MaskedPayload(BaseModel):
@@ -100,16 +116,20 @@ class Aggregate:
     scale_bits: int
     roster: list[str]
     sums: dict[str, tuple[tuple[int, ...], ring.Ring]]
+    compact: dict[str, tuple[tuple[int, ...], ring.Ring64, int]] = field(default_factory=dict)
 
 
 def mask(vectors: Mapping[str, ArrayLike], *, node: str, private_key: X25519PrivateKey,
          peers: Mapping[str, X25519PublicKey], session_id: str, round: int,
-         scale_bits: int = ring.DEFAULT_SCALE_BITS) -> MaskedPayload:
+         scale_bits: int = ring.DEFAULT_SCALE_BITS,
+         compact: Mapping[str, int] | None = None) -> MaskedPayload:
     """Encode and mask ``vectors`` (label -> array) as ``node`` of a verified roster ``peers``.
 
-    Raises InvalidInput naming the vector if a value could overflow the sum over all parties.
-    Never call twice for the same (session, round): the masks would repeat.
+    Labels in ``compact`` (label -> agreed scale bits) travel in Z_2^64. Raises InvalidInput
+    naming the vector if a value could overflow the sum over all parties. Never call twice
+    for the same (session, round): the masks would repeat.
     """
+    compact = dict(compact or {})
     names = sorted(peers)
     if node not in peers:
         raise InvalidInput(f"node {node} is not in the roster", field="roster")
@@ -121,14 +141,42 @@ def mask(vectors: Mapping[str, ArrayLike], *, node: str, private_key: X25519Priv
     out: dict[str, MaskedVector] = {}
     for label, values in vectors.items():
         arr = np.asarray(values)
+        if label in compact:
+            f = compact[label]
+            z = ring.encode64(arr, parties=len(names), scale_bits=f, name=label)
+            for peer, seed in seeds.items():
+                stream = keystream64(seed, round=round, label=label, m=z.shape[0])
+                z = z + stream if peer > node else z - stream  # wraps mod 2^64
+            out[label] = MaskedVector(shape=list(arr.shape), ring_bits=64, scale_bits=f,
+                                      data=base64.b64encode(z.astype("<u8").tobytes())
+                                      .decode("ascii"))
+            continue
         y = ring.encode(arr, parties=len(names), scale_bits=scale_bits, name=label)
-        for peer, seed in seeds.items():
-            stream = keystream(seed, round=round, label=label, m=y.shape[0])
-            y = ring.add(y, stream) if peer > node else ring.sub(y, stream)
+        y = _apply_masks(y, [(keystream(seed, round=round, label=label, m=y.shape[0]), peer > node)
+                             for peer, seed in seeds.items()])
         out[label] = MaskedVector(shape=list(arr.shape),
                                   data=base64.b64encode(ring.to_bytes(y)).decode("ascii"))
     return MaskedPayload(session_id=session_id, round=round, node=node, roster=names,
                          scale_bits=scale_bits, vectors=out)
+
+
+def _apply_masks(y: ring.Ring, streams: list[tuple[ring.Ring, bool]]) -> ring.Ring:
+    """y + Σ(+stream) − Σ(−stream) mod 2^128, limb-wise in place (no temporaries per peer)."""
+    lo, hi = y[:, 0].copy(), y[:, 1].copy()
+    carry = np.empty(len(lo), dtype=np.uint64)
+    for stream, plus in streams:
+        s_lo, s_hi = stream[:, 0], stream[:, 1]
+        if plus:
+            np.add(lo, s_lo, out=lo)
+            np.less(lo, s_lo, out=carry, casting="unsafe")  # wrapped: carry one
+            np.add(hi, s_hi, out=hi)
+            np.add(hi, carry, out=hi)
+        else:
+            np.less(lo, s_lo, out=carry, casting="unsafe")  # will wrap: borrow one
+            np.subtract(lo, s_lo, out=lo)
+            np.subtract(hi, s_hi, out=hi)
+            np.subtract(hi, carry, out=hi)
+    return np.stack([lo, hi], axis=1)
 
 
 def keystream(seed: bytes, *, round: int, label: str, m: int) -> ring.Ring:
@@ -138,13 +186,24 @@ def keystream(seed: bytes, *, round: int, label: str, m: int) -> ring.Ring:
     return ring.from_bytes(encryptor.update(bytes(16 * m)), m)
 
 
+def keystream64(seed: bytes, *, round: int, label: str, m: int) -> ring.Ring64:
+    """m elements of Z_2^64 from the same ChaCha20 stream (8 bytes each)."""
+    nonce = hashlib.sha256(canonical_json({"round": round, "label": label})).digest()[:12]
+    encryptor = Cipher(algorithms.ChaCha20(seed, bytes(4) + nonce), mode=None).encryptor()
+    return np.frombuffer(encryptor.update(bytes(8 * m)), dtype="<u8").astype(np.uint64)
+
+
+def _layout(p: MaskedPayload) -> dict[str, tuple[tuple[int, ...], int, int | None]]:
+    return {label: (tuple(v.shape), v.ring_bits, v.scale_bits) for label, v in p.vectors.items()}
+
+
 def aggregate(payloads: Iterable[MaskedPayload]) -> Aggregate:
     """Add the masked payloads of one round; raise DropoutError if a roster node is missing."""
     items = list(payloads)
     if not items:
         raise InvalidInput("no masked payloads to aggregate", field="payloads")
     first = items[0]
-    shapes = {label: tuple(v.shape) for label, v in first.vectors.items()}
+    shapes = _layout(first)
     seen: set[str] = set()
     for p in items:
         header = (p.session_id, p.round, p.roster, p.scale_bits)
@@ -153,20 +212,28 @@ def aggregate(payloads: Iterable[MaskedPayload]) -> Aggregate:
                                "roster or scale", field="payloads")
         if p.node not in first.roster or p.node in seen:
             raise InvalidInput(f"unexpected or repeated payload from {p.node}", field="payloads")
-        if {label: tuple(v.shape) for label, v in p.vectors.items()} != shapes:
-            raise InvalidInput(f"payload from {p.node} has other vectors or shapes",
+        if _layout(p) != shapes:
+            raise InvalidInput(f"payload from {p.node} has other vectors, shapes or rings",
                                field="payloads")
         seen.add(p.node)
     missing = set(first.roster) - seen
     if missing:
         raise DropoutError(sorted(missing), session_id=first.session_id, round=first.round)
     sums: dict[str, tuple[tuple[int, ...], ring.Ring]] = {}
-    for label, shape in shapes.items():
+    compact: dict[str, tuple[tuple[int, ...], ring.Ring64, int]] = {}
+    for label, (shape, bits, f) in shapes.items():
+        if bits == 64:
+            small = items[0].vectors[label].to_ring64()
+            for p in items[1:]:
+                small = small + p.vectors[label].to_ring64()  # wraps mod 2^64
+            compact[label] = (shape, small, int(f or 0))
+            continue
         total = items[0].vectors[label].to_ring()
         for p in items[1:]:
             total = ring.add(total, p.vectors[label].to_ring())
         sums[label] = (shape, total)
-    return Aggregate(first.session_id, first.round, first.scale_bits, list(first.roster), sums)
+    return Aggregate(first.session_id, first.round, first.scale_bits, list(first.roster), sums,
+                     compact)
 
 
 def unmask_sum(agg: Aggregate, *, integer: Collection[str] = ()
@@ -180,6 +247,8 @@ def unmask_sum(agg: Aggregate, *, integer: Collection[str] = ()
                                          name=label).reshape(shape)
         else:
             out[label] = ring.decode(total, scale_bits=agg.scale_bits).reshape(shape)
+    for label, (shape, small, f) in agg.compact.items():
+        out[label] = ring.decode64(small, scale_bits=f).reshape(shape)
     return out
 
 
@@ -210,7 +279,8 @@ class Participant:
         self.peers = peers
 
     def mask(self, round: int, vectors: Mapping[str, ArrayLike], *,
-             scale_bits: int = ring.DEFAULT_SCALE_BITS) -> MaskedPayload:
+             scale_bits: int = ring.DEFAULT_SCALE_BITS,
+             compact: Mapping[str, int] | None = None) -> MaskedPayload:
         """Mask this round's vectors; each round can be masked once (masks must not repeat)."""
         if not self.peers:
             raise InvalidInput("accept a verified roster before masking", field="roster")
@@ -219,4 +289,5 @@ class Participant:
                            field="round")
         self.rounds_masked.add(round)
         return mask(vectors, node=self.node, private_key=self.private_key, peers=self.peers,
-                    session_id=self.session_id, round=round, scale_bits=scale_bits)
+                    session_id=self.session_id, round=round, scale_bits=scale_bits,
+                    compact=compact)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
 from lifelines.datasets import load_rossi
+from securekit import check_sites
 from statsmodels.duration.hazard_regression import PHReg
 
 from healthspace.analyses.base import LocalContext
@@ -65,17 +66,6 @@ def cox(paths, duration="week", event="arrest", covariates=ROSSI, secure=False, 
                              secure=secure)
     assert result.get("secure_aggregation", False) is secure
     return result
-
-
-def check_sites(result, key, expected, secure):
-    """Per-site values are released in clear; under secure aggregation they are withheld
-    and only their network total is released."""
-    if secure:
-        assert result[key] == dict.fromkeys(expected)
-        total = result["nobs"] if key == "sites" else result["coarsened_total"]
-        assert total == sum(expected.values())
-    else:
-        assert result[key] == expected
 
 
 @pytest.fixture

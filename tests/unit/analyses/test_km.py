@@ -8,6 +8,7 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.datasets import load_rossi
 from lifelines.statistics import logrank_test, multivariate_logrank_test
+from securekit import check_sites
 
 from healthspace.cli.main import run
 from healthspace.core.errors import InvalidInput, Refused
@@ -46,17 +47,6 @@ def km(paths, secure=False, **params):
     result = simulate_tables("km", paths, params=params, secure=secure)
     assert result.get("secure_aggregation", False) is secure
     return result
-
-
-def check_sites(result, key, expected, secure):
-    """Per-site values are released in clear; under secure aggregation they are withheld
-    and only their network total is released."""
-    if secure:
-        assert result[key] == dict.fromkeys(expected)
-        total = result["nobs"] if key == "sites" else result["coarsened_total"]
-        assert total == sum(expected.values())
-    else:
-        assert result[key] == expected
 
 
 @pytest.fixture

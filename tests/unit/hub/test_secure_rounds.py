@@ -9,7 +9,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hubkit import Space
 
-from healthspace.analyses.base import Summable
+from healthspace.analyses import registry
+from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params, Summable
 from healthspace.analyses.cohort_count import breakdown_keys
 from healthspace.analyses.secure import pack
 from healthspace.privacy.secagg import mask
@@ -154,3 +155,71 @@ def test_an_l3_policy_makes_it_secure_by_default(space: Space):
     plain = hub.submit(space.alice, nodes=["node-b", "node-payer"])
     assert plain["secure_aggregation"] is False
 
+
+
+class RoundsSeen(Analysis):
+    """Sums ``x`` securely over two rounds and reports the round numbers combine was given."""
+
+    name = "hubtest_secure_rounds"
+    requires_cohort = False
+    max_rounds = 2
+    secure = True
+
+    def local(self, ctx: LocalContext, params: Params, round_input: Any) -> dict[str, Any]:
+        return {}
+
+    def combine(self, partials: Any, params: Params, state: dict[str, Any],
+                round: int) -> Final | NextRound:
+        raise AssertionError("a secure study never combines in clear")
+
+    def combine_secure(self, sums: Any, publics: Any, params: Params, state: dict[str, Any],
+                       round: int) -> Final | NextRound:
+        seen = [*state.get("seen", []), round]
+        if round == 1:
+            return NextRound({"again": True}, {"seen": seen})
+        return Final({"seen": seen, "total": int(sums["x"][0]), "nodes": sorted(publics)})
+
+
+registry.names()
+if RoundsSeen.name not in registry.names():
+    registry.register(RoundsSeen())
+
+
+def test_after_a_rerun_the_analysis_still_sees_its_own_round_numbers(space: Space):
+    keys = Keys(space)
+    for name in NODES:
+        keys.upload(name)
+    study = space.hub.submit(space.alice, analysis=RoundsSeen.name, nodes=list(NODES))
+    assert study["secure_aggregation"] is False  # asked for it? no: L1 nodes, not requested
+    study = space.hub.submit(space.alice, analysis=RoundsSeen.name, nodes=list(NODES),
+                             secure_aggregation=True)
+
+    def answer(name: str, x: int) -> dict[str, Any]:
+        hub, headers = space.hub, keys.headers[name]
+        task = hub.next_task(headers)
+        while task["study_id"] != study["id"]:  # skip the plain study's tasks
+            hub.post(headers, task["task_id"], status="failed", error="not this one")
+            task = hub.next_task(headers)
+        roster = [(Prekey.model_validate(e["prekey"]), e["node_key"])
+                  for e in task["secure"]["roster"]]
+        own = next(p for p, _ in roster if p.node == name)
+        summable = Summable({}, {"x": np.asarray([x])}, frozenset({"x"}))
+        payload = mask({"x": summable.sums["x"]}, node=name,
+                       private_key=keys.private[own.key_id], peers=verify_prekey_roster(roster),
+                       session_id=task["secure"]["session_id"], round=task["round"])
+        hub.post(headers, task["task_id"], status="completed", partial=pack(summable, payload))
+        return task
+
+    answer("node-a", 1)
+    answer("node-b", 2)
+    task = space.hub.next_task(keys.headers["node-payer"])
+    while task["study_id"] != study["id"]:
+        space.hub.post(keys.headers["node-payer"], task["task_id"], status="failed", error="x")
+        task = space.hub.next_task(keys.headers["node-payer"])
+    space.hub.post(keys.headers["node-payer"], task["task_id"], status="failed", error="gone")
+    for physical in (2, 3):  # the rerun of round 1, then round 2
+        assert answer("node-a", 1)["round"] == physical
+        answer("node-b", 2)
+    view = space.hub.study(space.alice, study["id"])
+    assert view["status"] == "partial", view["error"]
+    assert view["result"] == {"seen": [1, 2], "total": 3, "nodes": ["node-a", "node-b"]}

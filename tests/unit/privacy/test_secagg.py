@@ -208,9 +208,48 @@ def test_the_wire_carries_base64_not_numbers():
     body = json.loads(payloads[0].model_dump_json())
     assert body["version"] == 1 and body["scale_bits"] == 40
     assert body["roster"] == ["site-00", "site-01"]
-    assert set(body["vectors"]["v"]) == {"shape", "data"}
+    assert body["vectors"]["v"]["ring_bits"] == 128 and body["vectors"]["v"]["scale_bits"] is None
     assert isinstance(body["vectors"]["v"]["data"], str)
     assert len(base64.b64decode(body["vectors"]["v"]["data"])) == 32
+
+
+# --- the compact ring Z_2^64 --------------------------------------------------------------
+
+
+def test_compact_labels_sum_exactly_in_half_the_bytes():
+    rng = np.random.default_rng(5)
+    nodes = names(10)
+    inputs = {n: {"big": rng.normal(0, 1e6, 5000), "x": rng.normal(size=3)} for n in nodes}
+    bound = max(float(np.max(np.abs(v["big"]))) for v in inputs.values())
+    f = ring.compact_scale(bound, len(nodes))
+    payloads, agg = run_round(session(nodes), inputs, compact={"big": f})
+    body = json.loads(payloads[0].model_dump_json())["vectors"]
+    assert body["big"]["ring_bits"] == 64 and body["big"]["scale_bits"] == f
+    assert len(base64.b64decode(body["big"]["data"])) == 8 * 5000
+    sums = unmask_sum(agg)
+    exact = [math.fsum(v["big"][i] for v in inputs.values()) for i in range(5000)]
+    # error ≤ parties · 2^-(F+1) fixed-point rounding + the one final float64 rounding
+    exact_arr = np.asarray(exact)
+    slack = len(nodes) * 2.0 ** -(f + 1) + np.spacing(np.abs(exact_arr))
+    assert np.all(np.abs(sums["big"] - exact_arr) <= slack)
+    assert np.max(np.abs(sums["big"] - exact_arr)) < 1e-8
+    assert sums["x"].shape == (3,)  # other labels stay in Z_2^128
+
+
+def test_compact_ring_refuses_values_beyond_the_agreed_bound():
+    parts = session(names(2))
+    f = ring.compact_scale(10.0, 2)
+    with pytest.raises(InvalidInput, match="beyond the agreed compact-ring bound") as info:
+        parts["site-00"].mask(0, {"big": [1e30]}, compact={"big": f})
+    assert info.value.field == "big"
+
+
+def test_a_payload_on_another_ring_is_refused():
+    parts = session(names(2))
+    a = parts["site-00"].mask(0, {"v": [1.0]}, compact={"v": 20})
+    b = parts["site-01"].mask(0, {"v": [1.0]})
+    with pytest.raises(InvalidInput, match="other vectors, shapes or rings"):
+        aggregate([a, b])
 
 
 # --- roster signatures ---------------------------------------------------------------------
@@ -287,7 +326,7 @@ def test_aggregate_rejects_mismatched_or_foreign_payloads():
     parts = session(nodes)
     a = parts["site-00"].mask(0, {"v": [1.0, 2.0]})
     b = parts["site-01"].mask(0, {"v": [1.0]})
-    with pytest.raises(InvalidInput, match="other vectors or shapes"):
+    with pytest.raises(InvalidInput, match="other vectors, shapes or rings"):
         aggregate([a, b])
     with pytest.raises(InvalidInput, match="repeated"):
         aggregate([a, a])

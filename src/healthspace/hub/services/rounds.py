@@ -105,52 +105,67 @@ def _partials(session: Session, tasks: list[Task]) -> dict[str, dict[str, Any]]:
     return {done[i]: body["payload"].get("partial") or {} for i, body in rows}
 
 
+RERUNS = "_secure_reruns"  # hub-owned key in the study state: rounds repeated after dropouts
+
+
 def _outcome(study: Study, tasks: list[Task], completed: dict[str, dict[str, Any]],
              problems: str | None) -> tuple[dict[str, Any], Any]:
-    """The study update for a finished round and, for another round, what to queue."""
+    """The study update for a finished round and, for another round, what to queue.
+
+    A secure round rerun after a dropout gets the next task round number, so the analysis is
+    told its own round (task round minus reruns) and never sees the hub's bookkeeping key.
+    """
     if not completed:
         return {"status": StudyStatus.FAILED, "error": problems or "no node completed"}, None
     survivors = [t for t in tasks if t.status == TaskStatus.COMPLETED]
     secure = any(t.secagg_session_id is not None for t in tasks)
+    state = dict(study.state or {})
+    reruns = int(state.pop(RERUNS, 0))
+    logical = study.round - reruns
     try:
         analysis = registry.get(study.analysis)
         params = analysis.parse_params(study.params)
         if secure:
             try:
-                outcome = combine_masked(analysis, completed, params, dict(study.state or {}),
-                                         study.round)
+                outcome = combine_masked(analysis, completed, params, state, logical)
             except DropoutError as exc:
-                return _rerun(study, survivors, tasks, exc)
+                return _rerun(study, survivors, tasks, exc, reruns)
         else:
-            outcome = analysis.combine(completed, params, dict(study.state or {}), study.round)
+            outcome = analysis.combine(completed, params, state, logical)
         if isinstance(outcome, Final):
             result = json.loads(json.dumps(outcome.result))  # must be plain JSON to be stored
             status = StudyStatus.PARTIAL if problems else StudyStatus.COMPLETED
             return {"status": status, "result": result, "error": problems}, None
         if not isinstance(outcome, NextRound):
             raise TypeError(f"combine returned {type(outcome).__name__}, not Final or NextRound")
-        if study.round + 1 > analysis.max_rounds:
+        if logical + 1 > analysis.max_rounds:
             message = f"{analysis.name} did not finish within {analysis.max_rounds} round(s)"
             return {"status": StudyStatus.FAILED, "error": message}, None
-        state = json.loads(json.dumps(outcome.state))
+        next_state = json.loads(json.dumps(outcome.state))
+        if reruns:
+            next_state[RERUNS] = reruns
         round_input = json.loads(json.dumps(outcome.round_input))
     except Exception as exc:  # a broken combine fails the study; it must never crash the hub
-        message = f"combine failed in round {study.round}: {type(exc).__name__}: {exc}"
+        message = f"combine failed in round {logical}: {type(exc).__name__}: {exc}"
         return {"status": StudyStatus.FAILED, "error": message}, None
-    return {"round": study.round + 1, "state": state}, (survivors, round_input)
+    return {"round": study.round + 1, "state": next_state}, (survivors, round_input)
 
 
 def _rerun(study: Study, survivors: list[Task], tasks: list[Task],
-           exc: DropoutError) -> tuple[dict[str, Any], Any]:
+           exc: DropoutError, reruns: int) -> tuple[dict[str, Any], Any]:
     """Masks of a missing node cannot cancel: run the same round again, without it, in a new
-    session (fresh one-time keys); the survivors' masked payloads stay noise."""
+    session (fresh one-time keys); the survivors' masked payloads stay noise. Compact-ring
+    scales are dropped from the rerun's input, in case a bound was what failed."""
     if len(survivors) < 2:
         message = (f"secure aggregation round {study.round} lost {', '.join(exc.missing)} and "
                    f"fewer than two nodes remain")
         return {"status": StudyStatus.FAILED, "error": message}, None
     round_input = tasks[0].round_input
-    return ({"round": study.round + 1, "state": dict(study.state or {}),
-             "_rerun": list(exc.missing)}, (survivors, round_input))
+    if round_input is not None:
+        round_input = {k: v for k, v in round_input.items() if k != "secure_scales"}
+    state = {**(study.state or {}), RERUNS: reruns + 1}
+    return ({"round": study.round + 1, "state": state, "_rerun": list(exc.missing)},
+            (survivors, round_input))
 
 
 def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[int]:
