@@ -370,12 +370,11 @@ class Glm(Analysis):
             result["sites"] = dict.fromkeys(names)  # withheld: only the total is known
             result["secure_aggregation"] = True
             return Final(result)
+        bound = state.get("xtwx_bound")
         if round == 2 and "xtwx" in sums:
             bound = _xtwx_bound(params.family, np.asarray(sums["xtwx"]))
-            if bound is not None:
-                outcome.state["xtwx_bound"] = bound
-        bound = outcome.state.get("xtwx_bound")
         if bound:
+            outcome.state["xtwx_bound"] = bound  # combine rebuilds its state every round
             # Every later X'WX entry of every node is below the bound: the compact ring holds it.
             outcome.round_input["secure_scales"] = {"xtwx": compact_scale(bound, len(names))}
         return outcome

@@ -1,6 +1,7 @@
 """glm: exact pooled fit against statsmodels, node refusals and the CLI contract."""
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,3 +135,35 @@ def test_cli_bad_input_exits_2_naming_field(sites, capsys, extra, field):
     captured = capsys.readouterr()
     assert field in captured.err
     assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(("family", "compact"), [("gaussian", True), ("binomial", True),
+                                                 ("poisson", False)])
+def test_secure_rounds_after_the_first_irls_round_use_the_compact_ring(
+        sites, monkeypatch, family, compact):
+    from healthspace.analyses import registry
+    from healthspace.analyses.base import NextRound
+
+    glm = registry.get("glm")
+    original = type(glm).combine_secure
+    scales: dict[int, Any] = {}
+
+    def spy(self, sums, publics, params, state, round):
+        outcome = original(self, sums, publics, params, state, round)
+        if isinstance(outcome, NextRound):
+            scales[round] = outcome.round_input.get("secure_scales")
+        return outcome
+
+    monkeypatch.setattr(type(glm), "combine_secure", spy)
+    paths, pooled = sites
+    y = {"gaussian": "yg", "binomial": "yb", "poisson": "yp"}[family]
+    result = simulate_tables("glm", paths, params={"formula": f"{y} ~ x1 + x2",
+                                                   "family": family}, secure=True)
+    ref = reference(pooled, f"{y} ~ x1 + x2", family)
+    assert np.max(np.abs(pd.Series(result["params"]) - ref.params)) <= TOL
+    later = [scales[r] for r in sorted(scales) if r >= 2]
+    assert len(later) >= 2 and scales[1] is None
+    if compact:  # every round after the first IRLS round carries the agreed X'WX scale
+        assert all(s is not None and set(s) == {"xtwx"} for s in later)
+    else:
+        assert all(s is None for s in later)

@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hubkit import Space
+from nacl.signing import SigningKey
 
 from healthspace.analyses import registry
 from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params, Summable
 from healthspace.analyses.cohort_count import breakdown_keys
 from healthspace.analyses.secure import pack
+from healthspace.core.envelope import rotation_statement, seal
 from healthspace.privacy.secagg import mask
 from healthspace.privacy.secagg_keys import Prekey, make_prekey, verify_prekey_roster
 
@@ -170,7 +172,7 @@ class RoundsSeen(Analysis):
 
     def combine(self, partials: Any, params: Params, state: dict[str, Any],
                 round: int) -> Final | NextRound:
-        raise AssertionError("a secure study never combines in clear")
+        raise AssertionError("this test runs it with secure aggregation only")
 
     def combine_secure(self, sums: Any, publics: Any, params: Params, state: dict[str, Any],
                        round: int) -> Final | NextRound:
@@ -189,17 +191,12 @@ def test_after_a_rerun_the_analysis_still_sees_its_own_round_numbers(space: Spac
     keys = Keys(space)
     for name in NODES:
         keys.upload(name)
-    study = space.hub.submit(space.alice, analysis=RoundsSeen.name, nodes=list(NODES))
-    assert study["secure_aggregation"] is False  # asked for it? no: L1 nodes, not requested
     study = space.hub.submit(space.alice, analysis=RoundsSeen.name, nodes=list(NODES),
                              secure_aggregation=True)
 
     def answer(name: str, x: int) -> dict[str, Any]:
         hub, headers = space.hub, keys.headers[name]
         task = hub.next_task(headers)
-        while task["study_id"] != study["id"]:  # skip the plain study's tasks
-            hub.post(headers, task["task_id"], status="failed", error="not this one")
-            task = hub.next_task(headers)
         roster = [(Prekey.model_validate(e["prekey"]), e["node_key"])
                   for e in task["secure"]["roster"]]
         own = next(p for p, _ in roster if p.node == name)
@@ -213,9 +210,6 @@ def test_after_a_rerun_the_analysis_still_sees_its_own_round_numbers(space: Spac
     answer("node-a", 1)
     answer("node-b", 2)
     task = space.hub.next_task(keys.headers["node-payer"])
-    while task["study_id"] != study["id"]:
-        space.hub.post(keys.headers["node-payer"], task["task_id"], status="failed", error="x")
-        task = space.hub.next_task(keys.headers["node-payer"])
     space.hub.post(keys.headers["node-payer"], task["task_id"], status="failed", error="gone")
     for physical in (2, 3):  # the rerun of round 1, then round 2
         assert answer("node-a", 1)["round"] == physical
@@ -223,3 +217,22 @@ def test_after_a_rerun_the_analysis_still_sees_its_own_round_numbers(space: Spac
     view = space.hub.study(space.alice, study["id"])
     assert view["status"] == "partial", view["error"]
     assert view["result"] == {"seen": [1, 2], "total": 3, "nodes": ["node-a", "node-b"]}
+
+
+def test_prekeys_signed_by_a_retired_node_key_are_never_used(space: Space):
+    hub, keys = space.hub, Keys(space)
+    keys.upload("node-a", count=3)
+    old, new = hub.keys["node-a"], SigningKey.generate()
+    statement = rotation_statement(old, new, at=hub.clock.now())
+    hub.keys["node-a"] = new
+    envelope = seal("key.rotate", statement, old, node_id=hub.nodes["node-a"], clock=hub.clock)
+    hub.ok("POST", "/node/key", space.node_a, json=envelope.model_dump(mode="json"))
+    assert hub.ok("GET", "/node/secagg/prekeys", space.node_a) == {"available": 0}
+    keys.upload("node-a", count=1)  # signed with the new key
+    keys.upload("node-b", count=1)
+    study = submit(space)
+    view = hub.study(space.alice, study["id"])
+    roster_task = keys.answer("node-a", 40)
+    entry = next(e for e in roster_task["secure"]["roster"] if e["prekey"]["node"] == "node-a")
+    assert entry["node_key"] == new.verify_key.encode().hex()
+    assert next(t for t in view["tasks"] if t["node"] == "node-payer")["status"] == "refused"

@@ -41,9 +41,12 @@ class PrekeyStock(BaseModel):
 
 
 def available(session: Session, node_id: int) -> int:
+    """Unassigned prekeys signed by the node's current key (older ones are never used)."""
     return int(session.scalar(
         select(func.count()).select_from(SecaggPrekey)
-        .where(SecaggPrekey.node_id == node_id, SecaggPrekey.session_id.is_(None))) or 0)
+        .join(Node, Node.id == SecaggPrekey.node_id)
+        .where(SecaggPrekey.node_id == node_id, SecaggPrekey.session_id.is_(None),
+               SecaggPrekey.node_key == Node.public_key)) or 0)
 
 
 def stock(session: Session, node_id: int) -> PrekeyStock:
