@@ -17,11 +17,11 @@ import json
 import math
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from federated_models import run_federated  # the scripts run from this folder
 from rich.console import Console
 from rich.table import Table
 
@@ -38,22 +38,6 @@ def make_site(levels: int, rows: int, seed: int) -> pd.DataFrame:
     g = np.concatenate([np.arange(levels), rng.integers(0, levels, rows - levels)])
     y = 0.01 * g + rng.normal(0, 1, rows)
     return pd.DataFrame({"g": [f"L{i:04d}" for i in g], "y": y.round(6)})
-
-
-def run(client: HubClient, spec: dict, repeats: int) -> tuple[list[float], dict, int]:
-    times: list[float] = []
-    result: dict = {}
-    rounds = 0
-    for i in range(repeats + 1):
-        started = time.perf_counter()
-        view = client.wait(client.submit(spec).id, timeout=1800)
-        elapsed = time.perf_counter() - started
-        if view.status.value != "completed":
-            raise SystemExit(f"study ended {view.status.value}: {view.error}")
-        result, rounds = view.result or {}, view.round
-        if i:  # the first run warms every store and connection
-            times.append(elapsed)
-    return times, result, rounds
 
 
 def main() -> None:
@@ -90,8 +74,8 @@ def main() -> None:
         with HubClient(fed.url, token) as client:
             console.print(f"{args.nodes} nodes × {levels * levels + levels:,} values per round; "
                           f"{args.repeats} repeats after one warm-up each")
-            plain_t, plain_res, plain_rounds = run(client, spec, args.repeats)
-            secure_t, secure_res, secure_rounds = run(
+            plain_t, plain_res, plain_rounds = run_federated(client, spec, args.repeats)
+            secure_t, secure_res, secure_rounds = run_federated(
                 client, {**spec, "secure_aggregation": True}, args.repeats)
     assert secure_res.get("secure_aggregation") is True
     diff = max(abs(plain_res["params"][k] - secure_res["params"][k]) for k in plain_res["params"])
