@@ -179,7 +179,7 @@ class NodeAgent:
                 task_id=task.task_id, study_id=task.study_id, round=task.round,
                 analysis=task.analysis, consumer=task.consumer, purpose=task.purpose,
                 status=result.status.value, records=result.metrics.records,
-                seconds=result.metrics.seconds, error=result.error,
+                seconds=result.metrics.seconds, error=result.error, preview=int(task.preview),
             )
             audit.record(
                 self.state, "task.run", audit.task_subject(task.study_id, task.round,

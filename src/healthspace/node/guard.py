@@ -20,16 +20,18 @@ from healthspace.governance.engine import (
     decide,
 )
 from healthspace.governance.policy import UsagePolicy
-from healthspace.node.state import NodeState
+from healthspace.node.state import NodeState, upgrade_run_log
 
 
 def studies_today(state: NodeState, consumer: str, now: datetime, exclude_study: int) -> int:
-    """Distinct studies of ``consumer`` this node ran since UTC midnight (from its run log)."""
+    """Distinct studies of ``consumer`` this node ran since UTC midnight (from its run log);
+    previews have their own hourly limit and do not count."""
     midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     with state.connect() as db:
+        upgrade_run_log(db)
         row = db.execute(
             "SELECT count(DISTINCT study_id) FROM runs WHERE consumer = ? AND study_id != ? "
-            "AND status = 'completed' AND finished_at >= ?",
+            "AND status = 'completed' AND preview = 0 AND finished_at >= ?",
             (consumer, exclude_study, midnight.isoformat().replace("+00:00", "Z")),
         ).fetchone()
     return int(row[0])

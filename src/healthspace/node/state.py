@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER NOT NULL, study_id INTEGER NOT NULL,
   round INTEGER NOT NULL, analysis TEXT NOT NULL, consumer TEXT, purpose TEXT,
   status TEXT NOT NULL, records INTEGER NOT NULL DEFAULT 0, seconds REAL NOT NULL DEFAULT 0,
-  error TEXT, finished_at TEXT NOT NULL);
+  error TEXT, finished_at TEXT NOT NULL, preview INTEGER NOT NULL DEFAULT 0);
 """
 
 # The ε budget ledger (healthspace.node.budget): one row per charged task, never updated.
@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS releases (
 CREATE INDEX IF NOT EXISTS releases_consumer ON releases (consumer, size);
 """
 
+
+
+def upgrade_run_log(db: sqlite3.Connection) -> None:
+    """State files made before previews existed get the run log's ``preview`` flag."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    if "preview" not in columns:
+        db.execute("ALTER TABLE runs ADD COLUMN preview INTEGER NOT NULL DEFAULT 0")
 
 
 class NodeState:
@@ -333,6 +340,7 @@ class NodeState:
         cols = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
         with self.connect() as db:
+            upgrade_run_log(db)
             db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(fields.values()))
 
     def runs(self) -> list[dict[str, Any]]:

@@ -79,3 +79,39 @@ def test_a_dp_preview_is_charged_to_the_budget(store, node):
     assert budget.spent(state, "pharma", "all") == pytest.approx(0.2)
     over = run_task(store, assignment(key, 3), site="h3", state=state, clock=FixedClock(NOW))
     assert over.status == "refused" and "remains for consumer pharma" in (over.error or "")
+
+
+def test_previews_do_not_count_against_the_daily_study_limit(store, node):
+    state, key = node
+    state.set_policy(UsagePolicy(level="L1", rate_limit_per_day=1,
+                                 previews={"mode": "obfuscated"}))
+
+    def run(task_id: int, preview: bool):
+        result = run_task(store, assignment(key, task_id, preview=preview), site="h3",
+                          state=state, clock=FixedClock(NOW))
+        state.log_run(task_id=task_id, study_id=task_id, round=1, analysis="cohort_count",
+                      consumer="ana", purpose="research", status=result.status.value,
+                      preview=int(preview))  # as the agent logs every run
+        return result
+
+    assert run(1, preview=True).status == "completed"
+    assert run(2, preview=True).status == "completed"
+    assert run(3, preview=False).status == "completed"  # the two previews did not count
+    refused = run(4, preview=False)
+    assert refused.status == "refused" and "limit" in (refused.error or "")
+
+
+def test_an_old_run_log_gains_the_preview_flag(tmp_path):
+    path = tmp_path / "old.state.sqlite"
+    with sqlite3.connect(path) as db:  # a run log as state files had it before previews
+        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER "
+                   "NOT NULL, study_id INTEGER NOT NULL, round INTEGER NOT NULL, analysis TEXT "
+                   "NOT NULL, consumer TEXT, purpose TEXT, status TEXT NOT NULL, records "
+                   "INTEGER NOT NULL DEFAULT 0, seconds REAL NOT NULL DEFAULT 0, error TEXT, "
+                   "finished_at TEXT NOT NULL)")
+        db.execute("INSERT INTO runs (task_id, study_id, round, analysis, status, finished_at) "
+                   "VALUES (1, 1, 1, 'glm', 'completed', '2026-01-01T00:00:00Z')")
+    state = NodeState.init(path, clock=FixedClock(NOW), name="old")
+    state.log_run(task_id=2, study_id=2, round=1, analysis="cohort_count", status="completed",
+                  preview=1)
+    assert [(r["task_id"], r["preview"]) for r in state.runs()] == [(1, 0), (2, 1)]
