@@ -74,13 +74,17 @@ def test_glm_on_registry_nodes_equals_statsmodels(live, secure):
     assert_close(view.result["bse"], fit.bse)
 
 
-def test_km_by_group_through_the_cli_equals_lifelines(live, tmp_path):
+@SECURE
+def test_km_by_group_through_the_cli_equals_lifelines(live, tmp_path, secure):
     study = tmp_path / "km.json"
     study.write_text(json.dumps({"analysis": "km", "nodes": ROSSI_NODES,
                                  "params": {"duration": "week", "event": "arrest",
                                             "group": "fin"}}))
-    submitted = json.loads(cli(live, "study", "submit", str(study), "--wait", "--json").stdout)
+    flags = ["--secure"] if secure else []
+    submitted = json.loads(cli(live, "study", "submit", str(study), *flags, "--wait",
+                               "--json").stdout)
     result = json.loads(cli(live, "study", "results", str(submitted["study_id"]), "--json").stdout)
+    assert result.get("secure_aggregation", False) is secure
     df = load_rossi()
     for value, part in df.groupby("fin"):
         kmf = KaplanMeierFitter().fit(part.week, part.arrest)
