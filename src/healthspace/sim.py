@@ -17,8 +17,8 @@ from typing import Any
 import duckdb
 
 from healthspace.analyses import registry
-from healthspace.analyses.base import Final
-from healthspace.analyses.execute import Linkage, run_local
+from healthspace.analyses.base import Final, Linkage
+from healthspace.analyses.execute import run_local
 from healthspace.cdm.ingest import load_into
 from healthspace.cdm.store import create_schema
 from healthspace.core.clock import SystemClock
@@ -273,10 +273,10 @@ class _SimSession:
             participant.accept_roster(roster, registered)
 
     def masker(self, name: str, round_no: int) -> Any:
-        from healthspace.analyses.secure import pack, vectors
+        from healthspace.analyses.secure import pack
 
         def seal(summable: Any) -> dict[str, Any]:
-            payload = self.participants[name].mask(round_no, vectors(summable),
+            payload = self.participants[name].mask(round_no, summable.sums,
                                                    compact=summable.compact)
             return pack(summable, payload)
 

@@ -29,6 +29,17 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class Linkage:
+    """What a node with an identity vault lends record-linkage analyses: national ids of
+    local persons, a per-study secret (bytes) for a label, and where the designated side
+    keeps which of its persons are shared."""
+
+    national_ids: Callable[[Sequence[int]], dict[int, str]]
+    study_secret: Callable[[str], bytes]
+    keep_links: Callable[[Sequence[int]], Any] | None = None
+
+
 @dataclass
 class LocalContext:
     """What ``local`` may touch on a node: a read-only CDM connection and the rules in force."""
@@ -47,12 +58,8 @@ class LocalContext:
     release_guard: Callable[[Sequence[int]], None] | None = None
     # Under secure aggregation: may this node's own count travel in clear (policy)?
     release_site_counts: bool = True
-    # Record linkage (healthspace.analyses.psi_link), provided by a node with an identity
-    # vault: national ids of local persons; a per-study secret (bytes) for a label; and where
-    # the designated side keeps which of its persons are shared.
-    national_ids: Callable[[Sequence[int]], dict[int, str]] | None = None
-    study_secret: Callable[[str], bytes] | None = None
-    keep_links: Callable[[Sequence[int]], None] | None = None
+    # Record linkage (healthspace.analyses.psi_link): lent by a node with an identity vault.
+    linkage: Linkage | None = None
 
     def __post_init__(self) -> None:
         # The node never releases below the floor, whatever a task asks for.

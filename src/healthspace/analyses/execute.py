@@ -11,21 +11,12 @@ from typing import Any
 import duckdb
 
 from healthspace.analyses import registry
-from healthspace.analyses.base import Analysis, LocalContext
+from healthspace.analyses.base import Analysis, Linkage, LocalContext
 from healthspace.analyses.secure import Masker
 from healthspace.cdm.store import has_table
 from healthspace.core.clock import Clock, SystemClock
 from healthspace.core.errors import InvalidInput
 from healthspace.governance.consent_filter import ConsentFilter
-
-
-@dataclass(frozen=True)
-class Linkage:
-    """What a node with an identity vault lends record-linkage analyses (see LocalContext)."""
-
-    national_ids: Callable[[Sequence[int]], dict[int, str]]
-    study_secret: Callable[[str], bytes]
-    keep_links: Callable[[Sequence[int]], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,9 +90,7 @@ def run_local(
         dataset=spec,
         release_guard=release_guard,
         release_site_counts=release_site_counts,
-        national_ids=linkage.national_ids if linkage else None,
-        study_secret=linkage.study_secret if linkage else None,
-        keep_links=linkage.keep_links if linkage else None,
+        linkage=linkage,
     )
     if masker is not None and not impl.secure:
         raise InvalidInput(f"analysis {impl.name!r} does not support secure aggregation",

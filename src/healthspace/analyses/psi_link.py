@@ -80,13 +80,13 @@ class PsiLink(Analysis):
 
     def _ids(self, ctx: LocalContext) -> tuple[list[str], dict[str, int]]:
         """The cohort's national ids (normalised, sorted) and id -> local person_id."""
-        if ctx.national_ids is None or ctx.study_secret is None:
+        if ctx.linkage is None:
             raise Refused("this node has no identity vault for record linkage")
         sql, args = ctx.cohort_persons_sql()
         persons = [int(r[0]) for r in
                    ctx.con.execute(f"SELECT DISTINCT person_id FROM ({sql})", args).fetchall()]
         ctx.records_used = len(persons)
-        found = ctx.national_ids(persons)
+        found = ctx.linkage.national_ids(persons)
         by_id = {nid.strip().upper(): pid for pid, nid in found.items() if nid.strip()}
         if 0 < len(by_id) < ctx.min_cell_size:
             raise Refused(f"only {len(by_id)} linkable persons, below the minimum cell size "
@@ -103,8 +103,8 @@ class PsiLink(Analysis):
         if (step == 2 and receiver) or (step == 3 and not receiver):
             return {"role": role, "idle": True}
         ids, by_id = self._ids(ctx)
-        assert ctx.study_secret is not None
-        scalar = derive_scalar(ctx.study_secret(f"psi/{params.group}"), params.group)
+        assert ctx.linkage is not None  # _ids refused otherwise
+        scalar = derive_scalar(ctx.linkage.study_secret(f"psi/{params.group}"), params.group)
         mode = Mode.MEMBERSHIP if params.mode == "membership" else Mode.SIZE
         if not receiver:
             sender = PsiSender(ids, mode, group=params.group, scalar=scalar, workers=1,
@@ -133,8 +133,8 @@ class PsiLink(Analysis):
             result = psi.result()
         finally:
             psi.close()
-        if result.members is not None and ctx.keep_links is not None:
-            ctx.keep_links(sorted(by_id[m] for m in result.members))
+        if result.members is not None and ctx.linkage.keep_links is not None:
+            ctx.linkage.keep_links(sorted(by_id[m] for m in result.members))
         k = ctx.min_cell_size
         return {"role": role, "min_cell_size": k,
                 "intersection": release_count(result.size, k),

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from healthspace.analyses.base import Analysis, Final, NextRound, Params, Summable
 from healthspace.core.errors import InvalidInput
 from healthspace.privacy.secagg import MaskedPayload, aggregate, unmask_sum
@@ -32,17 +30,6 @@ def pack(summable: Summable, payload: MaskedPayload) -> dict[str, Any]:
     """The partial a node sends: the public part in clear, the sums masked."""
     return {KEY: {"public": summable.public, "integer": sorted(summable.integer),
                   "masked": payload.model_dump(mode="json")}}
-
-
-def vectors(summable: Summable) -> dict[str, np.ndarray]:
-    """The arrays to mask; every label must be a numeric array."""
-    out: dict[str, np.ndarray] = {}
-    for label, value in summable.sums.items():
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"summable {label!r} is not numeric")
-        out[label] = arr
-    return out
 
 
 def combine_masked(

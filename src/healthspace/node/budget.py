@@ -16,7 +16,7 @@ from healthspace.core.errors import Refused
 from healthspace.core.models import TaskAssignment
 from healthspace.governance.policy import DpBudget, UsagePolicy, as_utc
 from healthspace.node import audit
-from healthspace.node.state import DP_CHARGES_DDL, NodeState
+from healthspace.node.state import NodeState
 
 _SLACK = 1e-9  # ε values are sums of floats: tolerate rounding, never a real overspend
 
@@ -48,15 +48,7 @@ def period_key(budget: DpBudget, now: datetime) -> str:
     return "all"
 
 
-def _ensure(state: NodeState) -> None:
-    # State files created before the ledger existed get its table on first use.
-    with state.connect() as db:
-        for statement in filter(str.strip, DP_CHARGES_DDL.split(";")):
-            db.execute(statement)
-
-
 def spent(state: NodeState, consumer: str, period: str) -> float:
-    _ensure(state)
     with state.connect() as db:
         row = db.execute("SELECT coalesce(sum(epsilon), 0) FROM dp_charges "
                          "WHERE consumer = ? AND period = ?", (consumer, period)).fetchone()
@@ -78,7 +70,6 @@ def charge(
                       "(dp_budget); this dataset sets none")
     period = period_key(budget, state.clock.now())
     key = (assignment.study_id, assignment.round, assignment.task_id)
-    _ensure(state)
     with state.connect() as db:  # BEGIN IMMEDIATE: no other charge interleaves
         used = float(db.execute("SELECT coalesce(sum(epsilon), 0) FROM dp_charges "
                                 "WHERE consumer = ? AND period = ?",
@@ -104,7 +95,6 @@ def charge(
 def refund(state: NodeState, assignment: TaskAssignment) -> None:
     """Undo a task's charge (the task failed, so nothing was released)."""
     key = (assignment.study_id, assignment.round, assignment.task_id)
-    _ensure(state)
     with state.connect() as db:
         row = db.execute("SELECT epsilon, consumer, period FROM dp_charges WHERE study_id = ? "
                          "AND round = ? AND task_id = ?", key).fetchone()

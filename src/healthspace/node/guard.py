@@ -20,7 +20,7 @@ from healthspace.governance.engine import (
     decide,
 )
 from healthspace.governance.policy import UsagePolicy
-from healthspace.node.state import NodeState, upgrade_run_log
+from healthspace.node.state import NodeState
 
 
 def studies_today(state: NodeState, consumer: str, now: datetime, exclude_study: int) -> int:
@@ -28,7 +28,6 @@ def studies_today(state: NodeState, consumer: str, now: datetime, exclude_study:
     previews have their own hourly limit and do not count."""
     midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     with state.connect() as db:
-        upgrade_run_log(db)
         row = db.execute(
             "SELECT count(DISTINCT study_id) FROM runs WHERE consumer = ? AND study_id != ? "
             "AND status = 'completed' AND preview = 0 AND finished_at >= ?",

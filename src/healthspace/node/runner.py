@@ -8,7 +8,8 @@ from typing import Any
 
 import duckdb
 
-from healthspace.analyses.execute import Linkage, run_local
+from healthspace.analyses.base import Linkage
+from healthspace.analyses.execute import run_local
 from healthspace.analyses.secure import Masker
 from healthspace.cdm.store import open_store
 from healthspace.core.clock import Clock

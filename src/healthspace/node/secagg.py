@@ -10,8 +10,6 @@ keys are pinned on first use, so a hub that later swaps a peer's key is caught.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from healthspace.analyses.base import Summable
-from healthspace.analyses.secure import Masker, pack, vectors
+from healthspace.analyses.secure import Masker, pack
 from healthspace.core.clock import iso
 from healthspace.core.errors import Refused
 from healthspace.core.models import TaskAssignment
@@ -31,30 +29,13 @@ LOW_WATER = 8  # top the hub's stock up when fewer unused prekeys remain
 BATCH = 24
 SESSION_RETENTION = timedelta(days=1)
 
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS secagg_prekeys (key_id TEXT PRIMARY KEY, private_key TEXT, "
-    "prekey TEXT NOT NULL, created_at TEXT NOT NULL, session_id TEXT, bound_at TEXT)",
-    "CREATE TABLE IF NOT EXISTS secagg_rounds (session_id TEXT NOT NULL, round INTEGER NOT "
-    "NULL, task_id INTEGER NOT NULL, masked_at TEXT NOT NULL, PRIMARY KEY (session_id, round))",
-    "CREATE TABLE IF NOT EXISTS peer_keys (node TEXT PRIMARY KEY, public_key TEXT NOT NULL, "
-    "pinned_at TEXT NOT NULL)",
-)
-
-
-@contextmanager
-def _db(state: NodeState) -> Iterator[sqlite3.Connection]:
-    with state.connect() as db:
-        for statement in _DDL:
-            db.execute(statement)
-        yield db
-
 
 def new_prekeys(state: NodeState, node: str, count: int = BATCH) -> list[Prekey]:
     """Make and keep ``count`` one-time keys; returns their signed public halves to upload."""
     key = state.signing_key()
     now = iso(state.clock.now())
     made: list[Prekey] = []
-    with _db(state) as db:
+    with state.connect() as db:
         for _ in range(count):
             private, prekey = make_prekey(node, key)
             raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
@@ -67,7 +48,7 @@ def new_prekeys(state: NodeState, node: str, count: int = BATCH) -> list[Prekey]
 
 def unbound(state: NodeState) -> int:
     """This node's prekeys not yet bound to a session (the hub may have assigned a few)."""
-    with _db(state) as db:
+    with state.connect() as db:
         return int(db.execute("SELECT count(*) FROM secagg_prekeys WHERE session_id IS NULL")
                    .fetchone()[0])
 
@@ -75,7 +56,7 @@ def unbound(state: NodeState) -> int:
 def prune(state: NodeState) -> int:
     """Delete the private keys of sessions that began more than a day ago."""
     cutoff = iso(state.clock.now() - SESSION_RETENTION)
-    with _db(state) as db:
+    with state.connect() as db:
         cur = db.execute("UPDATE secagg_prekeys SET private_key = NULL WHERE session_id IS NOT "
                          "NULL AND private_key IS NOT NULL AND bound_at < ?", (cutoff,))
         return int(cur.rowcount)
@@ -83,7 +64,7 @@ def prune(state: NodeState) -> int:
 
 def forget_peer(state: NodeState, node: str) -> bool:
     """Drop a pinned peer key (after verifying a legitimate key change out of band)."""
-    with _db(state) as db:
+    with state.connect() as db:
         return bool(db.execute("DELETE FROM peer_keys WHERE node = ?", (node,)).rowcount)
 
 
@@ -113,7 +94,7 @@ def masker_for(state: NodeState, assignment: TaskAssignment, site: str) -> Maske
         raise RosterError(f"node {site} is not in the roster of session {session_id}",
                           field="roster")
     now = iso(state.clock.now())
-    with _db(state) as db:
+    with state.connect() as db:
         _pin_peers(db, [(p.node, key) for p, key in entries if p.node != site], now)
         row = db.execute("SELECT private_key, prekey, session_id FROM secagg_prekeys "
                          "WHERE key_id = ?", (own[0].key_id,)).fetchone()
@@ -132,7 +113,7 @@ def masker_for(state: NodeState, assignment: TaskAssignment, site: str) -> Maske
     private = X25519PrivateKey.from_private_bytes(bytes.fromhex(row[0]))
 
     def seal(summable: Summable) -> dict[str, Any]:
-        with _db(state) as db:
+        with state.connect() as db:
             try:
                 db.execute("INSERT INTO secagg_rounds VALUES (?, ?, ?, ?)",
                            (session_id, assignment.round, assignment.task_id,
@@ -140,7 +121,7 @@ def masker_for(state: NodeState, assignment: TaskAssignment, site: str) -> Maske
             except sqlite3.IntegrityError:
                 raise Refused(f"round {assignment.round} of session {session_id} was already "
                               "masked; masks are never reused") from None
-        payload = mask(vectors(summable), node=site, private_key=private, peers=peers,
+        payload = mask(summable.sums, node=site, private_key=private, peers=peers,
                        session_id=session_id, round=assignment.round,
                        compact=summable.compact)
         return pack(summable, payload)

@@ -77,9 +77,33 @@ CREATE INDEX IF NOT EXISTS releases_consumer ON releases (consumer, size);
 """
 
 
+# Secure aggregation (healthspace.node.secagg): one-time prekeys (private halves deleted a day
+# after their session began), the (session, round) pairs already masked, pinned peer keys.
+SECAGG_DDL = """
+CREATE TABLE IF NOT EXISTS secagg_prekeys (
+  key_id TEXT PRIMARY KEY, private_key TEXT, prekey TEXT NOT NULL, created_at TEXT NOT NULL,
+  session_id TEXT, bound_at TEXT);
+CREATE TABLE IF NOT EXISTS secagg_rounds (
+  session_id TEXT NOT NULL, round INTEGER NOT NULL, task_id INTEGER NOT NULL,
+  masked_at TEXT NOT NULL, PRIMARY KEY (session_id, round));
+CREATE TABLE IF NOT EXISTS peer_keys (
+  node TEXT PRIMARY KEY, public_key TEXT NOT NULL, pinned_at TEXT NOT NULL);
+"""
 
-def upgrade_run_log(db: sqlite3.Connection) -> None:
-    """State files made before previews existed get the run log's ``preview`` flag."""
+# Persons a membership record-linkage study found shared (healthspace.analyses.psi_link).
+PSI_LINKS_DDL = """
+CREATE TABLE IF NOT EXISTS psi_links (
+  study_id INTEGER NOT NULL, person_id INTEGER NOT NULL, linked_at TEXT NOT NULL,
+  PRIMARY KEY (study_id, person_id));
+"""
+
+_ALL_DDL = _DDL + DP_CHARGES_DDL + RELEASES_DDL + SECAGG_DDL + PSI_LINKS_DDL
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a state file made by an earlier version up to date: new tables, new columns."""
+    for statement in filter(str.strip, _ALL_DDL.split(";")):
+        db.execute(statement)
     columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     if "preview" not in columns:
         db.execute("ALTER TABLE runs ADD COLUMN preview INTEGER NOT NULL DEFAULT 0")
@@ -91,6 +115,7 @@ class NodeState:
     def __init__(self, path: Path, clock: Clock | None = None) -> None:
         self.path = Path(path)
         self.clock = clock or SystemClock()
+        self._upgraded = False
 
     @classmethod
     def init(cls, path: Path, clock: Clock | None = None, name: str | None = None) -> NodeState:
@@ -104,7 +129,7 @@ class NodeState:
         try:
             ddl.execute("PRAGMA journal_mode=WAL")
             # executescript commits by itself, so outside connect()
-            ddl.executescript(_DDL + DP_CHARGES_DDL + RELEASES_DDL)
+            ddl.executescript(_ALL_DDL)
         finally:
             ddl.close()
         with state.connect() as db:
@@ -145,6 +170,9 @@ class NodeState:
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("BEGIN IMMEDIATE")
             try:
+                if not self._upgraded:  # once per instance: older files get new tables
+                    _upgrade(db)
+                    self._upgraded = True
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
@@ -290,9 +318,6 @@ class NodeState:
         """Remember which local persons a record-linkage study found at the other node."""
         now = iso(self.clock.now())
         with self.connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS psi_links (study_id INTEGER NOT NULL, "
-                       "person_id INTEGER NOT NULL, linked_at TEXT NOT NULL, "
-                       "PRIMARY KEY (study_id, person_id))")
             db.executemany("INSERT OR IGNORE INTO psi_links VALUES (?, ?, ?)",
                            [(study_id, int(p), now) for p in person_ids])
         return len(person_ids)
@@ -340,7 +365,6 @@ class NodeState:
         cols = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
         with self.connect() as db:
-            upgrade_run_log(db)
             db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(fields.values()))
 
     def runs(self) -> list[dict[str, Any]]:

@@ -15,13 +15,14 @@ from healthspace.core.enums import TERMINAL_STUDY_STATUSES, OrgKind, Role, Study
 from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthspace.core.models import StudySpec, StudyView
 from healthspace.governance.engine import PREVIEW_ANALYSIS, StudyRequest
-from healthspace.governance.policy import Purpose, load_policy, secure_required
+from healthspace.governance.policy import Purpose, secure_required
 from healthspace.hub.db.models import Node, Study, StudyNode
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import CheckResult
 from healthspace.hub.services import admission, approvals, audit, timeline
 from healthspace.hub.services.nodes import holds_persons
+from healthspace.hub.services.policies import node_policy
 from healthspace.hub.services.views import study_view
 from healthspace.hub.settings import HubSettings
 
@@ -75,16 +76,6 @@ def _resolve_nodes(session: Session, names: list[str] | None) -> list[Node]:
     return [found[name] for name in names]
 
 
-def _requires_secure(node: Node) -> bool:
-    """Whether the node's published policy asks for secure aggregation (L3 by default)."""
-    if node.policy is None:
-        return False
-    try:
-        return secure_required(load_policy(node.policy))
-    except InvalidInput:
-        return False
-
-
 def check(
     session: Session, clock: Clock, principal: Principal, spec: StudySpec
 ) -> CheckResult:
@@ -133,7 +124,7 @@ def submit(
         nodes=[n.name for n in nodes],
         preview=spec.preview,
         secure=not spec.preview and analysis.secure and (
-            spec.secure_aggregation or any(_requires_secure(n) for n in nodes)),
+            spec.secure_aggregation or any(secure_required(node_policy(n)) for n in nodes)),
         status=StudyStatus.SUBMITTED,
         round=1,
         state={},
