@@ -6,12 +6,13 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 
 from healthspace.analyses import registry
 from healthspace.analyses.base import Analysis, Linkage, LocalContext
+from healthspace.analyses.scan import MeteredConnection
 from healthspace.analyses.secure import Masker
 from healthspace.cdm.store import has_table
 from healthspace.core.clock import Clock, SystemClock
@@ -22,9 +23,10 @@ from healthspace.governance.consent_filter import ConsentFilter
 @dataclass(frozen=True)
 class LocalRun:
     partial: dict[str, Any]
-    records: int
+    records: int  # persons (pv: reports) contributing, as the analysis counts them
     seconds: float
     bytes: int
+    records_scanned: int = 0  # rows of the store tables read (healthspace.analyses.scan)
 
 
 def check_inputs(impl: Analysis, has_cohort: bool, has_dataset: bool) -> None:
@@ -76,11 +78,12 @@ def run_local(
 
     impl = registry.get(analysis)
     parsed = impl.parse_params(params)
+    metered = MeteredConnection(con)
     definition = load_cohort(cohort) if cohort is not None else None
     spec = load_dataset(dataset) if dataset is not None else None
     check_inputs(impl, definition is not None, spec is not None)
     ctx = LocalContext(
-        con=con,
+        con=cast(duckdb.DuckDBPyConnection, metered),
         site=site,
         min_cell_size=min_cell_size,
         cohort=definition,
@@ -113,4 +116,5 @@ def run_local(
             ctx.con.execute("DROP TABLE IF EXISTS temp.analysis_data")
     seconds = time.perf_counter() - started
     size = len(json.dumps(partial, separators=(",", ":")))
-    return LocalRun(partial=partial, records=ctx.records_used, seconds=seconds, bytes=size)
+    return LocalRun(partial=partial, records=ctx.records_used, seconds=seconds, bytes=size,
+                    records_scanned=metered.records_scanned())

@@ -14,12 +14,14 @@ from healthspace.core.errors import (
     HealthspaceError,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     Unauthorized,
 )
 
 _BY_STATUS: dict[int, type[HealthspaceError]] = {
     400: InvalidInput,
     401: Unauthorized,
+    402: QuotaExceeded,
     403: Forbidden,
     404: NotFound,
     409: Conflict,

@@ -58,6 +58,13 @@ class Forbidden(HealthspaceError):
     exit_code = ExitCode.DENIED
 
 
+class QuotaExceeded(HealthspaceError):
+    """A study would cost more than the consumer's prepaid quota and credit allow (HTTP 402)."""
+
+    status_code = 402
+    exit_code = ExitCode.DENIED
+
+
 class Refused(HealthspaceError):
     """A node refuses a computation (policy, disclosure, consent)."""
 

@@ -25,6 +25,7 @@ from pydantic import (
 from healthspace.core.documents import load_document
 from healthspace.core.errors import InvalidInput, invalid_from_validation
 from healthspace.core.limits import DEFAULT_MIN_CELL, MIN_CELL_FLOOR
+from healthspace.governance.pricing import Prices, ServiceLevels
 
 
 class Level(StrEnum):
@@ -152,9 +153,12 @@ class UsagePolicy(BaseModel):
     release_site_counts: bool | None = Field(
         default=None, description="under secure aggregation, may this node's own released "
                                   "count appear in results; null = no for L3, yes otherwise")
-    # Reserved for later issues; accepted and carried, not yet enforced.
-    prices: dict[str, Any] | None = None
-    sla: dict[str, Any] | None = None
+    prices: dict[str, Any] | None = Field(
+        default=None, description="what a study of this dataset costs (governance.pricing."
+                                  "Prices); null = free")
+    sla: dict[str, Any] | None = Field(
+        default=None, description="service-level targets (governance.pricing.ServiceLevels): "
+                                  "approval_hours, result_minutes; null = none")
 
     @field_validator("valid_from", "valid_until")
     @classmethod
@@ -168,6 +172,20 @@ class UsagePolicy(BaseModel):
         # Validated here, carried as written (so the published copy matches the file).
         if value is not None:
             DpBudget.model_validate(value)
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            Prices.model_validate(value)
+        return value
+
+    @field_validator("sla")
+    @classmethod
+    def _sla(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            ServiceLevels.model_validate(value)
         return value
 
     @field_validator("previews")
@@ -186,6 +204,15 @@ class UsagePolicy(BaseModel):
         if self.previews is None:
             return DEFAULT_PREVIEWS[self.level]
         return PreviewPolicy.model_validate(self.previews)
+
+    @property
+    def price_list(self) -> Prices | None:
+        """The typed prices, or None when the dataset is free."""
+        return None if self.prices is None else Prices.model_validate(self.prices)
+
+    @property
+    def service_levels(self) -> ServiceLevels:
+        return ServiceLevels.model_validate(self.sla or {})
 
     @property
     def budget(self) -> DpBudget | None:

@@ -24,8 +24,10 @@ from healthspace.hub.notifier import Notifier
 from healthspace.hub.routers import (
     approvals,
     audit,
+    billing,
     directory,
     keys,
+    kpi,
     me,
     node_tasks,
     nodes,
@@ -50,6 +52,8 @@ ROUTERS = (
     studies.router,
     approvals.router,
     audit.router,
+    billing.router,
+    kpi.router,
 )
 
 

@@ -23,6 +23,10 @@ class HubSettings:
     # Request bodies above this are refused with 413 (result envelopes of large survival
     # analyses are a few MB; nothing legitimate comes near this).
     max_body_bytes: int = 64 * 1024 * 1024
+    # Settlement: the data space's one currency (policies price in it) and the share of
+    # every charge the platform keeps; the rest is the data holders' earnings.
+    currency: str = "CNY"
+    platform_fee_rate: float = 0.10
 
     @property
     def min_cell_size(self) -> int:

@@ -26,7 +26,7 @@ from healthspace.core.envelope import Envelope, EnvelopeError, seal, verify_rota
 from healthspace.core.errors import HealthspaceError, Unauthorized
 from healthspace.core.models import Catalog, TaskAssignment
 from healthspace.node import audit, consent, secagg
-from healthspace.node.runner import run_task
+from healthspace.node.runner import execute_task
 from healthspace.node.state import NodeState
 
 log = logging.getLogger("healthspace.node")
@@ -150,7 +150,8 @@ class NodeAgent:
     def _flush_outbox(self) -> None:
         for task_id, body in self.state.pending_results():
             envelope = self.seal("task.result", body["result"], study_id=body["study_id"],
-                                 round=body["round"])  # a fresh nonce on every attempt
+                                 round=body["round"],  # a fresh nonce on every attempt
+                                 meter=body.get("meter"))
             ack = self.client.post_result(task_id, envelope)
             self.state.ack_result(task_id)
             log.info("result for task %s delivered (duplicate=%s)", task_id, ack.duplicate)
@@ -170,10 +171,12 @@ class NodeAgent:
         log.info("task %s: study %s round %s %s", task.task_id, task.study_id, task.round,
                  task.analysis)
         if self.state.has_result(task.task_id) is None:
-            result = run_task(self.store, task, site=self.site, state=self.state,
-                              min_cell_size=self.min_cell_size, connection=self.connection())
+            execution = execute_task(self.store, task, site=self.site, state=self.state,
+                                     min_cell_size=self.min_cell_size,
+                                     connection=self.connection())
+            result, meter = execution.result, execution.meter.model_dump(mode="json")
             body = {"study_id": task.study_id, "round": task.round,
-                    "result": result.model_dump(mode="json")}
+                    "result": result.model_dump(mode="json"), "meter": meter}
             self.state.put_result(task.task_id, task.study_id, task.round, body)
             self.state.log_run(
                 task_id=task.task_id, study_id=task.study_id, round=task.round,
@@ -188,7 +191,8 @@ class NodeAgent:
                  "purpose": task.purpose, "status": result.status.value,
                  "secagg_session": task.secure.session_id if task.secure else None,
                  "records": result.metrics.records, "error": result.error,
-                 "partial_digest": digest(result.partial) if result.partial else None},
+                 "partial_digest": digest(result.partial) if result.partial else None,
+                 "meter": meter},
             )
             log.info("task %s %s in %.3fs", task.task_id, result.status.value,
                      result.metrics.seconds)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from healthspace.analyses.base import Linkage
-from healthspace.analyses.execute import run_local
+from healthspace.analyses.execute import LocalRun, run_local
 from healthspace.analyses.secure import Masker
 from healthspace.cdm.store import open_store
 from healthspace.core.clock import Clock
 from healthspace.core.enums import TaskStatus
 from healthspace.core.envelope import EnvelopeError
 from healthspace.core.errors import HealthspaceError, InvalidInput, Refused
+from healthspace.core.metering import Meter
 from healthspace.core.models import TaskAssignment, TaskMetrics, TaskResult
 from healthspace.governance.consent_filter import ConsentFilter
 from healthspace.governance.engine import Outcome
@@ -27,12 +30,26 @@ from healthspace.governance.policy import (
 )
 from healthspace.node import budget, consent, differencing, secagg
 from healthspace.node.guard import recheck
+from healthspace.node.metering import build_meter, released_persons
 from healthspace.node.state import NodeState
 
 log = logging.getLogger(__name__)
 
 
-def run_task(
+@dataclass(frozen=True)
+class Execution:
+    """A task's result and the node's meter of it (refused and failed tasks are metered too)."""
+
+    result: TaskResult
+    meter: Meter
+
+
+def run_task(store: Path, assignment: TaskAssignment, **kwargs: Any) -> TaskResult:
+    """Run one task and return its result only (see :func:`execute_task`)."""
+    return execute_task(store, assignment, **kwargs).result
+
+
+def execute_task(
     store: Path,
     assignment: TaskAssignment,
     *,
@@ -42,7 +59,7 @@ def run_task(
     clock: Clock | None = None,
     require_hub_signature: bool = True,
     connection: duckdb.DuckDBPyConnection | None = None,
-) -> TaskResult:
+) -> Execution:
     """Never raises: a refusal or failure becomes a TaskResult the hub can report per node.
 
     With a ``state`` (always, in the agent), the node re-checks the task against its own
@@ -56,15 +73,21 @@ def run_task(
     refused (:mod:`healthspace.node.differencing`); released cohorts are remembered.
     A preview (hub-signed ``preview``) runs in the policy's preview mode whatever its
     parameters ask: an obfuscated count, or a DP count charged to the budget; never exact.
+
+    The meter (:mod:`healthspace.node.metering`) counts the store rows the task read, the
+    persons contributing (disclosure-controlled), compute seconds, payload bytes and ε spent.
     """
     charged = False
+    epsilon: float | None = None
+    k = max(assignment.min_cell_size, min_cell_size)
+    site_counts = True
+    run: LocalRun | None = None
+    started = time.perf_counter()
     try:
         consent_filter: ConsentFilter | None = None
         guard: differencing.ReleaseGuard | None = None
         masker: Masker | None = None
-        site_counts = True
         params = dict(assignment.params)
-        k = max(assignment.min_cell_size, min_cell_size)
         if state is not None:
             policy = state.policy()
             decision = recheck(assignment, policy, state, clock=clock,
@@ -113,10 +136,12 @@ def run_task(
                 con.close()
         if guard is not None:
             guard.commit()  # only now: a failed task released nothing
-        return TaskResult(
+        persons, _ = released_persons(run.records, k, secure=assignment.secure is not None,
+                                      own_count_released=site_counts)
+        result = TaskResult(
             status=TaskStatus.COMPLETED,
             partial=run.partial,
-            metrics=TaskMetrics(records=run.records, seconds=run.seconds, bytes=run.bytes),
+            metrics=TaskMetrics(records=persons, seconds=run.seconds, bytes=run.bytes),
         )
     except (Refused, EnvelopeError) as exc:
         result = TaskResult(status=TaskStatus.REFUSED, error=str(exc))
@@ -129,9 +154,18 @@ def run_task(
         log.exception("task %s failed", assignment.task_id)
         result = TaskResult(status=TaskStatus.FAILED,
                             error=f"{type(exc).__name__}: {exc}"[:4000])
-    if charged and state is not None:
+    completed = result.status == TaskStatus.COMPLETED
+    if charged and state is not None and not completed:
         budget.refund(state, assignment)  # nothing was released: the ε is not spent
-    return result
+    meter = build_meter(
+        assignment, result,
+        records_scanned=run.records_scanned if run is not None else 0,
+        persons=run.records if run is not None and completed else 0,
+        seconds=run.seconds if run is not None else time.perf_counter() - started,
+        epsilon=float(epsilon or 0.0) if charged and completed else 0.0,
+        k=k, own_count_released=site_counts,
+    )
+    return Execution(result, meter)
 
 
 def _linkage(state: NodeState, assignment: TaskAssignment) -> Linkage:

@@ -183,10 +183,10 @@ CASES = [
     ),
     pytest.param({**L1, "valid_from": T1, "consumer_allow": ["x"]}, {}, DENY,
                  ["policy_not_yet_valid", "consumer_not_allowed"], id="not-yet-valid-and-allow"),
-    # --- reserved fields are accepted and do not change the decision ----------------
+    # --- prices, service levels and budgets do not change the decision -------------
     pytest.param({**L1, "dp_budget": {"epsilon": 1.0}, "prices": {"per_study": 10},
-                  "sla": {"hours": 24}, "approval_ttl_days": 7, "dataset": "cdm2"},
-                 {}, ALLOW, ["auto_approved"], id="reserved-fields-accepted"),
+                  "sla": {"approval_hours": 24}, "approval_ttl_days": 7, "dataset": "cdm2"},
+                 {}, ALLOW, ["auto_approved"], id="pricing-fields-accepted"),
 ]
 
 

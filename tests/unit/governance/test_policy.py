@@ -37,7 +37,7 @@ rate_limit_per_day: 5
 consent_default_tier: withheld
 dp_budget: {epsilon: 3.0}
 prices: {per_study: 100}
-sla: {response_hours: 48}
+sla: {approval_hours: 48}
 """
 
 

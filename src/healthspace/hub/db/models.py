@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -147,6 +149,10 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The most the study may cost, reserved against the consumer's quota until it settles.
+    estimate_cents: Mapped[int | None] = mapped_column(BigInteger)
+    # A finished study's service levels have been checked (healthspace.hub.services.sla).
+    sla_checked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     submitter: Mapped[User] = relationship(lazy="joined")
     tasks: Mapped[list[Task]] = relationship(
@@ -180,6 +186,10 @@ class StudyNode(Base):
     min_cell_size: Mapped[int | None] = mapped_column(Integer)
     approval: Mapped[str | None] = mapped_column(String(16), index=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The node policy's prices and service levels when the study was admitted: what the
+    # consumer agreed to, and the targets the study is held to (governance.pricing).
+    prices: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sla: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     node: Mapped[Node] = relationship(lazy="joined")
     approvals: Mapped[list[StudyApproval]] = relationship(
@@ -302,3 +312,109 @@ class HubKey(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The rotation statement by which the previous key vouched for this one (None: the first).
     rotation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class MeterRecord(Base):
+    """A node's signed meter of one task (healthspace.core.metering.Meter), stored once."""
+
+    __tablename__ = "meter_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    analysis: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(64))
+    preview: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(32))
+    records_scanned: Mapped[int] = mapped_column(BigInteger)
+    persons: Mapped[int] = mapped_column(BigInteger)
+    persons_band: Mapped[int | None] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    epsilon: Mapped[float] = mapped_column(Float)
+    envelope_id: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    node: Mapped[Node] = relationship(lazy="joined")
+    study: Mapped[Study] = relationship(lazy="joined", viewonly=True)
+
+
+class BillingAccount(Base):
+    """A consumer organisation's prepaid quota and credit limit (absent: no quota check)."""
+
+    __tablename__ = "billing_accounts"
+
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    prepaid_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    credit_limit_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    org: Mapped[Organisation] = relationship(lazy="joined")
+
+
+class Settlement(Base):
+    """A finished study's invoice: what its consumer owes, the platform fee, what holders earn."""
+
+    __tablename__ = "settlements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), unique=True)
+    consumer_org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    settled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    currency: Mapped[str] = mapped_column(String(8))
+    fee_rate: Mapped[float] = mapped_column(Float)
+    invoiced_cents: Mapped[int] = mapped_column(BigInteger)
+    fee_cents: Mapped[int] = mapped_column(BigInteger)
+    earned_cents: Mapped[int] = mapped_column(BigInteger)
+
+    lines: Mapped[list[SettlementLine]] = relationship(
+        order_by="SettlementLine.id", lazy="selectin", viewonly=True)
+    study: Mapped[Study] = relationship(lazy="joined", viewonly=True)
+    consumer_org: Mapped[Organisation] = relationship(lazy="joined")
+
+
+class SettlementLine(Base):
+    """One data holder's part of a settlement: its priced usage, fee, earnings and points."""
+
+    __tablename__ = "settlement_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    settlement_id: Mapped[int] = mapped_column(ForeignKey("settlements.id"), index=True)
+    study_id: Mapped[int] = mapped_column(Integer, index=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    holder_org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON)
+    lines: Mapped[dict[str, Any]] = mapped_column(JSON)
+    rate: Mapped[float] = mapped_column(Float)
+    points: Mapped[float] = mapped_column(Float)
+    charge_cents: Mapped[int] = mapped_column(BigInteger)
+    fee_cents: Mapped[int] = mapped_column(BigInteger)
+    earned_cents: Mapped[int] = mapped_column(BigInteger)
+
+    node: Mapped[Node] = relationship(lazy="joined")
+    holder_org: Mapped[Organisation] = relationship(lazy="joined")
+
+
+class SlaBreach(Base):
+    """A missed service-level target: a late approval decision or a late result."""
+
+    __tablename__ = "sla_breaches"
+    __table_args__ = (
+        UniqueConstraint("study_id", "node_id", "kind", name="uq_sla_breaches_study_node_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    target_seconds: Mapped[float] = mapped_column(Float)
+    actual_seconds: Mapped[float] = mapped_column(Float)
+    open: Mapped[bool] = mapped_column(Boolean, default=False,
+                                       doc="detected while still waiting (not yet decided)")
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    node: Mapped[Node] = relationship(lazy="joined")

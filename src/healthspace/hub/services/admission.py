@@ -29,7 +29,7 @@ from healthspace.governance.engine import (
 from healthspace.governance.policy import UsagePolicy
 from healthspace.hub.db.models import Node, Study, StudyNode, Task, User
 from healthspace.hub.db.session import rowcount
-from healthspace.hub.services import rounds, timeline
+from healthspace.hub.services import billing, rounds, timeline
 from healthspace.hub.services.policies import node_policy
 from healthspace.hub.settings import HubSettings
 
@@ -164,6 +164,7 @@ def precheck(
         )
         row = StudyNode(study_id=study.id, node_id=node.id)
         apply(row, decision, settings)
+        billing.snapshot(row, policy)
         if row.approval == ApprovalStatus.PENDING:
             row.expires_at = now + timedelta(days=policy.approval_ttl_days)
         session.add(row)

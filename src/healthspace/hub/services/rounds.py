@@ -16,7 +16,8 @@ from healthspace.core.clock import Clock
 from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.hub.db.models import Node, StoredEnvelope, Study, Task
 from healthspace.hub.db.session import rowcount
-from healthspace.hub.services import audit, secagg, timeline
+from healthspace.hub.services import audit, billing, secagg, timeline
+from healthspace.hub.settings import HubSettings
 from healthspace.privacy.secagg import DropoutError
 
 
@@ -168,11 +169,14 @@ def _rerun(study: Study, survivors: list[Task], tasks: list[Task],
             (survivors, round_input))
 
 
-def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[int]:
+def advance(
+    session: Session, clock: Clock, settings: HubSettings, study_id: int, round: int
+) -> list[int]:
     """Close ``round`` of a running study if all its tasks are terminal; idempotent and race-safe.
 
     Returns the ids of nodes given new tasks. Concurrent callers may all combine, but only
-    the one whose compare-and-set on (status, round) succeeds writes anything.
+    the one whose compare-and-set on (status, round) succeeds writes anything. A study that
+    finishes with a result is settled in the same transaction (:mod:`.billing`).
     """
     session.expire_all()
     study = session.get(Study, study_id)
@@ -200,6 +204,9 @@ def advance(session: Session, clock: Clock, study_id: int, round: int) -> list[i
         return []
     if "status" in values:
         timeline.status_changed(session, now, study_id, StudyStatus(values["status"]))
+        if values["status"] in (StudyStatus.COMPLETED, StudyStatus.PARTIAL):
+            session.refresh(study)
+            billing.settle(session, now, settings, study)
     if rerun:
         timeline.record(session, now, study_id, "secure_rerun", round=round, missing=rerun)
         audit.queue(session, "hub", "secagg.rerun", f"study:{study_id}",

@@ -12,7 +12,7 @@ from healthspace.cohort.dataset import load_dataset
 from healthspace.cohort.models import load_cohort
 from healthspace.core.clock import Clock
 from healthspace.core.enums import TERMINAL_STUDY_STATUSES, OrgKind, Role, StudyStatus
-from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from healthspace.core.models import StudySpec, StudyView
 from healthspace.governance.engine import PREVIEW_ANALYSIS, StudyRequest
 from healthspace.governance.policy import Purpose, secure_required
@@ -20,7 +20,7 @@ from healthspace.hub.db.models import Node, Study, StudyNode
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import CheckResult
-from healthspace.hub.services import admission, approvals, audit, timeline
+from healthspace.hub.services import admission, approvals, audit, billing, timeline
 from healthspace.hub.services.nodes import holds_persons
 from healthspace.hub.services.policies import node_policy
 from healthspace.hub.services.views import study_view
@@ -140,6 +140,16 @@ def submit(
     timeline.record(session, now, study.id, "submitted", by=principal.name)
     admission.precheck(session, clock, settings, study, nodes)
     session.flush()
+    rows = list(session.scalars(select(StudyNode).where(StudyNode.study_id == study.id)))
+    try:
+        billing.reserve(session, settings, study, rows, {n.id: node_policy(n) for n in nodes})
+    except QuotaExceeded as exc:
+        session.rollback()  # nothing of the study is kept; the refusal is on the record
+        audit.queue(session, principal.name, "billing.quota_refused",
+                    f"consumer:{principal.name}", {"analysis": analysis.name,
+                                                   "message": exc.message})
+        session.commit()
+        raise
     woken = admission.settle(session, clock, study.id)
     session.commit()
     session.expire(study)

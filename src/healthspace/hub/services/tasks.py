@@ -18,11 +18,13 @@ from healthspace.hub.services import (
     audit,
     envelopes,
     hub_keys,
+    metering,
     secagg,
     timeline,
 )
 from healthspace.hub.services.rounds import advance
 from healthspace.hub.services.views import approval_record
+from healthspace.hub.settings import HubSettings
 
 OPEN = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
@@ -100,7 +102,8 @@ def next_task(session: Session, clock: Clock, node_id: int) -> TaskAssignment | 
 
 
 def record_result(
-    session: Session, clock: Clock, node_id: int, task_id: int, envelope: Envelope
+    session: Session, clock: Clock, settings: HubSettings, node_id: int, task_id: int,
+    envelope: Envelope,
 ) -> tuple[TaskAck, int, list[int]]:
     """Verify and store a node's signed answer once; returns the ack, the study id and node ids
     given new work. A repeat (new envelope, task already terminal) is acknowledged as duplicate.
@@ -115,6 +118,7 @@ def record_result(
         session, clock, node_id, envelope, kind="task.result", study_id=study_id, round=round_
     )
     result = envelopes.payload_as(envelope, TaskResult)
+    meter = metering.parse(envelope, result, task.study.analysis)
     live = not StudyStatus(task.study.status).terminal
     duplicate = TaskAck(task_id=task_id, accepted=True, duplicate=True)
     if TaskStatus(task.status).terminal:  # a retry of an answer we already have
@@ -142,8 +146,10 @@ def record_result(
                                                                           task_id),
                     {"status": str(result.status), "envelope_id": stored.id,
                      "payload_digest": envelope.payload_digest})
+        if meter is not None:
+            metering.record(session, now, task, meter, stored.id)
     session.commit()
     if not changed:  # a concurrent retry won the race
         return duplicate, study_id, []
-    woken = advance(session, clock, study_id, round_) if live else []
+    woken = advance(session, clock, settings, study_id, round_) if live else []
     return TaskAck(task_id=task_id, accepted=live), study_id, woken
