@@ -21,8 +21,11 @@ from healthspace.auditing import crosscheck_files, verify_hub, verify_node
 from healthspace.cdm.ingest import ingest_dir
 from healthspace.cdm.store import state_path
 from healthspace.client.sdk import HubClient
+from healthspace.core.metering import AccountView, MeterList, Statement
 from healthspace.core.models import StudyView
 from healthspace.demo_data import (
+    CONSUMER_CREDIT,
+    CONSUMER_DEPOSIT,
     POLICIES,
     PURPOSE,
     pooled_showcase_count,
@@ -47,6 +50,31 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
+    meters: MeterList | None = None
+    platform: Statement | None = None
+    invoice: Statement | None = None
+    account: AccountView | None = None
+    kpi: dict[str, Any] = field(default_factory=dict)
+
+    def settlement(self) -> dict[str, Any]:
+        """Money in and out over the demo's month: invoiced = earned + platform fee."""
+        if self.platform is None:
+            return {}
+        t = self.platform.totals
+        return {"currency": self.platform.currency, "period": self.platform.period,
+                "invoiced_total": t["invoiced"], "earned_total": t["earned"],
+                "platform_fee": t["platform_fee"], "balanced": t["balanced"],
+                "fee_rate": self.platform.fee_rate, "by_consumer": t["by_consumer"],
+                "by_holder": t["by_holder"],
+                "account": self.account.model_dump(mode="json") if self.account else None}
+
+    def metered(self) -> bool:
+        """Whether every task of every study has its meter record."""
+        if self.meters is None:
+            return False
+        have = {(r.study_id, r.task_id) for r in self.meters.records}
+        return all(len({k for k in have if k[0] == s.id}) == len(s.tasks)
+                   for s in self.studies)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +91,9 @@ class DemoResult:
                 "federated_total": self.studies[0].result.get("total") if self.studies[0].result
                 else None,
             },
+            "meter": self.meters.model_dump(mode="json") if self.meters else None,
+            "settlement": self.settlement(),
+            "kpi": self.kpi,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -111,6 +142,18 @@ def _audit(fed: LocalFederation, sites: list[str]) -> dict[str, Any]:
     report["ok"] = hub.ok and all(
         n["ok"] and not n["discrepancies"] for n in report["nodes"].values())
     return report
+
+
+def _billing(fed: LocalFederation, tokens: dict[str, str], view: StudyView) -> dict[str, Any]:
+    """The study's meter records, the month's platform statement and invoice, and the KPIs."""
+    period = view.created_at.strftime("%Y-%m")
+    with fed.operator() as op:
+        found = {"meters": op.meter(study_id=view.id), "platform": op.statement(period),
+                 "kpi": op.kpi(period)}
+    with HubClient(fed.url, tokens[CONSUMER_USER]) as consumer:
+        found["invoice"] = consumer.statement(period)
+        found["account"] = consumer.account(CONSUMER_ORG)
+    return found
 
 
 def run_demo(
@@ -173,6 +216,11 @@ def run_demo(
             say(f"{len(sites)} nodes polling, each with its own policy: "
                 + ", ".join(f"{s} {POLICIES[s]['level']}" for s in sites))
             tokens = _people(fed, sites)
+            with fed.operator() as op:
+                op.set_account(CONSUMER_ORG, deposit=CONSUMER_DEPOSIT,
+                               credit_limit=CONSUMER_CREDIT)
+            say(f"{CONSUMER_ORG}: prepaid quota CNY {CONSUMER_DEPOSIT:,.0f}, credit limit "
+                f"CNY {CONSUMER_CREDIT:,.0f}")
             with HubClient(fed.url, tokens[CONSUMER_USER]) as consumer:
                 spec = {"title": "T2D trial feasibility", "analysis": "cohort_count",
                         "purpose": PURPOSE, "cohort": showcase_cohort()}
@@ -184,6 +232,8 @@ def run_demo(
                 view = consumer.wait(view.id, timeout=120)
                 consumer.feedback(view.id, 5, "fast and clear")
             t = lap("study", t)
+            billing = _billing(fed, tokens, view)
+            t = lap("billing", t)
             pooled = pooled_showcase_count([data / h for h in hospitals], consent_files)
             audit = _audit(fed, sites)
             lap("audit", t)
@@ -191,6 +241,7 @@ def run_demo(
             result = DemoResult(
                 workdir=root, hub_url=fed.url, studies=[view], pooled_count=pooled,
                 timings=timings, tokens={"operator": fed.operator_token, **tokens}, audit=audit,
+                **billing,
             )
             if keep is not None:
                 keep(fed, result)

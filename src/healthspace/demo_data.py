@@ -19,12 +19,24 @@ PURPOSE = "drug_development"
 ALL_PURPOSES_BUT_INSURANCE = ["research", "public_health", "drug_development", "payer_policy"]
 
 # Each hospital classifies its dataset differently, so the demo shows every approval mode.
+# Each holder prices its data (CNY); public-health use is free and research at half price.
+_RATES = {"public_health": 0.0, "research": 0.5}
+_SLA = {"approval_hours": 48, "result_minutes": 30}
 POLICIES: dict[str, dict[str, Any]] = {
-    "hospital_1": {"level": "L3", "allowed_purposes": ALL_PURPOSES_BUT_INSURANCE},
-    "hospital_2": {"level": "L2", "allowed_purposes": ALL_PURPOSES_BUT_INSURANCE},
-    "hospital_3": {"level": "L1", "allowed_purposes": ALL_PURPOSES_BUT_INSURANCE},
-    "payer": {"level": "L3", "allowed_purposes": ["payer_policy", "public_health"]},
+    "hospital_1": {"level": "L3", "allowed_purposes": ALL_PURPOSES_BUT_INSURANCE,
+                   "prices": {"per_study": 200, "per_person": 0.5, "per_compute_second": 2,
+                              "purpose_rates": _RATES}, "sla": _SLA},
+    "hospital_2": {"level": "L2", "allowed_purposes": ALL_PURPOSES_BUT_INSURANCE,
+                   "prices": {"per_study": 150, "per_person": 0.4, "per_compute_second": 2,
+                              "purpose_rates": _RATES}, "sla": _SLA},
+    "hospital_3": {"level": "L1", "allowed_purposes": ALL_PURPOSES_BUT_INSURANCE,
+                   "prices": {"per_study": 100, "per_person": 0.3, "purpose_rates": _RATES},
+                   "sla": _SLA},
+    "payer": {"level": "L3", "allowed_purposes": ["payer_policy", "public_health"],
+              "prices": {"per_study": 300, "per_person": 0.2, "purpose_rates": _RATES}},
 }
+CONSUMER_DEPOSIT = 20_000.0  # the demo consumer's prepaid quota (CNY) and credit limit
+CONSUMER_CREDIT = 5_000.0
 
 
 def write_consent(site: Path, out: Path, *, withheld: float = 0.03,

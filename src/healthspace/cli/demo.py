@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from healthspace.cli.output import emit_json, err, out, progress_bar
 from healthspace.cli.render import breakdown_table, count_table, exit_code_for, secure_note
 from healthspace.core.enums import ExitCode
+
+if TYPE_CHECKING:
+    from healthspace.demo import DemoResult
 
 
 def demo(
@@ -26,7 +29,7 @@ def demo(
 ) -> None:
     """Synthetic hospitals + payer, a real hub and nodes on loopback, a feasibility study."""
     from healthspace.core.errors import InvalidInput
-    from healthspace.demo import DemoResult, run_demo
+    from healthspace.demo import run_demo
     from healthspace.launch import LocalFederation
 
     if persons < 100:
@@ -63,13 +66,13 @@ def demo(
     if code == ExitCode.OK and not result.audit.get("ok"):
         err.print("[bold red]an audit ledger failed verification[/]")
         code = ExitCode.ERROR
+    if code == ExitCode.OK and not (result.metered() and result.settlement().get("balanced")):
+        err.print("[bold red]a task has no meter record or the settlement does not balance[/]")
+        code = ExitCode.ERROR
     raise typer.Exit(int(code))
 
 
-def _report(result: object, json_out: bool) -> None:
-    from healthspace.demo import DemoResult
-
-    assert isinstance(result, DemoResult)
+def _report(result: DemoResult, json_out: bool) -> None:
     if json_out:
         emit_json(result.to_json())
         return
@@ -95,5 +98,27 @@ def _report(result: object, json_out: bool) -> None:
         mark = "[green]verified[/]" if audit["ok"] else "[red]FAILED[/]"
         out.print(f"audit ledgers {mark}: hub {audit['hub']['entries']} entries; {ledgers}; "
                   "hub and node executions cross-checked")
+    _report_billing(result)
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     out.print(f"timings: {timings}", highlight=False)
+
+
+def _report_billing(result: DemoResult) -> None:
+    """Meter totals, the invoice and earnings of the month, and the KPI table."""
+    from healthspace.cli.billing_render import balance_line, kpi_table, statement_table
+
+    if result.meters is not None:
+        t = result.meters.totals
+        out.print(f"metered: {int(t['records'])} task(s), {int(t['records_scanned']):,} "
+                  f"records scanned, {int(t['persons']):,} persons contributing, "
+                  f"{t['seconds']:.2f} compute s, {int(t['bytes']):,} bytes sent",
+                  highlight=False)
+    if result.platform is not None:
+        out.print(statement_table(result.platform))
+        out.print(balance_line(result.platform), highlight=False)
+    if result.account is not None:
+        a = result.account
+        out.print(f"{a.org}: invoiced {a.currency} {a.invoiced:,.2f}; "
+                  f"{a.currency} {a.available:,.2f} of its quota left", highlight=False)
+    if result.kpi:
+        out.print(kpi_table(result.kpi))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -47,16 +48,27 @@ def serve(
     = None,
     max_body_mb: Annotated[int, typer.Option(help="Refuse request bodies above this (MB).")]
     = 64,
+    platform_fee: Annotated[float, typer.Option(
+        help="Percent of every charge the platform keeps at settlement.")] = 10.0,
+    currency: Annotated[str, typer.Option(
+        help="The settlement currency policies price in (ISO 4217).")] = "CNY",
 ) -> None:
     """Serve the hub API (OpenAPI at /docs)."""
     from healthspace.hub.serve import serve as run
 
     if max_body_mb < 1:
         raise InvalidInput("the body limit must be at least 1 MB", field="max_body_mb")
+    if not 0 <= platform_fee <= 50:
+        raise InvalidInput("the platform fee is a percentage from 0 to 50",
+                           field="platform_fee")
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise InvalidInput("a currency is a three-letter ISO 4217 code, e.g. CNY",
+                           field="currency")
     run(db, host=host, port=port, log_level=log_level, webhooks=webhook or [],
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
-        max_body_bytes=max_body_mb * 1024 * 1024)
+        max_body_bytes=max_body_mb * 1024 * 1024, platform_fee_rate=platform_fee / 100,
+        currency=currency)
 
 
 @app.command("rotate-key")

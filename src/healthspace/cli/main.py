@@ -8,7 +8,18 @@ import click
 import typer
 from pydantic import ValidationError
 
-from healthspace.cli import admin, approvals, audit, demo, hub, node, sim, study, synth
+from healthspace.cli import (
+    admin,
+    approvals,
+    audit,
+    billing,
+    demo,
+    hub,
+    node,
+    sim,
+    study,
+    synth,
+)
 from healthspace.cli.output import err
 from healthspace.core.enums import ExitCode
 from healthspace.core.errors import HealthspaceError, invalid_from_validation
@@ -29,6 +40,10 @@ app.add_typer(study.app, name="study")
 app.add_typer(sim.app, name="sim")
 app.add_typer(audit.app, name="audit")
 app.add_typer(approvals.app, name="approvals")
+app.add_typer(billing.app, name="billing")
+app.add_typer(billing.meter_app, name="meter")
+app.add_typer(billing.sla_app, name="sla")
+app.command("kpi")(billing.kpi)
 app.command("synth")(synth.synth)
 app.command("demo")(demo.demo)
 

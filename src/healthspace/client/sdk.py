@@ -9,6 +9,7 @@ from typing import Any
 from healthspace.client.http import Http
 from healthspace.core.enums import StudyStatus
 from healthspace.core.envelope import Envelope
+from healthspace.core.metering import AccountView, MeterList, Statement
 from healthspace.core.models import (
     Feedback,
     Me,
@@ -212,6 +213,46 @@ class HubClient:
         body = {"rating": rating, "comment": comment}
         response = self.http.request("POST", f"{API}/studies/{study_id}/feedback", json=body)
         return Feedback.model_validate(response.json())
+
+    # --- metering, billing, KPIs ----------------------------------------------------
+
+    def meter(self, *, study_id: int | None = None, node: str | None = None,
+              period: str | None = None, limit: int = 100, offset: int = 0) -> MeterList:
+        """Meter records you may see (one per task) and their totals."""
+        params = {"study_id": study_id, "node": node, "period": period, "limit": limit,
+                  "offset": offset}
+        response = self.http.request("GET", f"{API}/meter", params=_given(params))
+        return MeterList.model_validate(response.json())
+
+    def statement(self, period: str, org: str | None = None, kind: str | None = None
+                  ) -> Statement:
+        """A month's invoice, earnings statement or platform summary."""
+        params = _given({"period": period, "org": org, "kind": kind})
+        response = self.http.request("GET", f"{API}/billing/statement", params=params)
+        return Statement.model_validate(response.json())
+
+    def account(self, org: str) -> AccountView:
+        return AccountView.model_validate(
+            self.http.request("GET", f"{API}/billing/accounts/{org}").json())
+
+    def set_account(self, org: str, *, deposit: float | None = None,
+                    credit_limit: float | None = None) -> AccountView:
+        body = {"deposit": deposit, "credit_limit": credit_limit}
+        return AccountView.model_validate(
+            self.http.request("PUT", f"{API}/billing/accounts/{org}", json=body).json())
+
+    def kpi(self, period: str) -> dict[str, Any]:
+        """The month's KPI report (cost, efficiency, value, safety)."""
+        return dict(self.http.request("GET", f"{API}/kpi", params={"period": period}).json())
+
+    def sla_breaches(self, period: str | None = None) -> list[dict[str, Any]]:
+        response = self.http.request("GET", f"{API}/sla/breaches",
+                                     params=_given({"period": period}))
+        return list(response.json())
+
+
+def _given(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
 
 def results_document(view: StudyView) -> dict[str, Any]:
     """What ``study results --json`` prints: the analysis result, study id and node statuses."""

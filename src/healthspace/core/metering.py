@@ -88,6 +88,8 @@ class StatementLine(Wire):
     node: str
     purpose: str
     persons: int
+    persons_band: int | None = Field(default=None, description="persons rounded up to this "
+                                     "band (a node that withholds its own count)")
     compute_seconds: float
     epsilon: float
     records_scanned: int

@@ -72,6 +72,7 @@ class Usage:
     """What one node measured for one study, summed over its completed tasks."""
 
     persons: int = 0
+    persons_band: int | None = None  # persons rounded up to this band by the node
     seconds: float = 0.0
     epsilon: float = 0.0
     records_scanned: int = 0

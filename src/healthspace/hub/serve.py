@@ -23,6 +23,8 @@ def serve(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     max_body_bytes: int | None = None,
+    platform_fee_rate: float | None = None,
+    currency: str | None = None,
 ) -> None:
     """Serve the hub at ``db_url`` until interrupted (one process; long-polls are async).
 
@@ -35,6 +37,10 @@ def serve(
     settings = HubSettings(webhooks=list(webhooks))
     if max_body_bytes is not None:
         settings = replace(settings, max_body_bytes=max_body_bytes)
+    if platform_fee_rate is not None:
+        settings = replace(settings, platform_fee_rate=platform_fee_rate)
+    if currency is not None:
+        settings = replace(settings, currency=currency)
     uvicorn.run(create_app(db_url, settings=settings), host=host, port=port, log_level=log_level,
                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 

@@ -148,6 +148,7 @@ def usage_by_node(session: Session, study: Study) -> dict[int, Usage]:
     return {
         node_id: Usage(
             persons=max(r.persons for r in records),
+            persons_band=max((r.persons_band or 0) for r in records) or None,
             seconds=sum(r.seconds for r in records),
             epsilon=sum(r.epsilon for r in records),
             records_scanned=sum(r.records_scanned for r in records),
@@ -183,7 +184,8 @@ def settle(session: Session, at: datetime, settings: HubSettings, study: Study) 
         session.add(SettlementLine(
             settlement_id=settlement.id, study_id=study.id, node_id=node_id,
             holder_org_id=node.org_id, period=period,
-            usage={"persons": usage.persons, "seconds": round(usage.seconds, 6),
+            usage={"persons": usage.persons, "persons_band": usage.persons_band,
+                   "seconds": round(usage.seconds, 6),
                    "epsilon": usage.epsilon, "records_scanned": usage.records_scanned,
                    "preview": usage.preview},
             lines=charge.lines, rate=charge.rate, points=points[node_id],

@@ -49,7 +49,8 @@ def _line(line: SettlementLine, settlement: Settlement) -> StatementLine:
         study_id=line.study_id, title=settlement.study.title, settled_at=settlement.settled_at,
         consumer_org=settlement.consumer_org.name, holder=line.holder_org.name,
         node=line.node.name, purpose=settlement.study.purpose,
-        persons=int(usage.get("persons", 0)), compute_seconds=float(usage.get("seconds", 0)),
+        persons=int(usage.get("persons", 0)), persons_band=usage.get("persons_band"),
+        compute_seconds=float(usage.get("seconds", 0)),
         epsilon=float(usage.get("epsilon", 0)),
         records_scanned=int(usage.get("records_scanned", 0)), points=line.points,
         rate=line.rate, charge=money(line.charge_cents), platform_fee=money(line.fee_cents),
@@ -103,7 +104,3 @@ def _subtotals(rows: Sequence[Any], key: Any, field: str) -> dict[str, float]:
             else line.earned_cents
     return {name: money(value) for name, value in sorted(sums.items())}
 
-
-CSV_COLUMNS = ("study_id", "title", "settled_at", "consumer_org", "holder", "node", "purpose",
-               "persons", "compute_seconds", "epsilon", "records_scanned", "points", "rate",
-               "charge", "platform_fee", "earned")
