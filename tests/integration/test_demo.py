@@ -30,6 +30,30 @@ def test_demo_json_total_equals_pooled_sql(tmp_path):
     assert doc["audit"]["ok"] is True
     assert all(n["discrepancies"] == 0 for n in doc["audit"]["nodes"].values())
     assert doc["audit"]["nodes"]["hospital_1"]["entries"] >= 3
+    # Every task was metered, the study settled, money in = money out + the platform fee.
+    meters = doc["meter"]["records"]
+    assert sorted(m["node"] for m in meters) == sorted(study["nodes"])
+    assert all(m["meter"]["records_scanned"] > 0 and m["meter"]["bytes"] > 0 for m in meters)
+    settlement = doc["settlement"]
+    assert settlement["invoiced_total"] > 0 and settlement["balanced"] is True
+    assert round(settlement["earned_total"] + settlement["platform_fee"], 2) == \
+        settlement["invoiced_total"]
+    assert settlement["platform_fee"] == round(0.1 * settlement["invoiced_total"], 2)
+    assert set(settlement["by_holder"]) == {"hospital_1", "hospital_2", "hospital_3"}
+    # hospital_1 (L3) withholds its count under secure aggregation: its persons are banded.
+    h1 = next(m["meter"] for m in meters if m["node"] == "hospital_1")
+    assert h1["persons_band"] == 100 and h1["persons"] % 100 == 0
+    account = settlement["account"]
+    assert account["invoiced"] == settlement["invoiced_total"]
+    assert account["available"] == round(account["prepaid"] + account["credit_limit"]
+                                         - account["invoiced"] - account["reserved"], 2)
+    kpi = doc["kpi"]
+    assert set(kpi) >= {"cost", "efficiency", "value", "safety"}
+    assert kpi["cost"]["total_cost"] == settlement["invoiced_total"]
+    assert kpi["cost"]["records_used"] == sum(m["meter"]["records_scanned"] for m in meters)
+    assert kpi["efficiency"]["success_rate"] == 1.0
+    assert kpi["value"]["completed_by_purpose"] == {"drug_development": 1}
+    assert kpi["safety"]["ledger"]["ok"] is True
     # The audit commands a regulator would run on the left-behind files agree.
     for args in (["--hub-db", str(workdir / "hub.sqlite")],
                  ["--node-state", str(state), "--hub-db", str(workdir / "hub.sqlite")]):

@@ -109,6 +109,10 @@ class NodeView(Wire):
     last_seen_at: datetime | None = None
     public_key: str | None = None
     catalog: Catalog | None = None
+    prices: dict[str, Any] | None = Field(
+        default=None, description="the dataset's published prices (docs/metering.md#prices)")
+    sla: dict[str, Any] | None = Field(
+        default=None, description="the dataset's published service-level targets")
 
 
 class Me(Wire):

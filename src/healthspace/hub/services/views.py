@@ -60,6 +60,8 @@ def node_view(node: Node) -> NodeView:
         last_seen_at=node.last_seen_at,
         public_key=node.public_key,
         catalog=Catalog.model_validate(node.catalog) if node.catalog is not None else None,
+        prices=(node.policy or {}).get("prices"),
+        sla=(node.policy or {}).get("sla"),
     )
 
 
