@@ -338,7 +338,6 @@ class MeterRecord(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
     node: Mapped[Node] = relationship(lazy="joined")
-    study: Mapped[Study] = relationship(lazy="joined", viewonly=True)
 
 
 class BillingAccount(Base):
@@ -370,9 +369,6 @@ class Settlement(Base):
     fee_cents: Mapped[int] = mapped_column(BigInteger)
     earned_cents: Mapped[int] = mapped_column(BigInteger)
 
-    lines: Mapped[list[SettlementLine]] = relationship(
-        order_by="SettlementLine.id", lazy="selectin", viewonly=True)
-    study: Mapped[Study] = relationship(lazy="joined", viewonly=True)
     consumer_org: Mapped[Organisation] = relationship(lazy="joined")
 
 

@@ -10,8 +10,8 @@
   organisation), the hub ledger's verification, and incidents (SLA breaches, failed tasks,
   secure-aggregation reruns).
 
-Studies count in the month they were submitted; money in the month it was settled; meter
-records in the month they were recorded.
+Studies (with their denials, incidents and SLA breaches) count in the month they were
+submitted; money in the month it was settled; meter records in the month they were recorded.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, lazyload, selectinload
 
 from healthspace.core.clock import iso
 from healthspace.core.enums import StudyStatus, TaskStatus
@@ -70,8 +70,11 @@ def _trend(now: float | None, before: float | None) -> float | None:
 
 def _studies(session: Session, period: str) -> list[Study]:
     start, end = month_range(period)
-    return list(session.scalars(select(Study).where(Study.created_at >= start,
-                                                    Study.created_at < end)))
+    # Only the node rows are needed; a study's tasks and timeline stay unloaded.
+    return list(session.scalars(select(Study).options(
+        lazyload(Study.tasks), lazyload(Study.events), lazyload(Study.feedback),
+        selectinload(Study.targets)).where(Study.created_at >= start,
+                                           Study.created_at < end)))
 
 
 def _efficiency(session: Session, studies: list[Study]) -> dict[str, Any]:
@@ -136,9 +139,12 @@ def _safety(session: Session, period: str, studies: list[Study],
                                                        StudyNode.decision == "deny")):
         for reason in row.reasons or []:
             denials[str(reason.get("code"))] += 1
+    # A node refusal is the node's signed answer; a node the hub's pre-check denied also
+    # gets a refused task, but no envelope: that one is counted in denials_by_reason.
     tasks = Counter(str(t) for t in session.scalars(
-        select(Task.status).where(Task.study_id.in_(ids),
-                                  Task.status.in_((TaskStatus.FAILED, TaskStatus.REFUSED)))))
+        select(Task.status).where(Task.study_id.in_(ids), or_(
+            Task.status == TaskStatus.FAILED,
+            and_(Task.status == TaskStatus.REFUSED, Task.envelope_id.is_not(None))))))
     eps: dict[str, float] = defaultdict(float)
     rows = session.execute(
         select(User.org_id, MeterRecord.epsilon, Study.submitted_by)
@@ -149,8 +155,10 @@ def _safety(session: Session, period: str, studies: list[Study],
         User.id.in_({r[2] for r in rows})))}
     for _org, epsilon, user_id in rows:
         eps[users[user_id].org.name] += float(epsilon)
+    # By the study's month like the other incidents, not by when a sweep first saw the
+    # breach (sweeps run on reads), so a month's report does not change with when it is read.
     breaches = Counter(b.kind for b in session.scalars(select(SlaBreach).where(
-        SlaBreach.detected_at >= start, SlaBreach.detected_at < end)))
+        SlaBreach.study_id.in_(ids))))
     reruns = int(session.scalar(select(func.count()).select_from(StudyEvent).where(
         StudyEvent.study_id.in_(ids), StudyEvent.event == "secure_rerun")) or 0)
     incidents = {"sla_breaches": sum(breaches.values()),

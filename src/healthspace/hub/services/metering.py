@@ -104,9 +104,11 @@ def list_records(
     totals = {key: float(sum(getattr(r, key) for r in rows)) for key in TOTALS}
     totals["records"] = float(len(rows))
     page = rows[offset:offset + limit]
+    submitters = dict(session.execute(select(Study.id, Study.submitted_by).where(
+        Study.id.in_({r.study_id for r in page}))).all())
     users = {u.id: u for u in session.scalars(
-        select(User).where(User.id.in_({r.study.submitted_by for r in page})))}
-    return MeterList(records=[_view(r, users[r.study.submitted_by]) for r in page],
+        select(User).where(User.id.in_(set(submitters.values()))))}
+    return MeterList(records=[_view(r, users[submitters[r.study_id]]) for r in page],
                      totals=totals)
 
 

@@ -18,7 +18,7 @@ from healthspace.core.enums import DATA_HOLDER_KINDS, OrgKind, Role
 from healthspace.core.errors import Forbidden, InvalidInput
 from healthspace.core.metering import Statement, StatementLine
 from healthspace.governance.pricing import money
-from healthspace.hub.db.models import Organisation, Settlement, SettlementLine
+from healthspace.hub.db.models import Organisation, Settlement, SettlementLine, Study
 from healthspace.hub.principal import Principal
 from healthspace.hub.services.periods import month_range
 from healthspace.hub.settings import HubSettings
@@ -43,12 +43,13 @@ def _authorise(principal: Principal, org: Organisation, kind: Kind) -> None:
         raise Forbidden(f"a {principal.role} may not read the {kind} statement", field="kind")
 
 
-def _line(line: SettlementLine, settlement: Settlement) -> StatementLine:
+def _line(line: SettlementLine, settlement: Settlement, title: str | None, purpose: str
+          ) -> StatementLine:
     usage = line.usage
     return StatementLine(
-        study_id=line.study_id, title=settlement.study.title, settled_at=settlement.settled_at,
+        study_id=line.study_id, title=title, settled_at=settlement.settled_at,
         consumer_org=settlement.consumer_org.name, holder=line.holder_org.name,
-        node=line.node.name, purpose=settlement.study.purpose,
+        node=line.node.name, purpose=purpose,
         persons=int(usage.get("persons", 0)), persons_band=usage.get("persons_band"),
         compute_seconds=float(usage.get("seconds", 0)),
         epsilon=float(usage.get("epsilon", 0)),
@@ -77,6 +78,9 @@ def statement(
     elif kind == "earnings":
         query = query.where(SettlementLine.holder_org_id == org.id)
     rows = session.execute(query.order_by(Settlement.settled_at, SettlementLine.id)).all()
+    studies = {sid: (title, purpose) for sid, title, purpose in session.execute(
+        select(Study.id, Study.title, Study.purpose).where(
+            Study.id.in_({line.study_id for line, _ in rows})))}
     charge = sum(line.charge_cents for line, _ in rows)
     fee = sum(line.fee_cents for line, _ in rows)
     earned = sum(line.earned_cents for line, _ in rows)
@@ -94,7 +98,8 @@ def statement(
         totals["by_holder"] = _subtotals(rows, lambda ln, s: ln.holder_org.name, "earned")
     return Statement(kind=kind, org=org.name, period=period, currency=settings.currency,
                      fee_rate=settings.platform_fee_rate,
-                     lines=[_line(line, s) for line, s in rows], totals=totals)
+                     lines=[_line(line, s, *studies[line.study_id]) for line, s in rows],
+                     totals=totals)
 
 
 def _subtotals(rows: Sequence[Any], key: Any, field: str) -> dict[str, float]:
