@@ -15,9 +15,12 @@ from healthspace.core.models import TaskAssignment, TaskResult
 PERSONS_BAND = 100  # a withheld node's persons are rounded up to this (the catalogue's rounding)
 
 
-def released_persons(persons: int, k: int, *, secure: bool, own_count_released: bool
-                     ) -> tuple[int, int | None]:
+def released_persons(persons: int, k: int, *, secure: bool, own_count_released: bool,
+                     noised: bool = False) -> tuple[int, int | None]:
     """``(persons, band)`` as the meter may carry them.
+
+    A noised release (DP or obfuscated: ``persons`` is then the noised count the analysis
+    released in clear) is metered as released, whatever its size.
 
     In clear, a count below ``k`` was suppressed and added nothing to the released result: 0.
     Under secure aggregation the node's records enter the network sum whatever their number,
@@ -25,6 +28,8 @@ def released_persons(persons: int, k: int, *, secure: bool, own_count_released: 
     a band of :data:`PERSONS_BAND`; the hub learns no more than the catalogue's rounding.
     """
     persons = max(int(persons), 0)
+    if noised:
+        return persons, None
     if persons >= k and (own_count_released or not secure):
         return persons, None
     if not secure or persons == 0:
@@ -47,9 +52,10 @@ def build_meter(
     epsilon: float,
     k: int,
     own_count_released: bool,
+    noised: bool = False,
 ) -> Meter:
     shown, band = released_persons(persons, k, secure=assignment.secure is not None,
-                                   own_count_released=own_count_released)
+                                   own_count_released=own_count_released, noised=noised)
     return Meter(
         analysis=assignment.analysis,
         status=result.status,

@@ -82,12 +82,12 @@ def execute_task(
     k = max(assignment.min_cell_size, min_cell_size)
     site_counts = True
     run: LocalRun | None = None
+    params = dict(assignment.params)
     started = time.perf_counter()
     try:
         consent_filter: ConsentFilter | None = None
         guard: differencing.ReleaseGuard | None = None
         masker: Masker | None = None
-        params = dict(assignment.params)
         if state is not None:
             policy = state.policy()
             decision = recheck(assignment, policy, state, clock=clock,
@@ -137,7 +137,7 @@ def execute_task(
         if guard is not None:
             guard.commit()  # only now: a failed task released nothing
         persons, _ = released_persons(run.records, k, secure=assignment.secure is not None,
-                                      own_count_released=site_counts)
+                                      own_count_released=site_counts, noised=_noised(params))
         result = TaskResult(
             status=TaskStatus.COMPLETED,
             partial=run.partial,
@@ -163,9 +163,15 @@ def execute_task(
         persons=run.records if run is not None and completed else 0,
         seconds=run.seconds if run is not None else time.perf_counter() - started,
         epsilon=float(epsilon or 0.0) if charged and completed else 0.0,
-        k=k, own_count_released=site_counts,
+        k=k, own_count_released=site_counts, noised=_noised(params),
     )
     return Execution(result, meter)
+
+
+def _noised(params: dict[str, Any]) -> bool:
+    """Whether the node releases a noised count (DP or obfuscated): the parameters it ran with,
+    after a preview's or the policy's forcing, say so."""
+    return params.get("dp_epsilon") is not None or bool(params.get("obfuscate"))
 
 
 def _linkage(state: NodeState, assignment: TaskAssignment) -> Linkage:

@@ -323,6 +323,20 @@ def test_dp_meters_the_charged_epsilon_and_a_refusal_none(store, truth, node):
     assert dp_charges(state) == {1: 0.75}
 
 
+def test_a_small_noised_count_is_metered_as_released(store, node):
+    """DP and obfuscated releases are not suppressed: the meter carries what was released."""
+    state, key = node
+    state.set_policy(UsagePolicy(approval_mode="auto",
+                                 dp_budget={"epsilon_per_consumer": 10.0, "period": "none"}))
+    dp = run(store, assignment(key, 11, cohort=RARE, params={"dp_epsilon": 2.0}), state)
+    released = (dp.result.partial or {})["count"]
+    assert isinstance(released, int) and released < K  # 5 persons, a little noise
+    assert dp.meter.persons == max(released, 0) == dp.result.metrics.records
+    obfuscated = run(store, assignment(key, 12, params={"obfuscate": True}), state)
+    shown = (obfuscated.result.partial or {})["count"]
+    assert isinstance(shown, int) and obfuscated.meter.persons == shown
+
+
 def test_a_charged_task_that_fails_is_refunded_and_meters_no_epsilon(store, node):
     state, key = node
     state.set_policy(UsagePolicy(approval_mode="auto",

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session, lazyload, selectinload
+from sqlalchemy.orm import Session, lazyload, load_only, selectinload
 
 from healthspace.core.clock import iso
 from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.governance.pricing import money
 from healthspace.hub.db.models import (
     MeterRecord,
+    Organisation,
     Settlement,
     SettlementLine,
     SlaBreach,
@@ -72,6 +73,8 @@ def _studies(session: Session, period: str) -> list[Study]:
     start, end = month_range(period)
     # Only the node rows are needed; a study's tasks and timeline stay unloaded.
     return list(session.scalars(select(Study).options(
+        load_only(Study.id, Study.status, Study.purpose, Study.created_at, Study.finished_at,
+                  Study.submitted_by),
         lazyload(Study.tasks), lazyload(Study.events), lazyload(Study.feedback),
         selectinload(Study.targets)).where(Study.created_at >= start,
                                            Study.created_at < end)))
@@ -120,14 +123,15 @@ def _value(session: Session, period: str, studies: list[Study]) -> dict[str, Any
     t = LEDGER_ENTRIES.c
     deployed = int(session.scalar(select(func.count()).select_from(LEDGER_ENTRIES).where(
         t.action == "model.deploy", t.time >= iso(start), t.time < iso(end))) or 0)
-    earned: dict[str, int] = defaultdict(int)
-    for line in session.scalars(select(SettlementLine).where(SettlementLine.period == period)):
-        earned[line.holder_org.name] += line.earned_cents
+    earned = dict(session.execute(
+        select(Organisation.name, func.sum(SettlementLine.earned_cents))
+        .join(Organisation, Organisation.id == SettlementLine.holder_org_id)
+        .where(SettlementLine.period == period).group_by(Organisation.name)).all())
     return {"studies_completed": len(done),
             "completed_by_purpose": dict(sorted(by_purpose.items())),
             "models_deployed": deployed, "consumers_served": len(consumers),
             "data_holders_credited": len(earned),
-            "earned_by_holder": {k: money(v) for k, v in sorted(earned.items())}}
+            "earned_by_holder": {k: money(int(v)) for k, v in sorted(earned.items())}}
 
 
 def _safety(session: Session, period: str, studies: list[Study],
