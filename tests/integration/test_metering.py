@@ -123,6 +123,14 @@ def test_priced_study_is_invoiced_and_quota_refuses_the_next(live, tmp_path):
         fee = cents(Decimal(expected) * Decimal("0.01") * Decimal("0.1"))  # 10 %, half up
         assert cents(Decimal(str(line.platform_fee))) == fee
         assert cents(Decimal(str(line.earned))) == expected - fee
+        # The consumer sees the study's cost: settled, under the estimate reserved for it
+        # (every person in the catalogue, compute billed on top).
+        with live.consumer() as c:
+            cost = c.study(view.id).cost
+        assert cost is not None and cost.invoiced == line.charge and cost.currency == "CNY"
+        catalog = 60 + 0.175 * next(n for n in c_nodes(live) if n.name == "hospital_3"
+                                    ).catalog.tables["person"]
+        assert cost.estimate == pytest.approx(catalog, abs=0.01)
         # An account with less than the next study's estimate left: refused before it runs.
         with live.fed.operator() as op:
             account = op.set_account("pharma", deposit=1.0, credit_limit=0)
@@ -135,6 +143,11 @@ def test_priced_study_is_invoiced_and_quota_refuses_the_next(live, tmp_path):
             op.set_account("pharma", credit_limit=1e9)  # unlimited again for other tests
         cli(live, "node", "policy", "set", str(restore), "--store", str(node.store))
         _wait_prices(live, "hospital_3", None)
+
+
+def c_nodes(live):
+    with live.consumer() as c:
+        return c.list_nodes()
 
 
 def _study_file(tmp_path):

@@ -98,3 +98,9 @@ def render_study(console: Console, view: StudyView, *, breakdown: bool = False) 
         for name, status in nodes.items():
             table.add_row(name, status)
         console.print(table)
+    if view.cost is not None and (view.cost.invoiced or view.cost.estimate):
+        cost = view.cost
+        settled = (f"invoiced {cost.currency} {cost.invoiced:,.2f}"
+                   if cost.invoiced is not None else "not settled yet")
+        estimate = f" (estimate up to {cost.estimate:,.2f})" if cost.estimate else ""
+        console.print(f"cost: {settled}{estimate}", highlight=False)

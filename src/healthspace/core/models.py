@@ -212,6 +212,16 @@ class StudyView(Wire):
     decisions: dict[str, Any] = Field(
         default_factory=dict, description="node -> the hub's policy decision and approval state"
     )
+    cost: StudyCost | None = None
+
+
+class StudyCost(Wire):
+    """What a study may cost (reserved against the quota) and, once settled, what it cost."""
+
+    estimate: float | None = Field(default=None, description="the most it may cost")
+    invoiced: float | None = Field(default=None, description="its settled charge")
+    currency: str | None = None
+    settled_at: datetime | None = None
 
 
 class StudyList(Wire):

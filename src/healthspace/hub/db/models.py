@@ -165,6 +165,7 @@ class Study(Base):
         order_by="(StudyEvent.at, StudyEvent.id)", lazy="selectin", viewonly=True
     )
     feedback: Mapped[StudyFeedback | None] = relationship(lazy="selectin", viewonly=True)
+    settlement: Mapped[Settlement | None] = relationship(lazy="selectin", viewonly=True)
 
 
 class StudyNode(Base):

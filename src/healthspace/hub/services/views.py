@@ -11,12 +11,14 @@ from healthspace.core.models import (
     Feedback,
     NodeView,
     OrgView,
+    StudyCost,
     StudyView,
     TaskView,
     TimelineEvent,
     UserView,
 )
 from healthspace.governance.engine import Approval, ApprovalStep
+from healthspace.governance.pricing import money
 from healthspace.hub.db.models import (
     Node,
     Organisation,
@@ -106,6 +108,19 @@ def study_view(study: Study) -> StudyView:
         decisions={
             row.node.name: decision_view(row) for row in study.targets if row.decision is not None
         },
+        cost=cost_view(study),
+    )
+
+
+def cost_view(study: Study) -> StudyCost | None:
+    settled = study.settlement
+    if study.estimate_cents is None and settled is None:
+        return None
+    return StudyCost(
+        estimate=money(study.estimate_cents) if study.estimate_cents is not None else None,
+        invoiced=money(settled.invoiced_cents) if settled is not None else None,
+        currency=settled.currency if settled is not None else None,
+        settled_at=settled.settled_at if settled is not None else None,
     )
 
 
