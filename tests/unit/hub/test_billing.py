@@ -10,7 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
-from hubkit import CC_PARTIAL, START, Headers, Hub, Space
+from hubkit import CC_PARTIAL, Headers, Hub, Space
 
 from healthspace.core.canonical import canonical_json
 from healthspace.core.envelope import seal
@@ -223,7 +223,7 @@ def test_a_meter_bytes_count_is_of_the_payload_actually_sent(space: Space) -> No
     task = hub.next_task(space.node_a)
     assert task is not None
     bigger = {"status": "completed", "partial": {**CC_PARTIAL, "count": 4200}}
-    stale = len(canonical_json(DONE))  # measured before the payload changed: one byte short
+    stale = len(canonical_json(DONE))  # measured before the payload changed: 2 bytes short
     assert len(canonical_json(bigger)) == stale + 2
     response = post_metered(hub, space.node_a, task, bigger, bytes=stale)
     assert response.status_code == 422
@@ -275,6 +275,9 @@ def test_settlement_prices_each_node_at_its_own_prices_and_purpose_rate(space: S
         sum(hand_cents(v) for v in LINES_B.values())
     assert (charge_a, charge_b) == (3271, 1065)
     assert (hand_cents("3.271"), hand_cents("1.065")) == (327, 107)  # the fees, half up
+    # the study shows it: estimate (50 + 0.125 × 1000 + 20 × 0.5) × .5 + 10 + 0.013 × 1000
+    assert study["cost"] == {"estimate": 92.5 + 23.0, "invoiced": 43.36, "currency": "CNY",
+                             "settled_at": "2025-03-01T09:10:00Z"}
     invoice = statement(hub, space.alice)
     assert (invoice["kind"], invoice["org"], invoice["period"], invoice["currency"],
             invoice["fee_rate"]) == ("invoice", "pharma", "2025-03", "CNY", 0.1)
@@ -362,7 +365,10 @@ def test_a_failed_study_is_not_settled(space: Space) -> None:
     assert account["reserved"] == 110.5  # (50 + 0.125 × 1000) × .5 + 10 + 0.013 × 1000
     run(hub, space.node_a, FAILED, seconds=5, records_scanned=100)
     run(hub, space.node_b, FAILED, seconds=5, records_scanned=100)
-    assert hub.study(space.alice, study["id"])["status"] == "failed"
+    failed = hub.study(space.alice, study["id"])
+    assert failed["status"] == "failed"
+    assert failed["cost"] == {"estimate": 110.5, "invoiced": None, "currency": None,
+                              "settled_at": None}
     assert len(hub.ok("GET", "/meter", space.alice)["records"]) == 2  # measured, not billed
     invoice = statement(hub, space.alice)
     assert invoice["lines"] == [] and invoice["totals"]["invoiced_cents"] == 0
@@ -535,3 +541,79 @@ def test_earnings_and_fees_stay_balanced_over_many_odd_amounts(space: Space) -> 
     assert [ln["charge"] for ln in statement(hub, space.alice)["lines"]] == [
         c / 100 for c in charges]
     assert totals["points"] == 500.0 and totals["studies"] == 5 and totals["balanced"] is True
+
+
+def test_a_study_is_priced_as_its_nodes_priced_it_when_it_was_submitted(space: Space) -> None:
+    hub = space.hub
+    price_nodes(space)
+    study = hub.submit(space.alice, nodes=["node-a"])
+    hub.publish_policy(space.node_a, {"level": "L1", "version": 3,
+                                      "prices": {**PRICES_A, "per_study": 1000}})
+    run(hub, space.node_a, persons=40)
+    # the prices of version 2: 25.00 + 0.125 × 40 × .5 = 2.50 → 27.50
+    assert [(ln["study_id"], ln["charge"]) for ln in statement(hub, space.alice)["lines"]] == [
+        (study["id"], 27.5)]
+    hub.submit(space.alice, nodes=["node-a"])  # under version 3: 500.00 + 2.50
+    run(hub, space.node_a, persons=40)
+    assert [ln["charge"] for ln in statement(hub, space.alice)["lines"]] == [27.5, 502.5]
+
+
+def test_a_preview_pays_the_preview_price_only(space: Space) -> None:
+    hub = space.hub
+    hub.publish_policy(space.node_a, {"level": "L1", "version": 2,
+                                      "prices": {**PRICES_A, "per_preview": 1.5}})
+    hub.ok("PUT", "/billing/accounts/pharma", hub.operator, json={"deposit": 10})
+    preview = hub.submit(space.alice, nodes=["node-a"], preview=True)
+    assert preview["status"] == "running"
+    assert _account(hub, space.alice)["reserved"] == 0.75  # 1.50 × research rate .5
+    obfuscated = {"count": 45, "min_cell_size": 10, "breakdown": None, "obfuscated": True}
+    run(hub, space.node_a, {"status": "completed", "partial": obfuscated}, preview=True,
+        persons=45, seconds=3, records_scanned=1000)
+    [line] = statement(hub, space.alice)["lines"]
+    assert (line["charge"], line["platform_fee"], line["earned"]) == (0.75, 0.08, 0.67)
+    assert _account(hub, space.alice) | {"updated_at": None} == {
+        "org": "pharma", "currency": "CNY", "prepaid": 10.0, "credit_limit": 0.0,
+        "invoiced": 0.75, "reserved": 0.0, "available": 9.25, "updated_at": None}
+
+
+def test_a_dp_study_reserves_its_epsilon_price(space: Space) -> None:
+    hub = space.hub
+    price_nodes(space)
+    hub.ok("PUT", "/billing/accounts/pharma", hub.operator, json={"deposit": 1000})
+    hub.submit(space.alice, nodes=["node-a"], params={"dp_epsilon": 0.5, "breakdown": False})
+    # (50 + 0.125 × 1000 + 20 × 0.5) × .5 = 25.00 + 62.50 + 5.00
+    assert _account(hub, space.alice)["reserved"] == 92.5
+
+
+def test_points_follow_persons_else_records_else_equal_shares(space: Space) -> None:
+    hub = space.hub
+    price_nodes(space)
+    cases: list[tuple[dict[str, Any], dict[str, Any], tuple[float, float]]] = [
+        ({"persons": 0, "persons_band": 10, "records_scanned": 300}, {"records_scanned": 100},
+         (75.0, 25.0)),
+        ({}, {}, (50.0, 50.0)),
+        ({"persons": 1, "records_scanned": 1}, {"persons": 2, "records_scanned": 1000},
+         (33.3333, 66.6667)),
+    ]
+    for a, b, expected in cases:
+        study = hub.submit(space.alice, nodes=["node-a", "node-b"])
+        run(hub, space.node_a, **a)
+        run(hub, space.node_b, **b)
+        lines = [ln for ln in statement(hub, hub.operator)["lines"]
+                 if ln["study_id"] == study["id"]]
+        assert tuple(ln["points"] for ln in lines) == expected
+    first_a = statement(hub, space.admin_a)["lines"][0]
+    assert (first_a["persons"], first_a["persons_band"]) == (0, 10)
+
+
+def test_a_repeated_result_is_neither_metered_nor_billed_twice(space: Space) -> None:
+    hub = space.hub
+    price_nodes(space)
+    hub.submit(space.alice, nodes=["node-a"])
+    task = run(hub, space.node_a, persons=40)
+    hub.clock.advance(minutes=1)
+    again = post_metered(hub, space.node_a, task, DONE, persons=4000, seconds=999)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    [record] = hub.ok("GET", "/meter", hub.operator)["records"]
+    assert record["meter"]["persons"] == 40
+    assert statement(hub, space.alice)["totals"]["invoiced_cents"] == 2750

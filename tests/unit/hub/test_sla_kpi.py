@@ -325,3 +325,28 @@ def test_a_kpi_read_records_breaches_it_finds(space: Space) -> None:
     hub.clock.advance(hours=3)
     assert _kpi(hub, "2025-03")["safety"]["incidents"]["sla_breaches"] == 1
     assert [e["detail"]["open"] for e in sla_events(hub, study["id"])] == [True]
+
+
+def test_a_breach_open_when_the_study_is_cancelled_is_closed_at_the_cancellation(
+    space: Space,
+) -> None:
+    hub = space.hub
+    hub.publish_policy(space.node_a, {"level": "L2", "version": 2,
+                                      "sla": {"approval_hours": 2, "result_minutes": 30}})
+    pending = hub.submit(space.alice, nodes=["node-a"])
+    hub.clock.advance(hours=3)
+    assert [b["open"] for b in breaches(hub)] == [True]
+    hub.clock.advance(hours=1)
+    hub.ok("POST", f"/studies/{pending['id']}/cancel", space.alice)
+    [closed] = breaches(hub)
+    assert (closed["kind"], closed["actual_seconds"], closed["open"]) == ("approval", 14400.0,
+                                                                          False)
+    running = hub.submit(space.alice, nodes=["node-a"])
+    approve(hub, space.admin_a, running["id"])
+    hub.clock.advance(minutes=45)
+    assert [(b["kind"], b["open"]) for b in breaches(hub)][1:] == [("result", True)]
+    hub.clock.advance(minutes=15)
+    hub.ok("POST", f"/studies/{running['id']}/cancel", space.alice)
+    hub.clock.advance(hours=1)
+    assert [(b["study_id"], b["kind"], b["actual_seconds"], b["open"])
+            for b in breaches(hub)][1:] == [(running["id"], "result", 3600.0, False)]

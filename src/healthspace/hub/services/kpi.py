@@ -51,11 +51,17 @@ def _cost(session: Session, period: str) -> dict[str, Any]:
     start, end = month_range(period)
     invoiced = int(session.scalar(select(func.coalesce(func.sum(Settlement.invoiced_cents), 0))
                                   .where(Settlement.period == period)) or 0)
-    records, persons = session.execute(
-        select(func.coalesce(func.sum(MeterRecord.records_scanned), 0),
-               func.coalesce(func.sum(MeterRecord.persons), 0))
+    # Rows are read again every round; persons are the same persons every round, so each
+    # study × node counts its largest round (as settlement does).
+    per_node = (
+        select(func.sum(MeterRecord.records_scanned).label("records"),
+               func.max(MeterRecord.persons).label("persons"))
         .where(MeterRecord.recorded_at >= start, MeterRecord.recorded_at < end,
-               MeterRecord.status == TaskStatus.COMPLETED)).one()
+               MeterRecord.status == TaskStatus.COMPLETED)
+        .group_by(MeterRecord.study_id, MeterRecord.node_id).subquery())
+    records, persons = session.execute(
+        select(func.coalesce(func.sum(per_node.c.records), 0),
+               func.coalesce(func.sum(per_node.c.persons), 0))).one()
     unit = money(invoiced) / (int(records) / 1000) if records else None
     return {"total_cost": money(invoiced), "records_used": int(records),
             "persons_contributing": int(persons),

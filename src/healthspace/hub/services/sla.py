@@ -9,6 +9,9 @@ Two targets (``governance.pricing.ServiceLevels``), per node:
   within this many minutes of its start, i.e. of the last approval. A study still running
   past the target is an open breach.
 
+A study cancelled while waiting for either closes its open breach (or records a closed one,
+if the target had passed) with the time it was cancelled.
+
 The sweep checks every study not yet finished and every finished one not yet checked, so
 each breach is found once; it is recorded with a ``sla_breach`` timeline event, which puts
 it on the audit ledger. The clock is the hub's, so tests move time by hand.
@@ -54,6 +57,8 @@ def measure(session: Session, study: Study, row: StudyNode, now: datetime
     needs_approval = row.approval_mode not in (None, "auto") and row.approval != "not_required"
     if targets.approval_hours is not None and needs_approval:
         decided = _decided_at(session, study, row)
+        if decided is None and StudyStatus(study.status).terminal:
+            decided = study.finished_at or study.updated_at  # cancelled undecided: wait over
         still_open = decided is None and study.status == StudyStatus.AWAITING_APPROVAL
         if decided is not None or still_open:
             elapsed = ((decided or now) - study.created_at).total_seconds()
@@ -63,7 +68,8 @@ def measure(session: Session, study: Study, row: StudyNode, now: datetime
     if targets.result_minutes is not None:
         started = _started_at(session, study.id)
         running = study.status == StudyStatus.RUNNING
-        if started is not None and (running or study.status in RESULT_STATUSES):
+        ended = study.status in RESULT_STATUSES or study.status == StudyStatus.CANCELLED
+        if started is not None and (running or ended):
             end = now if running or study.finished_at is None else study.finished_at
             elapsed = (end - started).total_seconds()
             if elapsed > targets.result_minutes * 60:
