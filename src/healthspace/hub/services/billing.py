@@ -65,8 +65,10 @@ def snapshot(row: StudyNode, policy: UsagePolicy) -> None:
 
 
 def _catalog_persons(node: Node) -> int:
-    return int(((node.catalog or {}).get("tables") or {}).get("person") or 0) \
-        if holds_persons(node) else 0
+    """The persons in the node's published catalogue (rounded to 100): the most it can bill."""
+    if not holds_persons(node):
+        return 0
+    return int(((node.catalog or {}).get("tables") or {}).get("person") or 0)
 
 
 def _epsilon(study: Study, policy: UsagePolicy) -> float:
