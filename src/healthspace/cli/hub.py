@@ -52,6 +52,9 @@ def serve(
         help="Percent of every charge the platform keeps at settlement.")] = 10.0,
     currency: Annotated[str, typer.Option(
         help="The settlement currency policies price in (ISO 4217).")] = "CNY",
+    sla_sweep: Annotated[float, typer.Option(
+        help="Check service-level targets every this many seconds (0: only when read).")]
+    = 60.0,
 ) -> None:
     """Serve the hub API (OpenAPI at /docs)."""
     from healthspace.hub.serve import serve as run
@@ -61,6 +64,8 @@ def serve(
     if not 0 <= platform_fee <= 50:
         raise InvalidInput("the platform fee is a percentage from 0 to 50",
                            field="platform_fee")
+    if sla_sweep < 0:
+        raise InvalidInput("the SLA sweep interval cannot be negative", field="sla_sweep")
     if not re.fullmatch(r"[A-Z]{3}", currency):
         raise InvalidInput("a currency is a three-letter ISO 4217 code, e.g. CNY",
                            field="currency")
@@ -68,7 +73,7 @@ def serve(
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
         max_body_bytes=max_body_mb * 1024 * 1024, platform_fee_rate=platform_fee / 100,
-        currency=currency)
+        currency=currency, sla_sweep_seconds=sla_sweep if sla_sweep > 0 else None)
 
 
 @app.command("rotate-key")

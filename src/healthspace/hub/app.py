@@ -37,6 +37,7 @@ from healthspace.hub.routers import (
 )
 from healthspace.hub.services import hub_keys, timeline
 from healthspace.hub.services.audit import AuditTrail
+from healthspace.hub.services.sla import SlaSweeper
 from healthspace.hub.settings import HubSettings
 from healthspace.hub.webhooks import WebhookSender
 
@@ -116,8 +117,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        hub: HubState = _app.state.hub
+        sweeper = SlaSweeper(hub.sessions, hub.clock, hub.settings.sla_sweep_seconds)
+        sweeper.start()
         yield
-        _app.state.hub.audit.flush()  # what was committed reaches the ledger before exit
+        sweeper.stop()
+        hub.audit.flush()  # what was committed reaches the ledger before exit
         engine.dispose()
 
     app = FastAPI(

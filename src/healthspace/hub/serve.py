@@ -25,6 +25,7 @@ def serve(
     max_body_bytes: int | None = None,
     platform_fee_rate: float | None = None,
     currency: str | None = None,
+    sla_sweep_seconds: float | None = 60.0,
 ) -> None:
     """Serve the hub at ``db_url`` until interrupted (one process; long-polls are async).
 
@@ -34,7 +35,7 @@ def serve(
     """
     check_tls(ssl_certfile, ssl_keyfile)
     upgrade(db_url)
-    settings = HubSettings(webhooks=list(webhooks))
+    settings = HubSettings(webhooks=list(webhooks), sla_sweep_seconds=sla_sweep_seconds)
     if max_body_bytes is not None:
         settings = replace(settings, max_body_bytes=max_body_bytes)
     if platform_fee_rate is not None:

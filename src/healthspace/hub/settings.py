@@ -27,6 +27,9 @@ class HubSettings:
     # every charge the platform keeps; the rest is the data holders' earnings.
     currency: str = "CNY"
     platform_fee_rate: float = 0.10
+    # Check service levels in the background this often (None: only when the KPI or SLA
+    # endpoints are read, as in tests that move the clock by hand).
+    sla_sweep_seconds: float | None = None
 
     @property
     def min_cell_size(self) -> int:

@@ -19,11 +19,13 @@ it on the audit ledger. The clock is the hub's, so tests move time by hand.
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from healthspace.core.clock import Clock
 from healthspace.core.enums import TERMINAL_STUDY_STATUSES, StudyStatus
@@ -31,6 +33,7 @@ from healthspace.governance.pricing import load_service_levels
 from healthspace.hub.db.models import SlaBreach, Study, StudyApproval, StudyEvent, StudyNode
 from healthspace.hub.services import timeline
 
+log = logging.getLogger(__name__)
 RESULT_STATUSES = (StudyStatus.COMPLETED, StudyStatus.PARTIAL, StudyStatus.FAILED)
 
 
@@ -109,3 +112,34 @@ def sweep(session: Session, clock: Clock) -> int:
             study.sla_checked = True
     session.commit()
     return len(due)
+
+
+class SlaSweeper:
+    """Runs :func:`sweep` every ``seconds`` in a daemon thread (nothing when ``seconds`` is
+    None), so breaches are flagged on the timeline as they happen, not only when read."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock, seconds: float | None
+                 ) -> None:
+        self.sessions, self.clock, self.seconds = sessions, clock, seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.seconds is None:
+            return
+        self._thread = threading.Thread(target=self._run, name="sla-sweep", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self.seconds is not None
+        while not self._stop.wait(self.seconds):
+            try:
+                with self.sessions() as session:
+                    sweep(session, self.clock)
+            except Exception:  # keep sweeping: a locked database now is fine next time
+                log.exception("SLA sweep failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
