@@ -168,3 +168,26 @@ def _wait_prices(live, node: str, prices, timeout: float = 60) -> None:
                 return
             time.sleep(0.25)
     raise AssertionError(f"{node} did not publish prices {prices} within {timeout}s")
+
+
+def test_the_reporting_commands_by_role(live, metered):
+    view, meters = metered
+    period = view.created_at.strftime("%Y-%m")
+    mine = json.loads(cli(live, "meter", "list", "--study", str(view.id), "--json").stdout)
+    assert [r["task_id"] for r in mine["records"]] == [r.task_id for r in meters.records]
+    table = cli(live, "meter", "list", "--study", str(view.id)).stdout
+    assert "rows read" in table and "hospital_1" in table and "records scanned" in table
+    kpi = json.loads(cli(live, "kpi", "--period", period, "--json",
+                         token=live.auditor_token).stdout)
+    assert kpi["period"] == period and kpi["safety"]["ledger"]["ok"] is True
+    assert kpi["value"]["studies_completed"] >= 1
+    assert "unit sharing cost" in cli(live, "kpi", "--period", period,
+                                      token=live.auditor_token).stdout
+    denied = cli(live, "kpi", "--period", period, check=False)  # a consumer
+    assert denied.returncode == 3
+    bad = cli(live, "billing", "statement", "--period", "2026-13", check=False)
+    assert bad.returncode == 2 and "period" in bad.stderr
+    assert json.loads(cli(live, "sla", "breaches", "--json",
+                          token=live.auditor_token).stdout) == []  # the live nodes set none
+    account = json.loads(cli(live, "billing", "account", "show", "pharma", "--json").stdout)
+    assert account["org"] == "pharma" and account["currency"] == "CNY"

@@ -61,16 +61,19 @@ def statement_csv(st: Statement) -> str:
 
 
 def meter_table(meters: MeterList) -> Table:
+    """Fits 80 columns; consumer, analysis and bytes are in the JSON (``--json``)."""
     table = Table(title=f"meter records ({int(meters.totals.get('records', 0))})")
-    for column in ("study", "round", "node", "consumer", "analysis", "status",
-                   "records scanned", "persons", "seconds", "bytes", "ε"):
-        table.add_column(column)
+    table.add_column("study", justify="right")
+    table.add_column("rnd", justify="right")
+    table.add_column("node", no_wrap=True)
+    table.add_column("status")
+    for column in ("rows read", "persons", "seconds", "ε"):
+        table.add_column(column, justify="right")
     for r in meters.records:
         m = r.meter
         persons = f"≤{m.persons:,}" if m.persons_band else f"{m.persons:,}"
-        table.add_row(str(r.study_id), str(r.round), r.node, r.consumer_org, m.analysis,
-                      str(m.status), f"{m.records_scanned:,}", persons, f"{m.seconds:.3f}",
-                      f"{m.bytes:,}", f"{m.epsilon:g}")
+        table.add_row(str(r.study_id), str(r.round), r.node, str(m.status),
+                      f"{m.records_scanned:,}", persons, f"{m.seconds:.3f}", f"{m.epsilon:g}")
     return table
 
 
