@@ -81,7 +81,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.2f}"
+        return f"{value:,.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.2g}"
     if isinstance(value, dict):
         return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()) or "—"
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
@@ -105,7 +105,8 @@ def kpi_table(report: dict[str, Any]) -> Table:
         ("efficiency", "time to result p50 / p95 (min)",
          f"{_fmt(eff['time_to_result_minutes']['p50'])} / "
          f"{_fmt(eff['time_to_result_minutes']['p95'])}"),
-        ("efficiency", "success rate", eff["success_rate"]),
+        ("efficiency", "success rate",
+         f"{eff['success_rate']:.1%}" if eff["success_rate"] is not None else "—"),
         ("value", "studies completed (by purpose)", value["completed_by_purpose"]),
         ("value", "models deployed", value["models_deployed"]),
         ("value", "consumers served", value["consumers_served"]),
