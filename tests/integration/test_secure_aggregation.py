@@ -132,3 +132,10 @@ def test_psi_linkage_relayed_by_the_hub_counts_shared_patients(live):
         db.close()
     assert linked == len(truth)
     assert "members" not in view.result
+    # Record linkage is metered like any execution: a signed meter per task and round.
+    with live.fed.operator() as op:
+        meters = op.meter(study_id=view.id).records
+    assert sorted((m.node, m.round) for m in meters) == sorted((t.node, t.round)
+                                                              for t in view.tasks)
+    assert all(m.meter.analysis == "psi_link" and m.meter.bytes > 0 for m in meters)
+    assert all(m.meter.records_scanned > 0 for m in meters if m.round == 1)
