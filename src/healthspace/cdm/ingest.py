@@ -32,7 +32,7 @@ from healthspace.cdm.store import META_TABLE, create_schema
 from healthspace.core.clock import iso, utcnow
 from healthspace.core.errors import IngestError, InvalidInput
 
-FORMATS = ("omop-csv",)
+FORMATS = ("omop-csv",)  # ingest_dir; FHIR goes through ingest_fhir
 IDENTITY_STEM = "identity"
 _SUFFIXES = (".csv.gz", ".csv")
 
@@ -108,6 +108,36 @@ def ingest_dir(
         report = load_into(con, Path(src_dir), progress=progress, store=str(store))
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def ingest_fhir(
+    store: Path,
+    src_dir: Path,
+    *,
+    network_key: bytes | None = None,
+    progress: Progress | None = None,
+    keep_identity: Callable[[Path], Any] | None = None,
+) -> tuple[IngestReport, dict[str, Any]]:
+    """Convert FHIR R4 files (``healthspace.cdm.fhir``) to CDM CSV in a temporary folder, then
+    ingest that like any OMOP export (atomic). ``keep_identity`` receives the national-id file
+    before the folder goes (the node loads it into its identity vault)."""
+    import tempfile
+
+    from healthspace.cdm.fhir import convert
+
+    started = time.perf_counter()
+    store = Path(store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fhir-", dir=store.parent) as tmp:
+        stats = convert(Path(src_dir), Path(tmp), network_key=network_key, progress=progress)
+        with _swapped_in(store) as con:
+            report = load_into(con, Path(tmp), progress=progress, store=str(store))
+        if report.identity_file and keep_identity is not None:
+            keep_identity(Path(report.identity_file))
+    report.source = str(Path(src_dir).resolve())
+    report.identity_file = None  # the temporary copy is gone; its rows are in the vault
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report, asdict(stats)
 
 
 ANALYSIS_TABLE = "analysis_data"

@@ -54,15 +54,22 @@ def ingest(
     directory: Annotated[Path, typer.Argument(help="Folder of OMOP CDM CSV files (or, with "
                                                    "--format table, one CSV file).")],
     store: StoreOpt,
-    fmt: Annotated[str, typer.Option("--format", help="omop-csv (a CDM folder) or table (one "
-                                                      "CSV as the analysis_data table).")]
+    fmt: Annotated[str, typer.Option("--format", help="omop-csv (a CDM folder), fhir (FHIR R4 "
+                                                      "Bundles / NDJSON) or table (one CSV as "
+                                                      "the analysis_data table).")]
     = "omop-csv",
+    network_key_file: Annotated[Path | None, typer.Option(
+        help="fhir: the network key; national ids become the network pseudonym "
+             "(person_source_value). Else $HEALTHSPACE_NETWORK_KEY_FILE.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Load OMOP CSV files into the store (atomic: a failure keeps the old store)."""
+    """Load OMOP CSV or FHIR R4 files into the store (atomic: a failure keeps the old store)."""
     from healthspace.cdm.ingest import ingest_dir, ingest_table
     from healthspace.node.state import NodeState
 
+    if fmt == "fhir":
+        _ingest_fhir(directory, store, network_key_file, json_out)
+        return
     if fmt == "table":
         loaded = ingest_table(store, directory)
         if json_out:
@@ -72,7 +79,7 @@ def ingest(
                       f"{', '.join(loaded['columns'])} → {store}", highlight=False)
         return
     if fmt != "omop-csv":
-        raise InvalidInput(f"unsupported format {fmt!r}; supported: omop-csv, table",
+        raise InvalidInput(f"unsupported format {fmt!r}; supported: omop-csv, fhir, table",
                            field="format")
     with progress_bar(not json_out) as progress:
         report = ingest_dir(store, directory, fmt=fmt, progress=progress)
@@ -92,6 +99,42 @@ def ingest(
         out.print(f"skipped (outside the CDM subset): {', '.join(doc['skipped_files'])}")
     if "identity_vault_rows" in doc:
         out.print(f"identity vault: {doc['identity_vault_rows']:,} persons")
+
+
+def _ingest_fhir(directory: Path, store: Path, key_file: Path | None, json_out: bool) -> None:
+    import os
+
+    from healthspace.cdm.ingest import ingest_fhir
+    from healthspace.node.state import NodeState
+
+    path = key_file or (Path(os.environ["HEALTHSPACE_NETWORK_KEY_FILE"])
+                        if os.environ.get("HEALTHSPACE_NETWORK_KEY_FILE") else None)
+    if path is not None and not path.is_file():
+        raise InvalidInput(f"network key file {path} does not exist", field="network_key_file")
+    key = path.read_bytes().strip() if path is not None else None
+    loaded: dict[str, int] = {}
+
+    def keep(identity: Path) -> None:
+        loaded["rows"] = NodeState.init(_state_path(store)).load_identity(identity)
+
+    with progress_bar(not json_out) as progress:
+        report, stats = ingest_fhir(store, directory, network_key=key, progress=progress,
+                                    keep_identity=keep)
+    doc = {**report.to_dict(), "fhir": stats}
+    if loaded:
+        doc["identity_vault_rows"] = loaded["rows"]
+    if json_out:
+        emit_json(doc)
+        return
+    table = Table("table", "rows", title=f"FHIR → CDM: {stats['files']:,} files into {store}")
+    for name, rows in doc["tables"].items():
+        table.add_row(name, f"{rows:,}")
+    out.print(table)
+    if stats["skipped"]:
+        out.print("not mapped: " + ", ".join(f"{n} {why}" for why, n in stats["skipped"].items()),
+                  highlight=False)
+    if loaded:
+        out.print(f"identity vault: {loaded['rows']:,} persons", highlight=False)
 
 
 @app.command("serve")
