@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from healthspace.analyses import registry
 from healthspace.analyses.base import Final, Linkage
 from healthspace.analyses.execute import run_local
 from healthspace.cdm.ingest import load_into
-from healthspace.cdm.store import create_schema
+from healthspace.cdm.store import create_schema, has_table, open_store, state_path
 from healthspace.core.clock import SystemClock
 from healthspace.core.errors import InvalidInput, Refused
 from healthspace.governance.consent import ConsentRecord, read_consent_csv
@@ -42,7 +43,9 @@ from healthspace.governance.policy import (
     secure_required,
     site_counts_released,
 )
+from healthspace.node import consent as node_consent
 from healthspace.node.differencing import ReleaseGuard, ReleaseMemory, fingerprint
+from healthspace.node.state import NodeState
 
 
 @dataclass
@@ -62,10 +65,13 @@ class Site:
 
 def load_site(directory: Path) -> Site:
     """An in-memory CDM store loaded from one OMOP CSV folder, with the folder's
-    ``policy.yaml`` (or ``policy.json``) and ``consent.csv`` when present."""
+    ``policy.yaml`` (or ``policy.json``) and ``consent.csv`` when present; or, given a file,
+    that node store itself (:func:`load_store_site`)."""
     directory = Path(directory)
+    if directory.is_file():
+        return load_store_site(directory)
     if not directory.is_dir():
-        raise InvalidInput(f"site folder {directory} does not exist", field="site")
+        raise InvalidInput(f"site folder or store {directory} does not exist", field="site")
     con = duckdb.connect()
     create_schema(con)
     load_into(con, directory)
@@ -81,6 +87,28 @@ def load_site(directory: Path) -> Site:
                            "FROM read_csv(?, header = true, all_varchar = true)",
                            [str(directory / "identity.csv")]).fetchall()
         site.identities = {int(pid): str(nid) for pid, nid in rows if nid}
+    return site
+
+
+def load_store_site(store: Path) -> Site:
+    """A node's DuckDB store, opened read-only as the node opens it, with the usage policy,
+    consent and identity vault of its state file when one lies beside it."""
+    try:
+        con = open_store(store, read_only=True)
+    except InvalidInput as exc:  # the option is --site here
+        raise InvalidInput(exc.message, field="site") from None
+    if not has_table(con, "person"):
+        con.close()
+        raise InvalidInput(f"{store} is not a node store (no person table)", field="site")
+    site = Site(con)
+    state_file = state_path(store)
+    if state_file.exists():
+        state = NodeState.open(state_file)
+        site.policy = state.policy()
+        site.consent = node_consent.records(state)
+        with sqlite3.connect(f"file:{state_file}?mode=ro", uri=True) as db:
+            vault = db.execute("SELECT person_id, national_id FROM identity_vault").fetchall()
+        site.identities = {int(pid): str(nid) for pid, nid in vault} or None
     return site
 
 
@@ -155,8 +183,8 @@ def parse_table_args(values: list[str]) -> dict[str, Path]:
 
 
 def parse_site_args(values: list[str]) -> dict[str, Path]:
-    """Parse repeated ``--site NAME=DIR`` options."""
-    return _named_paths(values, "site", "NAME=DIR")
+    """Parse repeated ``--site NAME=DIR`` (an OMOP CSV folder) or ``NAME=STORE`` options."""
+    return _named_paths(values, "site", "NAME=DIR or NAME=STORE.duckdb")
 
 
 def simulate(

@@ -15,7 +15,8 @@ app = typer.Typer(help="Simulate the federation in-process over local OMOP folde
                   no_args_is_help=True)
 
 SiteOpt = Annotated[
-    list[str], typer.Option("--site", help="NAME=DIR, an OMOP CSV folder (repeatable).")
+    list[str], typer.Option("--site", help="NAME=DIR, an OMOP CSV folder, or NAME=STORE, a "
+                                           "node store (.duckdb) (repeatable).")
 ]
 
 
@@ -108,7 +109,8 @@ TableOpt = Annotated[
 ]
 SitesOpt = Annotated[
     list[str] | None,
-    typer.Option("--site", help="NAME=DIR, an OMOP CSV folder (repeatable); with --cohort "
+    typer.Option("--site", help="NAME=DIR, an OMOP CSV folder, or NAME=STORE, a node store "
+                                "(repeatable); with --cohort "
                                 "and --dataset."),
 ]
 CohortOpt = Annotated[

@@ -259,6 +259,16 @@ def test_synthea_bundles_match_counts_taken_from_the_json(tmp_path) -> None:
     assert rows(store, f"SELECT count(DISTINCT person_id) FROM ({q.sql})",
                 list(q.params)) == [(sinusitis,)]
     assert sinusitis >= 5
+    # The imported store answers simulated studies directly (sim --site NAME=STORE).
+    from healthspace.cdm.store import state_path
+    from healthspace.governance.policy import UsagePolicy
+    from healthspace.node.state import NodeState
+    from healthspace.sim import simulate_dirs
+
+    NodeState.init(state_path(store)).set_policy(UsagePolicy(min_cell_size=5))
+    result = simulate_dirs("cohort_count", {"synthea": store}, min_cell_size=5,
+                           cohort={"entry": {"condition": {"codes": ["SNOMED:444814009"]}}})
+    assert result["sites"] == {"synthea": sinusitis}
 
 
 def test_cli_ingests_fhir_and_fills_the_identity_vault(hand, tmp_path) -> None:
