@@ -103,6 +103,13 @@ def test_catalog_publishes_rounded_counts_and_codes_only(live):
     assert "4548-4" in h1.vocabularies["LOINC"]
     assert "measurement" not in nodes["payer"].catalog.tables
     assert nodes["hospital_1"].public_key and len(nodes["hospital_1"].public_key) == 64
+    # The data-quality summary: scores and rates only, the same as the node's own report.
+    quality = h1.quality
+    assert quality["score"] == 1.0 and quality["failed"] == 0 and quality["failed_checks"] == []
+    assert set(quality["rates"]) >= {"age_0_120", "visits_in_observation", "orphans_death"}
+    assert all(isinstance(v, float) for v in quality["rates"].values())
+    eunomia = nodes[live.eunomia[0].name].catalog.quality
+    assert "orphans_observation_period" in eunomia["failed_checks"]
 
 
 def test_every_api_route_needs_a_token_over_real_http(live):

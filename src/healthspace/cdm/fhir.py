@@ -51,6 +51,7 @@ NATIONAL_ID_SYSTEMS = ("http://hl7.org/fhir/sid/us-ssn", "urn:oid:2.16.156.10011
                        "http://www.moh.gov.cn/identity")
 ENCOUNTER_CLASSES = {"IMP": "IP", "ACUTE": "IP", "NONAC": "IP", "AMB": "OP", "VR": "OP",
                      "HH": "OP", "EMER": "ER"}
+VISIT_NAMES = {"IP": "Inpatient Visit", "OP": "Outpatient Visit", "ER": "Emergency Room Visit"}
 TYPE_EHR = 32817  # OMOP type concept: EHR
 CUSTOM_CONCEPT_BASE = 2_000_000_000  # OMOP's range for site-local concepts
 DOMAINS = {"condition_occurrence": "Condition", "drug_exposure": "Drug",
@@ -269,6 +270,8 @@ class _Mapper:
             self.stats.skip("Encounter without subject or period.start")
             return
         kind = ENCOUNTER_CLASSES.get(str((r.get("class") or {}).get("code", "")).upper(), "OP")
+        self.w.concepts.setdefault(VISIT_CONCEPTS[kind], ("Visit", kind, VISIT_NAMES[kind],
+                                                          "Visit"))  # OMOP's standard ids
         self.w.row("visit_occurrence", {
             "visit_occurrence_id": stable_id("Encounter", str(r.get("id"))), "person_id": pid,
             "visit_concept_id": VISIT_CONCEPTS[kind], "visit_start_date": start,

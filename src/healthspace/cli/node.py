@@ -11,6 +11,7 @@ from rich.table import Table
 
 from healthspace.cli.common import HubOpt, JsonOpt, TokenOpt, check_min_cell, client
 from healthspace.cli.output import emit_json, err, out, progress_bar, setup_logging
+from healthspace.core.enums import ExitCode
 from healthspace.core.errors import InvalidInput
 
 app = typer.Typer(help="Run a node at a data holder: store, state, agent.", no_args_is_help=True)
@@ -135,6 +136,48 @@ def _ingest_fhir(directory: Path, store: Path, key_file: Path | None, json_out: 
                   highlight=False)
     if loaded:
         out.print(f"identity vault: {loaded['rows']:,} persons", highlight=False)
+
+
+@app.command("quality")
+def quality(
+    store: StoreOpt,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Also write the report as a "
+                                                                  "self-contained HTML page.")]
+    = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Data-quality report of the store: conformance, completeness, plausibility checks.
+
+    Exits 4 when a check fails. The node publishes only the summary (scores and rates) in its
+    catalogue."""
+    from healthspace.cdm.quality import assess, to_html
+    from healthspace.cdm.store import open_store
+
+    con = open_store(store, read_only=True)
+    try:
+        report = assess(con)
+    finally:
+        con.close()
+    if html_file is not None:
+        html_file.write_text(to_html(report, f"Data quality of {store.name}"), encoding="utf-8")
+        err.print(f"wrote {html_file}", highlight=False)
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        table = Table("category", "violations", "rate", "threshold", "status",
+                      title=f"data quality of {store}")
+        table.add_column("check", no_wrap=True)
+        for c in report.checks:
+            colour = {"pass": "green", "fail": "bold red"}.get(c.status, "dim")
+            rate = "" if c.rate is None else f"{100 * c.rate:.2f} %"
+            table.add_row(c.category, f"{c.violations:,} / {c.denominator:,}", rate,
+                          f"{100 * c.threshold:g} %", f"[{colour}]{c.status}[/]", c.id)
+        out.print(table)
+        s = report.summary
+        out.print(f"{s['passed']} passed, {s['failed']} failed, {s['not_applicable']} not "
+                  f"applicable; score {s['score']}", highlight=False)
+    if report.summary["failed"]:
+        raise typer.Exit(int(ExitCode.PARTIAL))
 
 
 @app.command("serve")

@@ -98,6 +98,9 @@ class Catalog(Wire):
         default=None,
         description="consent tier -> persons, rounded to 10 and disclosure-controlled",
     )
+    quality: dict[str, Any] | None = Field(
+        default=None, description="the data-quality summary (healthspace.cdm.quality): "
+                                  "scores, failed checks, rates in percent; never rows")
 
 
 class NodeView(Wire):

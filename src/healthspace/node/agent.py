@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 
 from healthspace import __version__
+from healthspace.cdm.quality import assess
 from healthspace.cdm.store import catalog, open_store
 from healthspace.client.http import HubUnavailable
 from healthspace.client.sdk import HubClient
@@ -75,6 +76,7 @@ class NodeAgent:
         self._backoff = Backoff()
         self._prekeys_due = True
         self._prekeys_checked = 0.0
+        self._quality: tuple[float, dict[str, Any]] | None = None
         me = self.client.me()
         self.node_id, self.site = me.id, me.name
 
@@ -110,7 +112,19 @@ class NodeAgent:
             "public_key": self.state.public_key_hex(),
             "software_version": __version__,
             "consent_tiers": consent.published_tiers(self.state, k),
+            "quality": self._quality_summary(),
         })
+
+    def _quality_summary(self) -> dict[str, Any] | None:
+        """The store's data-quality summary, assessed once per ingest (store file version)."""
+        mtime = self.store.stat().st_mtime
+        if self._quality is None or self._quality[0] != mtime:
+            try:
+                self._quality = (mtime, assess(self.connection()).published())
+            except Exception:  # a report must never keep the node from publishing
+                log.exception("data-quality assessment failed")
+                return None
+        return self._quality[1]
 
     def _publish_if_changed(self) -> None:
         policy = self.state.policy()

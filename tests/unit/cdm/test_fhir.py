@@ -115,7 +115,7 @@ def test_every_resource_type_lands_in_its_table(hand) -> None:
     assert info["report"].tables == {
         "person": 1, "observation_period": 1, "visit_occurrence": 2,
         "condition_occurrence": 1, "drug_exposure": 3, "procedure_occurrence": 1,
-        "measurement": 3, "death": 1, "cost": 1, "concept": 8}  # the codes of mapped rows
+        "measurement": 3, "death": 1, "cost": 1, "concept": 10}  # 8 codes + 2 visit kinds
     assert info["stats"]["skipped"] == {"Observation without a numeric value": 1,
                                         "Condition without subject, code or date": 1}
     assert info["stats"]["files"] == 2 and info["report"].orphans == {}
