@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from healthspace.cdm.deid import DeidConfig, deidentify
 from healthspace.cdm.ingest_checks import (
     UNIQUE_KEY_TABLES,
     _bad,
@@ -32,6 +33,7 @@ from healthspace.cdm.store import META_TABLE, create_schema
 from healthspace.core.clock import iso, utcnow
 from healthspace.core.errors import IngestError, InvalidInput
 
+DEFAULT_DEID = DeidConfig()  # node ingest de-identifies unless told not to
 FORMATS = ("omop-csv",)  # ingest_dir; FHIR goes through ingest_fhir
 IDENTITY_STEM = "identity"
 _SUFFIXES = (".csv.gz", ".csv")
@@ -55,6 +57,7 @@ class IngestReport:
     orphans: dict[str, int] = field(default_factory=dict)
     duplicate_ids: dict[str, int] = field(default_factory=dict)  # rows repeating an earlier id
     identity_file: str | None = None
+    deid: dict[str, Any] | None = None  # what de-identification changed (cdm.deid)
     ingested_at: str | None = None
     seconds: float = 0.0
 
@@ -96,8 +99,10 @@ def ingest_dir(
     *,
     fmt: str = "omop-csv",
     progress: Progress | None = None,
+    deid: DeidConfig | None = DEFAULT_DEID,
 ) -> IngestReport:
-    """Build a fresh store from ``src_dir`` beside ``store`` and atomically swap it in."""
+    """Build a fresh store from ``src_dir`` beside ``store`` and atomically swap it in,
+    de-identified (``healthspace.cdm.deid``) unless ``deid`` is None."""
     if fmt not in FORMATS:
         raise InvalidInput(
             f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}", field="format"
@@ -105,7 +110,7 @@ def ingest_dir(
     store = Path(store)
     started = time.perf_counter()
     with _swapped_in(store) as con:
-        report = load_into(con, Path(src_dir), progress=progress, store=str(store))
+        report = load_into(con, Path(src_dir), progress=progress, store=str(store), deid=deid)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -117,6 +122,7 @@ def ingest_fhir(
     network_key: bytes | None = None,
     progress: Progress | None = None,
     keep_identity: Callable[[Path], Any] | None = None,
+    deid: DeidConfig | None = DEFAULT_DEID,
 ) -> tuple[IngestReport, dict[str, Any]]:
     """Convert FHIR R4 files (``healthspace.cdm.fhir``) to CDM CSV in a temporary folder, then
     ingest that like any OMOP export (atomic). ``keep_identity`` receives the national-id file
@@ -131,7 +137,8 @@ def ingest_fhir(
     with tempfile.TemporaryDirectory(prefix="fhir-", dir=store.parent) as tmp:
         stats = convert(Path(src_dir), Path(tmp), network_key=network_key, progress=progress)
         with _swapped_in(store) as con:
-            report = load_into(con, Path(tmp), progress=progress, store=str(store))
+            report = load_into(con, Path(tmp), progress=progress, store=str(store),
+                               deid=deid)
         if report.identity_file and keep_identity is not None:
             keep_identity(Path(report.identity_file))
     report.source = str(Path(src_dir).resolve())
@@ -173,8 +180,10 @@ def load_into(
     progress: Progress | None = None,
     *,
     store: str | None = None,
+    deid: DeidConfig | None = None,
 ) -> IngestReport:
-    """Replace the CDM contents of an open connection with ``src_dir``, in one transaction."""
+    """Replace the CDM contents of an open connection with ``src_dir``, in one transaction;
+    with ``deid``, de-identified in the same transaction."""
     started = time.perf_counter()
     src = Path(src_dir)
     report = IngestReport(source=str(src.resolve()), store=store)
@@ -195,6 +204,8 @@ def load_into(
                 report.duplicate_ids[plan.table] = dups
             if progress is not None:
                 progress(plan.table, rows, rows)
+        if deid is not None:
+            report.deid = deidentify(con, deid).to_dict()
         report.orphans = _orphans(con, report.tables)
         report.ingested_at = iso(utcnow())
         report.seconds = round(time.perf_counter() - started, 3)

@@ -10,8 +10,7 @@ import typer
 from rich.table import Table
 
 from healthspace.cli.common import HubOpt, JsonOpt, TokenOpt, check_min_cell, client
-from healthspace.cli.output import emit_json, err, out, progress_bar, setup_logging
-from healthspace.core.enums import ExitCode
+from healthspace.cli.output import emit_json, err, out, setup_logging
 from healthspace.core.errors import InvalidInput
 
 app = typer.Typer(help="Run a node at a data holder: store, state, agent.", no_args_is_help=True)
@@ -31,6 +30,17 @@ def _state_path(store: Path) -> Path:
     return state_path(store)
 
 
+def _register_data_commands() -> None:
+    from healthspace.cli import node_data
+
+    app.command("ingest")(node_data.ingest)
+    app.command("quality")(node_data.quality)
+    app.command("kanon")(node_data.kanon)
+
+
+_register_data_commands()
+
+
 @app.command("init")
 def init(
     store: StoreOpt,
@@ -48,136 +58,6 @@ def init(
         emit_json(doc)
     else:
         out.print(f"node state {state.path}\npublic key {doc['public_key']}", highlight=False)
-
-
-@app.command("ingest")
-def ingest(
-    directory: Annotated[Path, typer.Argument(help="Folder of OMOP CDM CSV files (or, with "
-                                                   "--format table, one CSV file).")],
-    store: StoreOpt,
-    fmt: Annotated[str, typer.Option("--format", help="omop-csv (a CDM folder), fhir (FHIR R4 "
-                                                      "Bundles / NDJSON) or table (one CSV as "
-                                                      "the analysis_data table).")]
-    = "omop-csv",
-    network_key_file: Annotated[Path | None, typer.Option(
-        help="fhir: the network key; national ids become the network pseudonym "
-             "(person_source_value). Else $HEALTHSPACE_NETWORK_KEY_FILE.")] = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Load OMOP CSV or FHIR R4 files into the store (atomic: a failure keeps the old store)."""
-    from healthspace.cdm.ingest import ingest_dir, ingest_table
-    from healthspace.node.state import NodeState
-
-    if fmt == "fhir":
-        _ingest_fhir(directory, store, network_key_file, json_out)
-        return
-    if fmt == "table":
-        loaded = ingest_table(store, directory)
-        if json_out:
-            emit_json(loaded)
-        else:
-            out.print(f"analysis_data: {loaded['rows']:,} rows, columns "
-                      f"{', '.join(loaded['columns'])} → {store}", highlight=False)
-        return
-    if fmt != "omop-csv":
-        raise InvalidInput(f"unsupported format {fmt!r}; supported: omop-csv, fhir, table",
-                           field="format")
-    with progress_bar(not json_out) as progress:
-        report = ingest_dir(store, directory, fmt=fmt, progress=progress)
-    doc = report.to_dict()
-    if report.identity_file:
-        state = NodeState.init(_state_path(store))
-        doc["identity_vault_rows"] = state.load_identity(Path(report.identity_file))
-    if json_out:
-        emit_json(doc)
-        return
-    table = Table("table", "rows", "orphans", title=f"ingested into {store}")
-    orphans = doc.get("orphans", {})
-    for name, rows in doc.get("tables", {}).items():
-        table.add_row(name, f"{rows:,}", str(orphans.get(name, "")))
-    out.print(table)
-    if doc.get("skipped_files"):
-        out.print(f"skipped (outside the CDM subset): {', '.join(doc['skipped_files'])}")
-    if "identity_vault_rows" in doc:
-        out.print(f"identity vault: {doc['identity_vault_rows']:,} persons")
-
-
-def _ingest_fhir(directory: Path, store: Path, key_file: Path | None, json_out: bool) -> None:
-    import os
-
-    from healthspace.cdm.ingest import ingest_fhir
-    from healthspace.node.state import NodeState
-
-    path = key_file or (Path(os.environ["HEALTHSPACE_NETWORK_KEY_FILE"])
-                        if os.environ.get("HEALTHSPACE_NETWORK_KEY_FILE") else None)
-    if path is not None and not path.is_file():
-        raise InvalidInput(f"network key file {path} does not exist", field="network_key_file")
-    key = path.read_bytes().strip() if path is not None else None
-    loaded: dict[str, int] = {}
-
-    def keep(identity: Path) -> None:
-        loaded["rows"] = NodeState.init(_state_path(store)).load_identity(identity)
-
-    with progress_bar(not json_out) as progress:
-        report, stats = ingest_fhir(store, directory, network_key=key, progress=progress,
-                                    keep_identity=keep)
-    doc = {**report.to_dict(), "fhir": stats}
-    if loaded:
-        doc["identity_vault_rows"] = loaded["rows"]
-    if json_out:
-        emit_json(doc)
-        return
-    table = Table("table", "rows", title=f"FHIR → CDM: {stats['files']:,} files into {store}")
-    for name, rows in doc["tables"].items():
-        table.add_row(name, f"{rows:,}")
-    out.print(table)
-    if stats["skipped"]:
-        out.print("not mapped: " + ", ".join(f"{n} {why}" for why, n in stats["skipped"].items()),
-                  highlight=False)
-    if loaded:
-        out.print(f"identity vault: {loaded['rows']:,} persons", highlight=False)
-
-
-@app.command("quality")
-def quality(
-    store: StoreOpt,
-    html_file: Annotated[Path | None, typer.Option("--html", help="Also write the report as a "
-                                                                  "self-contained HTML page.")]
-    = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Data-quality report of the store: conformance, completeness, plausibility checks.
-
-    Exits 4 when a check fails. The node publishes only the summary (scores and rates) in its
-    catalogue."""
-    from healthspace.cdm.quality import assess, to_html
-    from healthspace.cdm.store import open_store
-
-    con = open_store(store, read_only=True)
-    try:
-        report = assess(con)
-    finally:
-        con.close()
-    if html_file is not None:
-        html_file.write_text(to_html(report, f"Data quality of {store.name}"), encoding="utf-8")
-        err.print(f"wrote {html_file}", highlight=False)
-    if json_out:
-        emit_json(report.to_dict())
-    else:
-        table = Table("category", "violations", "rate", "threshold", "status",
-                      title=f"data quality of {store}")
-        table.add_column("check", no_wrap=True)
-        for c in report.checks:
-            colour = {"pass": "green", "fail": "bold red"}.get(c.status, "dim")
-            rate = "" if c.rate is None else f"{100 * c.rate:.2f} %"
-            table.add_row(c.category, f"{c.violations:,} / {c.denominator:,}", rate,
-                          f"{100 * c.threshold:g} %", f"[{colour}]{c.status}[/]", c.id)
-        out.print(table)
-        s = report.summary
-        out.print(f"{s['passed']} passed, {s['failed']} failed, {s['not_applicable']} not "
-                  f"applicable; score {s['score']}", highlight=False)
-    if report.summary["failed"]:
-        raise typer.Exit(int(ExitCode.PARTIAL))
 
 
 @app.command("serve")
