@@ -58,9 +58,12 @@ def ingest(
                                                    "(or, with --format table, one CSV file).")],
     store: StoreOpt,
     fmt: Annotated[str, typer.Option("--format", help="omop-csv (a CDM folder), fhir (FHIR R4 "
-                                                      "Bundles / NDJSON) or table (one CSV as "
-                                                      "the analysis_data table).")]
+                                                      "Bundles / NDJSON), mapped-csv (a "
+                                                      "hospital export, with --mapping) or "
+                                                      "table (one CSV as analysis_data).")]
     = "omop-csv",
+    mapping: Annotated[Path | None, typer.Option(
+        help="mapped-csv: the mapping file (docs/mapping.md).")] = None,
     network_key_file: Annotated[Path | None, typer.Option(
         help="The network key: national ids become the network pseudonym "
              f"(person_source_value). Else ${KEY_ENV}.")] = None,
@@ -74,7 +77,7 @@ def ingest(
 ) -> None:
     """Load OMOP CSV or FHIR R4 files into the store (atomic: a failure keeps the old store)."""
     from healthspace.cdm.deid import DeidConfig
-    from healthspace.cdm.ingest import ingest_dir, ingest_fhir, ingest_table
+    from healthspace.cdm.ingest import ingest_dir, ingest_fhir, ingest_mapped, ingest_table
     from healthspace.cdm.store import state_path
     from healthspace.node.state import NodeState
 
@@ -86,9 +89,12 @@ def ingest(
             out.print(f"analysis_data: {loaded['rows']:,} rows, columns "
                       f"{', '.join(loaded['columns'])} → {store}", highlight=False)
         return
-    if fmt not in ("omop-csv", "fhir"):
-        raise InvalidInput(f"unsupported format {fmt!r}; supported: omop-csv, fhir, table",
-                           field="format")
+    if fmt not in ("omop-csv", "fhir", "mapped-csv"):
+        raise InvalidInput(f"unsupported format {fmt!r}; supported: omop-csv, fhir, mapped-csv, "
+                           "table", field="format")
+    if (fmt == "mapped-csv") != (mapping is not None):
+        raise InvalidInput("--mapping goes with --format mapped-csv (and it needs one)",
+                           field="mapping")
     if not 0 <= date_shift_days <= 3650:
         raise InvalidInput("the date shift is 0 to 3650 days", field="date_shift_days")
     key = _network_key(network_key_file)
@@ -109,6 +115,9 @@ def ingest(
             if fmt == "fhir":
                 report, stats = ingest_fhir(store, directory, network_key=key,
                                             progress=progress, deid=config, keep_identity=keep)
+            elif mapping is not None:
+                report, stats = ingest_mapped(store, directory, mapping, progress=progress,
+                                              deid=config)
             else:
                 report, stats = ingest_dir(store, directory, progress=progress,
                                            deid=config), None
@@ -116,7 +125,7 @@ def ingest(
                     exported.append(Path(report.identity_file))
         doc: dict[str, Any] = report.to_dict()
         if stats is not None:
-            doc["fhir"] = stats
+            doc["fhir" if fmt == "fhir" else "mapped"] = stats
         merged = _merge_identities([*exported, vault], Path(tmp) / "identity.csv")
         if merged is not None:
             doc["identity_vault_rows"] = state.load_identity(merged)
