@@ -13,11 +13,13 @@ import duckdb
 import pytest
 
 from healthspace.cdm.ingest import ingest_dir, ingest_mapped
-from healthspace.cdm.synth_his import CANCELLED_EVERY, write_his_export
+from healthspace.cdm.synth_his import CANCELLED_EVERY, write_emr_export, write_his_export
 from healthspace.demo_data import showcase_cohort
 from healthspace.sim import simulate_dirs
 
-MAPPING = Path(str(resources.files("healthspace.examples").joinpath("his_mapping.yaml")))
+EXAMPLES = resources.files("healthspace.examples")
+MAPPING = Path(str(EXAMPLES.joinpath("his_mapping.yaml")))
+EMR_MAPPING = Path(str(EXAMPLES.joinpath("emr_mapping.yaml")))
 COHORTS = [
     showcase_cohort(),
     {"entry": {"condition": {"codes": ["ICD10:I10%"]}}, "inclusion": [{"age": {"min": 50}},
@@ -33,8 +35,11 @@ def stores(synth_dir, tmp_path_factory) -> dict:
     rows = write_his_export(site, root / "export")
     ingest_dir(root / "omop.duckdb", site)
     report, _ = ingest_mapped(root / "his.duckdb", root / "export", MAPPING)
+    write_emr_export(site, root / "emr")
+    emr, _ = ingest_mapped(root / "emr.duckdb", root / "emr", EMR_MAPPING)
     return {"site": site, "rows": rows, "report": report, "omop": root / "omop.duckdb",
-            "his": root / "his.duckdb", "export": root / "export"}
+            "his": root / "his.duckdb", "export": root / "export", "emr": root / "emr.duckdb",
+            "emr_report": emr}
 
 
 def truth(site: Path, table: str) -> int:
@@ -43,22 +48,28 @@ def truth(site: Path, table: str) -> int:
     ).fetchone()[0])
 
 
-def test_mapped_tables_equal_the_generators_truth(stores) -> None:
-    site, tables = stores["site"], stores["report"].tables
+@pytest.mark.parametrize("layout", ["report", "emr_report"])
+def test_both_layouts_give_the_generators_tables(stores, layout) -> None:
+    site, tables = stores["site"], stores[layout].tables
     for table in ("person", "visit_occurrence", "condition_occurrence", "drug_exposure",
                   "measurement"):
         assert tables[table] == truth(site, table), table
+    assert stores[layout].orphans == {}
+
+
+def test_cancelled_visits_stay_out(stores) -> None:
+    site = stores["site"]
     visits = truth(site, "visit_occurrence")
     cancelled = stores["rows"]["就诊记录.csv"] - visits
     assert 0 < cancelled <= visits // CANCELLED_EVERY + 1  # in the export, not in the CDM
-    assert stores["report"].orphans == {}
 
 
 def test_every_cohort_counts_the_same(stores) -> None:
     for cohort in COHORTS:
         omop = simulate_dirs("cohort_count", {"s": stores["omop"]}, cohort=cohort)["sites"]
         his = simulate_dirs("cohort_count", {"s": stores["his"]}, cohort=cohort)["sites"]
-        assert his == omop and isinstance(omop["s"], int), cohort
+        emr = simulate_dirs("cohort_count", {"s": stores["emr"]}, cohort=cohort)["sites"]
+        assert his == emr == omop and isinstance(omop["s"], int), cohort
 
 
 def test_the_export_looks_like_a_vendors(stores) -> None:
@@ -82,3 +93,5 @@ def test_synth_cli_writes_his_exports(tmp_path) -> None:
     doc = json.loads(proc.stdout)
     assert doc["his_export"]["hospital_1"]["患者信息.csv"] == 200
     assert (tmp_path / "his" / "hospital_1" / "诊断.csv").exists()
+    assert doc["emr_export"]["hospital_1"]["PATIENTS.csv"] == 200
+    assert (tmp_path / "emr" / "hospital_1" / "FORMULARY.csv").exists()
