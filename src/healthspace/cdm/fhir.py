@@ -403,6 +403,8 @@ def convert(src: Path, out: Path, *, network_key: bytes | None = None,
                 stats.files = done
                 if progress is not None:
                     progress("FHIR files", done, len(files))
+                    seen = sum(stats.resources.values())
+                    progress("FHIR resources", seen, seen)
         finally:
             writer.close()
     if not stats.rows.get("person"):

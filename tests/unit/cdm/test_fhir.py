@@ -293,3 +293,17 @@ def test_cli_ingests_fhir_and_fills_the_identity_vault(hand, tmp_path) -> None:
                               "--network-key-file", str(tmp_path / "nope")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "network_key_file" in missing.stderr
+
+
+def test_progress_reports_files_and_resources(tmp_path) -> None:
+    src = tmp_path / "src"
+    (src / "nested").mkdir(parents=True)
+    (src / "a.json").write_text(json.dumps(bundle(("urn:uuid:aaaa-p1", PATIENT),
+                                                  ("urn:uuid:aaaa-e1", ENCOUNTER))))
+    (src / "nested" / "b.ndjson").write_text("\n".join(json.dumps(r) for r in NDJSON))
+    calls: list[tuple[str, int, int]] = []
+    ingest_fhir(tmp_path / "p.duckdb", src, progress=lambda *a: calls.append(a))
+    assert [c for c in calls if c[0] == "FHIR files"] == [("FHIR files", 1, 2),
+                                                          ("FHIR files", 2, 2)]
+    assert [c for c in calls if c[0] == "FHIR resources"][-1] == (
+        "FHIR resources", 2 + len(NDJSON), 2 + len(NDJSON))
