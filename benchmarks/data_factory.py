@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from importlib import resources
@@ -61,8 +60,14 @@ def main() -> None:
     if SYNTHEA.exists():
         fhir_src = root / "fhir"
         if not fhir_src.exists():
-            for i in range(args.fhir_repeats):
-                shutil.copytree(SYNTHEA, fhir_src / f"copy_{i:03d}")
+            for i in range(args.fhir_repeats):  # each copy its own patients (new ids)
+                target = fhir_src / f"copy_{i:03d}"
+                target.mkdir(parents=True)
+                for path in SYNTHEA.glob("*.json"):
+                    text = path.read_text(encoding="utf-8")
+                    text = text.replace("urn:uuid:", f"urn:uuid:c{i}-").replace(
+                        '"id": "', f'"id": "c{i}-')
+                    (target / path.name).write_text(text, encoding="utf-8")
         (report, stats), t_fhir = timed(ingest_fhir, root / "fhir.duckdb", fhir_src)
         results.update(fhir_s=t_fhir, fhir_files=stats["files"],
                        fhir_resources=sum(stats["resources"].values()))

@@ -78,9 +78,11 @@ class _Build:
                 f"SELECT count(*) FROM {_q(view)}").fetchone()[0])  # type: ignore[index]
         for name, cmap in m.code_maps.items():
             path = self._file(cmap.file, "code_maps", name, "file")
+            # One standard code per local code (the first listed), so lookups decorrelate.
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_q('map_' + name)} AS SELECT "
-                             f"{_q(cmap.source)} AS src, {_q(cmap.target)} AS code FROM "
-                             "read_csv(?, header = true, all_varchar = true)", [str(path)])
+                             f"DISTINCT ON (src) src, code FROM (SELECT {_q(cmap.source)} AS "
+                             f"src, {_q(cmap.target)} AS code FROM read_csv(?, header = true, "
+                             "all_varchar = true))", [str(path)])
 
     def _file(self, name: str, *keys: str) -> Path:
         path = self.src / name
@@ -145,8 +147,7 @@ class _Build:
             value = f"CASE {value} {cases} ELSE {default} END"
         if col.code_map is not None:
             cmap = self.loaded.mapping.code_maps[col.code_map]
-            code = (f"(SELECT m.code FROM {_q('map_' + col.code_map)} m WHERE m.src = {value} "
-                    "LIMIT 1)")
+            code = f"(SELECT m.code FROM {_q('map_' + col.code_map)} m WHERE m.src = {value})"
             self.codes.append((cmap.vocabulary, where, code))
             return concept_sql(cmap.vocabulary, code)
         if col.code_system is not None:
