@@ -21,7 +21,8 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
-from healthspace.cdm.ingest import ingest_dir, ingest_fhir, ingest_mapped
+from healthspace.cdm.ingest import ingest_dir
+from healthspace.cdm.ingest_formats import ingest_fhir, ingest_mapped
 from healthspace.cdm.quality import assess
 from healthspace.cdm.synth import generate
 from healthspace.cdm.synth_his import write_emr_export, write_his_export

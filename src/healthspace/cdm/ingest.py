@@ -115,67 +115,6 @@ def ingest_dir(
     return report
 
 
-def ingest_fhir(
-    store: Path,
-    src_dir: Path,
-    *,
-    network_key: bytes | None = None,
-    progress: Progress | None = None,
-    keep_identity: Callable[[Path], Any] | None = None,
-    deid: DeidConfig | None = DEFAULT_DEID,
-) -> tuple[IngestReport, dict[str, Any]]:
-    """Convert FHIR R4 files (``healthspace.cdm.fhir``) to CDM CSV in a temporary folder, then
-    ingest that like any OMOP export (atomic). ``keep_identity`` receives the national-id file
-    before the folder goes (the node loads it into its identity vault)."""
-    import tempfile
-
-    from healthspace.cdm.fhir import convert
-
-    started = time.perf_counter()
-    store = Path(store)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fhir-", dir=store.parent) as tmp:
-        stats = convert(Path(src_dir), Path(tmp), network_key=network_key, progress=progress)
-        with _swapped_in(store) as con:
-            report = load_into(con, Path(tmp), progress=progress, store=str(store),
-                               deid=deid)
-        if report.identity_file and keep_identity is not None:
-            keep_identity(Path(report.identity_file))
-    report.source = str(Path(src_dir).resolve())
-    report.identity_file = None  # the temporary copy is gone; its rows are in the vault
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report, asdict(stats)
-
-
-def ingest_mapped(
-    store: Path,
-    src_dir: Path,
-    mapping: Path,
-    *,
-    progress: Progress | None = None,
-    deid: DeidConfig | None = DEFAULT_DEID,
-) -> tuple[IngestReport, dict[str, Any]]:
-    """Build CDM CSV files from a hospital's own export by a declarative mapping
-    (``healthspace.cdm.mapping``) in a temporary folder, then ingest them (atomic)."""
-    import tempfile
-
-    from healthspace.cdm.mapped import convert
-    from healthspace.cdm.mapping import load_mapping
-
-    started = time.perf_counter()
-    loaded = load_mapping(Path(mapping))
-    store = Path(store)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mapped-", dir=store.parent) as tmp:
-        stats = convert(Path(src_dir), loaded, Path(tmp))
-        with _swapped_in(store) as con:
-            report = load_into(con, Path(tmp), progress=progress, store=str(store), deid=deid)
-    report.source = str(Path(src_dir).resolve())
-    report.skipped_files = []  # the converter's own working files
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report, asdict(stats)
-
-
 ANALYSIS_TABLE = "analysis_data"
 
 

@@ -77,7 +77,8 @@ def ingest(
 ) -> None:
     """Load OMOP CSV or FHIR R4 files into the store (atomic: a failure keeps the old store)."""
     from healthspace.cdm.deid import DeidConfig
-    from healthspace.cdm.ingest import ingest_dir, ingest_fhir, ingest_mapped, ingest_table
+    from healthspace.cdm.ingest import ingest_dir, ingest_table
+    from healthspace.cdm.ingest_formats import ingest_fhir, ingest_mapped
     from healthspace.cdm.store import state_path
     from healthspace.node.state import NodeState
 

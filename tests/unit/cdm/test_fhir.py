@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from healthspace.cdm.fhir import concept_id, stable_id
-from healthspace.cdm.ingest import ingest_fhir
+from healthspace.cdm.ingest_formats import ingest_fhir
 from healthspace.cohort.compiler import compile_cohort
 from healthspace.cohort.models import load_cohort
 from healthspace.core.errors import IngestError

@@ -16,7 +16,7 @@ import pytest
 
 from healthspace.cdm.deid import DeidConfig
 from healthspace.cdm.fhir import concept_id
-from healthspace.cdm.ingest import ingest_mapped
+from healthspace.cdm.ingest_formats import ingest_mapped
 from healthspace.cdm.mapped import id_sql
 from healthspace.cohort.compiler import compile_cohort
 from healthspace.cohort.models import load_cohort

@@ -12,7 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from healthspace.cdm.ingest import ingest_dir, ingest_mapped
+from healthspace.cdm.ingest import ingest_dir
+from healthspace.cdm.ingest_formats import ingest_mapped
 from healthspace.cdm.synth_his import CANCELLED_EVERY, write_emr_export, write_his_export
 from healthspace.demo_data import showcase_cohort
 from healthspace.sim import simulate_dirs
