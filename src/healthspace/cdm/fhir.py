@@ -24,29 +24,23 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
+from healthspace.cdm.fhir_read import (
+    Refs,
+    coding,
+    fhir_date,
+    fhir_datetime,
+    resources,
+    source_files,
+    stable_id,
+)
 from healthspace.cdm.schema import GENDER_CONCEPTS, VISIT_CONCEPTS, column_names
 from healthspace.core.errors import IngestError
 
-SYSTEMS = {
-    "http://snomed.info/sct": "SNOMED",
-    "http://loinc.org": "LOINC",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-    "http://hl7.org/fhir/sid/icd-10": "ICD10",
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD10",
-    "http://hl7.org/fhir/sid/icd-10-gm": "ICD10",
-    "http://id.who.int/icd/release/10": "ICD10",
-    "http://www.whocc.no/atc": "ATC",
-    "http://hl7.org/fhir/sid/ndc": "NDC",
-    "http://www.ama-assn.org/go/cpt": "CPT4",
-    "http://hl7.org/fhir/sid/cvx": "CVX",
-}
 NATIONAL_ID_SYSTEMS = ("http://hl7.org/fhir/sid/us-ssn", "urn:oid:2.16.156.10011.1.1",
                        "http://www.moh.gov.cn/identity")
 ENCOUNTER_CLASSES = {"IMP": "IP", "ACUTE": "IP", "NONAC": "IP", "AMB": "OP", "VR": "OP",
@@ -59,11 +53,6 @@ DOMAINS = {"condition_occurrence": "Condition", "drug_exposure": "Drug",
            "visit_occurrence": "Visit"}
 
 Progress = Callable[[str, int, int], None]
-
-
-def stable_id(kind: str, key: str) -> int:
-    """A positive 62-bit id from a resource type and id: the same everywhere, every time."""
-    return int.from_bytes(hashlib.sha256(f"{kind}/{key}".encode()).digest()[:8], "big") >> 2
 
 
 def concept_id(vocabulary: str, code: str) -> int:
@@ -83,28 +72,6 @@ class Stats:
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-
-def _date(value: Any) -> str | None:
-    """The calendar date of a FHIR date/dateTime/instant (local date as written)."""
-    if not isinstance(value, str) or len(value) < 4:
-        return None
-    text = value[:10]
-    if len(text) == 4:
-        text += "-01-01"
-    elif len(text) == 7:
-        text += "-01"
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return None
-    return text
-
-
-def _datetime(value: Any) -> str | None:
-    if not isinstance(value, str) or len(value) < 19:
-        return None
-    return value[:19].replace("T", " ")
 
 
 class _Writer:
@@ -155,77 +122,10 @@ class _Writer:
             fh.close()
 
 
-def _coding(concept: Any) -> tuple[str, str, str] | None:
-    """The first coding of a CodeableConcept with a code: (vocabulary, code, display)."""
-    if not isinstance(concept, dict):
-        return None
-    text = str(concept.get("text") or "")
-    for coding in concept.get("coding") or []:
-        if isinstance(coding, dict) and coding.get("code"):
-            system = str(coding.get("system") or "urn:unknown")
-            return (SYSTEMS.get(system, system), str(coding["code"]),
-                    str(coding.get("display") or text))
-    return None
-
-
-class _Refs:
-    """Resolves references within one file: ``urn:uuid:…`` full URLs and ``Type/id``."""
-
-    def __init__(self) -> None:
-        self.full_urls: dict[str, tuple[str, str]] = {}
-
-    def key(self, reference: Any, kind: str) -> str | None:
-        if isinstance(reference, dict):
-            reference = reference.get("reference")
-        if not isinstance(reference, str) or "?" in reference:  # conditional: not resolvable
-            return None
-        if reference in self.full_urls:
-            found_kind, rid = self.full_urls[reference]
-            return rid if found_kind == kind else None
-        if reference.startswith("urn:uuid:"):
-            return reference.removeprefix("urn:uuid:")
-        parts = reference.rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2] == kind:
-            return parts[-1]
-        return None
-
-    def id(self, reference: Any, kind: str) -> int | None:
-        key = self.key(reference, kind)
-        return stable_id(kind, key) if key is not None else None
-
-
-def _resources(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """(resource, fullUrl) of every resource in one file."""
-    try:
-        if path.suffix.lower() == ".ndjson":
-            with open(path, encoding="utf-8") as fh:
-                for number, line in enumerate(fh, start=1):
-                    if line.strip():
-                        try:
-                            yield json.loads(line), None
-                        except json.JSONDecodeError as exc:
-                            raise IngestError(f"invalid JSON: {exc.msg}", file=path.name,
-                                              row=number) from exc
-            return
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise IngestError(f"invalid JSON at line {exc.lineno}: {exc.msg}",
-                          file=path.name) from exc
-    if not isinstance(doc, dict) or "resourceType" not in doc:
-        raise IngestError("not a FHIR resource (no resourceType)", file=path.name)
-    if doc["resourceType"] == "Bundle":
-        for entry in doc.get("entry") or []:
-            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                yield entry["resource"], entry.get("fullUrl")
-    else:
-        yield doc, None
-
-
 class _Mapper:
     def __init__(self, writer: _Writer, stats: Stats, key: bytes | None, identity: Any) -> None:
         self.w, self.stats, self.key, self.identity = writer, stats, key, identity
-        self.refs = _Refs()
+        self.refs = Refs()
 
     def person(self, r: dict[str, Any]) -> int | None:
         return self.refs.id(r.get("subject") or r.get("patient"), "Patient")
@@ -235,7 +135,7 @@ class _Mapper:
 
     def patient(self, r: dict[str, Any]) -> None:
         pid = stable_id("Patient", str(r.get("id")))
-        birth = _date(r.get("birthDate"))
+        birth = fhir_date(r.get("birthDate"))
         if birth is None:
             self.stats.skip("Patient without birthDate")
             return
@@ -254,10 +154,10 @@ class _Mapper:
             "year_of_birth": birth[:4], "month_of_birth": int(birth[5:7]),
             "day_of_birth": int(birth[8:10]), "person_source_value": pseudonym,
             "gender_source_value": gender})
-        death = _date(r.get("deceasedDateTime"))
+        death = fhir_date(r.get("deceasedDateTime"))
         if death is not None:
             self.w.row("death", {"person_id": pid, "death_date": death,
-                                 "death_datetime": _datetime(r.get("deceasedDateTime")),
+                                 "death_datetime": fhir_datetime(r.get("deceasedDateTime")),
                                  "death_type_concept_id": TYPE_EHR})
             self.w.seen(pid, death)
         elif r.get("deceasedBoolean") is True:
@@ -265,7 +165,7 @@ class _Mapper:
 
     def encounter(self, r: dict[str, Any]) -> None:
         pid, period = self.person(r), r.get("period") or {}
-        start = _date(period.get("start"))
+        start = fhir_date(period.get("start"))
         if pid is None or start is None:
             self.stats.skip("Encounter without subject or period.start")
             return
@@ -275,12 +175,12 @@ class _Mapper:
         self.w.row("visit_occurrence", {
             "visit_occurrence_id": stable_id("Encounter", str(r.get("id"))), "person_id": pid,
             "visit_concept_id": VISIT_CONCEPTS[kind], "visit_start_date": start,
-            "visit_start_datetime": _datetime(period.get("start")),
-            "visit_end_date": _date(period.get("end")) or start,
-            "visit_end_datetime": _datetime(period.get("end")),
+            "visit_start_datetime": fhir_datetime(period.get("start")),
+            "visit_end_date": fhir_date(period.get("end")) or start,
+            "visit_end_datetime": fhir_datetime(period.get("end")),
             "visit_type_concept_id": TYPE_EHR, "visit_source_value": kind})
         self.w.seen(pid, start)
-        self.w.seen(pid, _date(period.get("end")))
+        self.w.seen(pid, fhir_date(period.get("end")))
 
     def _event(self, r: dict[str, Any], table: str, coding: tuple[str, str, str] | None,
                start: str | None, extra: dict[str, Any], prefix: str) -> None:
@@ -301,32 +201,32 @@ class _Mapper:
     def condition(self, r: dict[str, Any]) -> None:
         onset = (r.get("onsetDateTime") or (r.get("onsetPeriod") or {}).get("start")
                  or r.get("recordedDate"))
-        start = _date(onset)
-        self._event(r, "condition_occurrence", _coding(r.get("code")), start, {
-            "condition_start_date": start, "condition_start_datetime": _datetime(onset),
-            "condition_end_date": _date(r.get("abatementDateTime"))}, "condition")
+        start = fhir_date(onset)
+        self._event(r, "condition_occurrence", coding(r.get("code")), start, {
+            "condition_start_date": start, "condition_start_datetime": fhir_datetime(onset),
+            "condition_end_date": fhir_date(r.get("abatementDateTime"))}, "condition")
 
     def medication(self, r: dict[str, Any]) -> None:
         period = r.get("effectivePeriod") or {}
         when = (r.get("authoredOn") or r.get("effectiveDateTime") or period.get("start")
                 or r.get("dateAsserted"))
-        start = _date(when)
-        self._event(r, "drug_exposure", _coding(r.get("medicationCodeableConcept")), start, {
-            "drug_exposure_start_date": start, "drug_exposure_start_datetime": _datetime(when),
-            "drug_exposure_end_date": _date(period.get("end")) or start}, "drug")
+        start = fhir_date(when)
+        self._event(r, "drug_exposure", coding(r.get("medicationCodeableConcept")), start, {
+            "drug_exposure_start_date": start, "drug_exposure_start_datetime": fhir_datetime(when),
+            "drug_exposure_end_date": fhir_date(period.get("end")) or start}, "drug")
 
     def procedure(self, r: dict[str, Any]) -> None:
         period = r.get("performedPeriod") or {}
         when = r.get("performedDateTime") or period.get("start")
-        start = _date(when)
-        self._event(r, "procedure_occurrence", _coding(r.get("code")), start, {
-            "procedure_date": start, "procedure_datetime": _datetime(when),
-            "procedure_end_date": _date(period.get("end"))}, "procedure")
+        start = fhir_date(when)
+        self._event(r, "procedure_occurrence", coding(r.get("code")), start, {
+            "procedure_date": start, "procedure_datetime": fhir_datetime(when),
+            "procedure_end_date": fhir_date(period.get("end"))}, "procedure")
 
     def observation(self, r: dict[str, Any]) -> None:
         when = r.get("effectiveDateTime") or (r.get("effectivePeriod") or {}).get("start") \
             or r.get("issued")
-        start = _date(when)
+        start = fhir_date(when)
         parts = [(r.get("code"), r.get("valueQuantity"))]
         parts += [(c.get("code"), c.get("valueQuantity")) for c in r.get("component") or []
                   if isinstance(c, dict)]
@@ -336,9 +236,9 @@ class _Mapper:
                                                                  int | float):
                 continue
             mapped = True
-            self._event(r, "measurement", _coding(code), start, {
+            self._event(r, "measurement", coding(code), start, {
                 "_offset": offset, "measurement_date": start,
-                "measurement_datetime": _datetime(when),
+                "measurement_datetime": fhir_datetime(when),
                 "value_as_number": quantity["value"],
                 "unit_source_value": str(quantity.get("unit") or quantity.get("code") or "")},
                 "measurement")
@@ -377,16 +277,6 @@ HANDLERS: dict[str, Callable[[_Mapper, dict[str, Any]], None]] = {
 }
 
 
-def source_files(src: Path) -> list[Path]:
-    if not src.is_dir():
-        raise IngestError(f"source directory {src} does not exist or is not a directory")
-    files = sorted(p for p in src.rglob("*") if p.is_file()
-                   and p.suffix.lower() in (".json", ".ndjson"))
-    if not files:
-        raise IngestError(f"no FHIR files (*.json bundles or *.ndjson) in {src}")
-    return files
-
-
 def convert(src: Path, out: Path, *, network_key: bytes | None = None,
             progress: Progress | None = None) -> Stats:
     """Write CDM CSV files (and ``identity.csv``) for every FHIR file under ``src`` to ``out``."""
@@ -417,14 +307,14 @@ def convert(src: Path, out: Path, *, network_key: bytes | None = None,
 def _convert_file(path: Path, writer: _Writer, stats: Stats, key: bytes | None,
                   identity: Any) -> None:
     mapper = _Mapper(writer, stats, key, identity)
-    resources = list(_resources(path))  # one file's resources: its references resolve
-    for resource, full_url in resources:
+    found = list(resources(path))  # one file's resources: its references resolve
+    for resource, full_url in found:
         if full_url and resource.get("id"):
             mapper.refs.full_urls[full_url] = (str(resource["resourceType"]),
                                                str(resource["id"]))
-    adjudicated = {mapper.refs.key(r.get("claim"), "Claim") for r, _ in resources
+    adjudicated = {mapper.refs.key(r.get("claim"), "Claim") for r, _ in found
                    if r.get("resourceType") == "ExplanationOfBenefit"}
-    for resource, _ in resources:
+    for resource, _ in found:
         kind = str(resource.get("resourceType"))
         stats.resources[kind] = stats.resources.get(kind, 0) + 1
         if kind == "ExplanationOfBenefit" or (kind == "Claim" and
