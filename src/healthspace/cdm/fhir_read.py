@@ -16,6 +16,7 @@ def stable_id(kind: str, key: str) -> int:
     """A positive 62-bit id from a resource type and id: the same everywhere, every time."""
     return int.from_bytes(hashlib.sha256(f"{kind}/{key}".encode()).digest()[:8], "big") >> 2
 
+
 SYSTEMS = {
     "http://snomed.info/sct": "SNOMED",
     "http://loinc.org": "LOINC",
