@@ -189,5 +189,7 @@ def test_the_reporting_commands_by_role(live, metered):
     assert bad.returncode == 2 and "period" in bad.stderr
     assert json.loads(cli(live, "sla", "breaches", "--json",
                           token=live.auditor_token).stdout) == []  # the live nodes set none
+    listing = cli(live, "node", "list").stdout  # consumers compare sites by quality and price
+    assert "quality" in listing and "per study" in listing and "hospital_1" in listing
     account = json.loads(cli(live, "billing", "account", "show", "pharma", "--json").stdout)
     assert account["org"] == "pharma" and account["currency"] == "CNY"

@@ -174,12 +174,22 @@ def list_nodes(hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = F
     if json_out:
         emit_json([n.model_dump(mode="json") for n in nodes])
         return
-    table = Table("name", "org", "kind", "persons (≈)", "last seen")
+    table = Table(caption="quality: the data-quality score (failed checks); per study: its price")
+    table.add_column("name", no_wrap=True)
+    for column in ("org", "persons", "quality", "per study", "last seen"):
+        table.add_column(column)
     for n in nodes:
         persons = n.catalog.tables.get("person") if n.catalog else None
-        table.add_row(n.name, n.org, n.org_kind.value,
-                      f"{persons:,}" if persons else "-",
-                      n.last_seen_at.isoformat() if n.last_seen_at else "-")
+        quality = (n.catalog.quality or {}) if n.catalog else {}
+        score = "-"
+        if quality.get("score") is not None:
+            score = f"{quality['score']:.2f}" + (f" ({quality['failed']})"
+                                                 if quality.get("failed") else "")
+        price = (n.prices or {}).get("per_study")
+        table.add_row(n.name, f"{n.org} ({n.org_kind.value})",
+                      f"≈{persons:,}" if persons else "-", score,
+                      "free" if n.prices is None else f"{price or 0:,.2f}",
+                      n.last_seen_at.strftime("%m-%d %H:%M") if n.last_seen_at else "-")
     out.print(table)
 
 
