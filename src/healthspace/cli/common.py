@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,6 +21,7 @@ TokenOpt = Annotated[
     typer.Option("--token", help="API token (else $HEALTHSPACE_TOKEN, else the config file)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+StoreOpt = Annotated[Path, typer.Option("--store", help="The node's DuckDB CDM store file.")]
 
 
 def client(hub: str | None, token: str | None) -> HubClient:

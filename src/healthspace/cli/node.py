@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from healthspace.cli.common import HubOpt, JsonOpt, TokenOpt, check_min_cell, client
+from healthspace.cli import node_data
+from healthspace.cli.common import HubOpt, JsonOpt, StoreOpt, TokenOpt, check_min_cell, client
 from healthspace.cli.output import emit_json, err, out, setup_logging
 from healthspace.core.errors import InvalidInput
 
@@ -21,7 +22,6 @@ secagg_app = typer.Typer(help="Secure-aggregation keys kept at the node.", no_ar
 app.add_typer(consent_app, name="consent")
 app.add_typer(secagg_app, name="secagg")
 
-StoreOpt = Annotated[Path, typer.Option("--store", help="The node's DuckDB CDM store file.")]
 
 
 def _state_path(store: Path) -> Path:
@@ -30,15 +30,9 @@ def _state_path(store: Path) -> Path:
     return state_path(store)
 
 
-def _register_data_commands() -> None:
-    from healthspace.cli import node_data
-
-    app.command("ingest")(node_data.ingest)
-    app.command("quality")(node_data.quality)
-    app.command("kanon")(node_data.kanon)
-
-
-_register_data_commands()
+app.command("ingest")(node_data.ingest)
+app.command("quality")(node_data.quality)
+app.command("kanon")(node_data.kanon)
 
 
 @app.command("init")

@@ -15,12 +15,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from healthspace.cli.common import JsonOpt, split_list
+from healthspace.cli.common import JsonOpt, StoreOpt, split_list
 from healthspace.cli.output import emit_json, err, out, progress_bar
 from healthspace.core.enums import ExitCode
 from healthspace.core.errors import InvalidInput
 
-StoreOpt = Annotated[Path, typer.Option("--store", help="The node's DuckDB CDM store file.")]
 KEY_ENV = "HEALTHSPACE_NETWORK_KEY_FILE"
 
 

@@ -16,6 +16,9 @@ class Outcome(StrEnum):
     DENY = "deny"
 
 
+# Outcomes under which a node takes part in a study (now, or once approved).
+ADMITTED = (Outcome.ALLOW, Outcome.NEEDS_APPROVAL)
+
 # Codes that make the outcome ``deny``; any one of them is enough.
 DENY_CODES = frozenset({
     "purpose_not_allowed",

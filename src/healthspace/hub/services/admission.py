@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from healthspace.core.clock import Clock
 from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.governance.engine import (
+    ADMITTED,
     DENY_CODES,
     Approval,
     Decision,
@@ -42,7 +43,6 @@ class ApprovalStatus(StrEnum):
     NOT_REQUIRED = "not_required"
 
 
-ADMITTED = (Outcome.ALLOW, Outcome.NEEDS_APPROVAL)
 PREVIEW_WINDOW = timedelta(hours=1)  # previews.per_hour counts over this rolling window
 
 

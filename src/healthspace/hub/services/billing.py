@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from healthspace.core.enums import TERMINAL_STUDY_STATUSES, TaskStatus
 from healthspace.core.errors import QuotaExceeded
-from healthspace.governance.engine import Outcome
+from healthspace.governance.engine import ADMITTED
 from healthspace.governance.policy import UsagePolicy
 from healthspace.governance.pricing import (
     Usage,
@@ -54,8 +54,6 @@ from healthspace.hub.services import audit
 from healthspace.hub.services.nodes import holds_persons
 from healthspace.hub.services.periods import period_of
 from healthspace.hub.settings import HubSettings
-
-ADMITTED = (Outcome.ALLOW, Outcome.NEEDS_APPROVAL)
 
 
 def snapshot(row: StudyNode, policy: UsagePolicy) -> None:
