@@ -198,6 +198,7 @@ def simulate(
     dataset: dict[str, Any] | None = None,
     on_round: Callable[[int], None] | None = None,
     secure: bool = False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``analysis`` over loaded sites as nodes would: policy check, consent, rounds.
 
@@ -272,6 +273,8 @@ def simulate(
             outcome = combine_masked(impl, partials, parsed, state, round_no)
         else:
             outcome = impl.combine(partials, parsed, state, round_no)
+        if on_progress is not None and outcome.progress is not None:
+            on_progress(outcome.progress)
         if isinstance(outcome, Final):
             result = dict(outcome.result)
             if refused:

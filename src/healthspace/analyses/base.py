@@ -60,6 +60,8 @@ class LocalContext:
     release_site_counts: bool = True
     # Record linkage (healthspace.analyses.psi_link): lent by a node with an identity vault.
     linkage: Linkage | None = None
+    # Where a scoring analysis writes risk scores on the node: (model, person ids, scores).
+    score_sink: Callable[[dict[str, Any], Sequence[int], Sequence[float]], None] | None = None
 
     def __post_init__(self) -> None:
         # The node never releases below the floor, whatever a task asks for.
@@ -145,17 +147,23 @@ class Summable:
 
 @dataclass(frozen=True)
 class Final:
-    """The study's result."""
+    """The study's result; ``progress`` is an optional last entry for the progress feed."""
 
     result: dict[str, Any]
+    progress: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class NextRound:
-    """Ask every participating node for another round with ``round_input``."""
+    """Ask every participating node for another round with ``round_input``.
+
+    ``progress`` (small, JSON-able, disclosure-safe) is what the round achieved, e.g. a
+    training round's loss and AUC; the hub keeps it for ``GET /studies/{id}/progress``.
+    """
 
     round_input: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] | None = None
 
 
 class Analysis(ABC):
@@ -174,6 +182,11 @@ class Analysis(ABC):
     max_rounds: ClassVar[int] = 1
     # Analyses whose partials are sums implement local_secure / combine_secure.
     secure: ClassVar[bool] = False
+    # When a ``dp_epsilon`` parameter is charged to the consumer's ε budget: every task, or
+    # only the first round's (an iterative DP analysis accounts its ε over all rounds).
+    dp_charge: ClassVar[str] = "every_round"
+    # The node builds ``analysis_data`` with a ``_person_id`` column (kept on the node).
+    needs_person_ids: ClassVar[bool] = False
 
     def parse_params(self, raw: Mapping[str, Any] | None) -> Params:
         try:

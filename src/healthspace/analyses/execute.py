@@ -66,6 +66,7 @@ def run_local(
     masker: Masker | None = None,
     release_site_counts: bool = True,
     linkage: Linkage | None = None,
+    score_sink: Any = None,
 ) -> LocalRun:
     """Validate the request as a node must (never trusting the sender) and run ``local``.
 
@@ -94,6 +95,7 @@ def run_local(
         release_guard=release_guard,
         release_site_counts=release_site_counts,
         linkage=linkage,
+        score_sink=score_sink,
     )
     if masker is not None and not impl.secure:
         raise InvalidInput(f"analysis {impl.name!r} does not support secure aggregation",
@@ -102,7 +104,7 @@ def run_local(
     built = False
     try:
         if spec is not None:
-            build_analysis_table(ctx, spec)
+            build_analysis_table(ctx, spec, person_ids=impl.needs_person_ids)
             built = True
         elif impl.uses_table and not has_table(con, "analysis_data"):
             raise InvalidInput(f"site {site} holds no analysis_data table: give a cohort and "

@@ -22,7 +22,17 @@ def _load_builtin() -> None:
     if _BUILTIN_LOADED:
         return
     _BUILTIN_LOADED = True
-    from healthspace.analyses import cohort_count, cox, glm, km, psi_link, pv, summary  # noqa: F401
+    from healthspace.analyses import (  # noqa: F401
+        cohort_count,
+        cox,
+        fl_score,
+        fl_train,
+        glm,
+        km,
+        psi_link,
+        pv,
+        summary,
+    )
 
 
 def get(name: str) -> Analysis:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from healthspace.analyses.base import Analysis, Final, NextRound, Params, Summable
+from healthspace.core.encoding import decode_array, encode_array
 from healthspace.core.errors import InvalidInput
 from healthspace.privacy.secagg import MaskedPayload, aggregate, unmask_sum
 
@@ -61,3 +62,21 @@ def combine_masked(
         integer.update(body.get("integer") or [])
     sums = unmask_sum(aggregate(payloads), integer=integer)
     return impl.combine_secure(sums, publics, params, state, round)
+
+
+def clear_partial(summable: Summable) -> dict[str, Any]:
+    """A Summable sent in clear (no secure aggregation): public part and encoded sums."""
+    return {"public": summable.public,
+            "sums": {label: encode_array(value) for label, value in summable.sums.items()}}
+
+
+def sum_clear(
+    partials: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The network sums and the public parts of partials made by :func:`clear_partial`."""
+    sums: dict[str, Any] = {}
+    for name in sorted(partials):
+        for label, raw in partials[name]["sums"].items():
+            value = decode_array(raw)
+            sums[label] = sums[label] + value if label in sums else value
+    return sums, {name: dict(partials[name].get("public") or {}) for name in partials}

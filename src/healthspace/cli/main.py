@@ -15,6 +15,7 @@ from healthspace.cli import (
     billing,
     demo,
     hub,
+    models,
     node,
     sim,
     study,
@@ -37,6 +38,7 @@ app.add_typer(admin.org_app, name="org")
 app.add_typer(admin.user_app, name="user")
 app.add_typer(admin.token_app, name="token")
 app.add_typer(study.app, name="study")
+app.add_typer(models.app, name="models")
 app.add_typer(sim.app, name="sim")
 app.add_typer(audit.app, name="audit")
 app.add_typer(approvals.app, name="approvals")

@@ -33,6 +33,7 @@ def _state_path(store: Path) -> Path:
 app.command("ingest")(node_data.ingest)
 app.command("quality")(node_data.quality)
 app.command("kanon")(node_data.kanon)
+app.command("score")(node_data.score)
 
 
 @app.command("init")

@@ -229,3 +229,63 @@ def kanon(
                   f"persons) below k; smallest class {found['smallest_class']}")
     if not found["k_anonymous"]:
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def score(
+    store: StoreOpt,
+    model: Annotated[int, typer.Option("--model", help="The registered model's id.")],
+    cohort: Annotated[Path, typer.Option(help="Whom to score: a cohort file (JSON/YAML).")],
+    dataset: Annotated[Path | None, typer.Option(
+        help="Analysis-dataset spec; default: the model's own.")] = None,
+    model_file: Annotated[Path | None, typer.Option(
+        help="A downloaded model package (JSON) instead of fetching it from the hub.")] = None,
+    purpose: Annotated[str, typer.Option(help="Purpose for the patients' consent.")]
+    = "clinical_care",
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Also export person_id,score as CSV (stays at the hospital).")] = None,
+    hub: Annotated[str | None, typer.Option(help="Hub URL (else HEALTHSPACE_HUB).")] = None,
+    token: Annotated[str | None, typer.Option(help="The node's token.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score this node's own patients with a registered model; the risk scores go into the
+    node's local ``model_scores`` table, nothing leaves the node."""
+    import json
+
+    from healthspace.cdm.store import state_path
+    from healthspace.cli.common import client
+    from healthspace.client.studyfile import read_document
+    from healthspace.node.scoring import score_locally
+    from healthspace.node.state import NodeState
+
+    state = NodeState.open(state_path(store))
+    if model_file is not None:
+        if not model_file.is_file():
+            raise InvalidInput(f"model file {model_file} does not exist", field="model-file")
+        package = json.loads(model_file.read_text())
+        if int(package.get("id", 0)) != model:
+            raise InvalidInput(f"{model_file} holds model {package.get('id')}, not {model}",
+                               field="model-file")
+    else:
+        with client(hub, token) as c:
+            package = c.model_weights(model).model_dump(mode="json")
+    spec = read_document(dataset, "dataset") if dataset is not None else package.get("dataset")
+    if spec is None:
+        raise InvalidInput("the model carries no analysis dataset; give --dataset",
+                           field="dataset")
+    report = score_locally(store, state, package, cohort=read_document(cohort, "cohort"),
+                           dataset=spec, purpose=purpose)
+    if out_file is not None:
+        with out_file.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["person_id", "score", "scored_at"])
+            writer.writerows(state.scores(model))
+    if json_out:
+        emit_json({"model_id": report.model_id, "scored": report.scored,
+                   "histogram": report.histogram, "table": "model_scores"})
+        return
+    view = Table("score", "persons", title=f"model {model}: {report.scored} persons scored "
+                                           "(in model_scores)")
+    for row in report.histogram:
+        lo, hi = row["bin"]
+        view.add_row(f"{lo:.1f}–{hi:.1f}", "<k" if row["n"] is None else str(row["n"]))
+    out.print(view)

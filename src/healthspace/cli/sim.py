@@ -142,6 +142,7 @@ def run_sim(
     purpose: str = "research",
     quiet: bool = False,
     secure: bool = False,
+    on_progress: Any = None,
 ) -> dict[str, Any]:
     """Run one analysis over ``--table`` CSVs or ``--site`` OMOP folders; errors name the
     option. Every command over tables or sites goes through here."""
@@ -164,7 +165,7 @@ def run_sim(
         if not quiet:
             err.print(f"running {analysis} over {len(tables)} table(s)…")
         return simulate_tables(analysis, tables, params=params, min_cell_size=min_cell_size,
-                               purpose=purpose, secure=secure)
+                               purpose=purpose, secure=secure, on_progress=on_progress)
     if site:
         sites = parse_site_args(site)
         definition = read_document(cohort, "cohort") if cohort is not None else None
@@ -176,7 +177,8 @@ def run_sim(
         if not quiet:
             err.print(f"loading {len(sites)} site(s) and running {analysis}…")
         return simulate_dirs(analysis, sites, params=params, cohort=definition, dataset=spec,
-                             min_cell_size=min_cell_size, purpose=purpose, secure=secure)
+                             min_cell_size=min_cell_size, purpose=purpose, secure=secure,
+                             on_progress=on_progress)
     raise InvalidInput("give --table NAME=FILE.csv or --site NAME=DIR (repeatable)",
                        field="table")
 
@@ -302,4 +304,4 @@ def km(
 
 
 # Commands defined in their own modules register themselves on ``app``.
-from healthspace.cli import sim_cox, sim_stats  # noqa: E402,F401
+from healthspace.cli import sim_cox, sim_stats, sim_train  # noqa: E402,F401

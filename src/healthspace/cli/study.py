@@ -11,7 +11,7 @@ from rich.table import Table
 from healthspace.cli.common import HubOpt, JsonOpt, TokenOpt, client
 from healthspace.cli.output import emit_json, err, out
 from healthspace.cli.render import exit_code_for, render_study
-from healthspace.client.sdk import results_document
+from healthspace.client.sdk import HubClient, results_document
 from healthspace.client.studyfile import load_study_file
 from healthspace.core.enums import ExitCode, StudyStatus
 from healthspace.core.errors import InvalidInput
@@ -23,6 +23,16 @@ app = typer.Typer(help="Submit and follow studies (consumers).", no_args_is_help
 def _finish(view: StudyView, json_out: bool) -> None:
     if json_out:
         emit_json(results_document(view))
+    elif view.analysis == "fl_train" and view.result:
+        from healthspace.cli.sim_train import show_training
+
+        out.print(f"study {view.id} fl_train: {view.status.value}")
+        show_training(view.result)
+        model = view.result.get("model") or {}
+        if "id" in model:
+            out.print(f"registered as model {model['id']} ({model['name']} "
+                      f"v{model['version']}, release {model['release']}): "
+                      f"healthspace models show {model['id']}")
     else:
         render_study(out, view, breakdown=True)
     code = exit_code_for(view.status) if view.status.terminal else ExitCode.OK
@@ -51,18 +61,59 @@ def submit(
     with client(hub, token) as c:
         view = c.submit(spec)
         err.print(f"study {view.id} submitted ({view.status.value}) to {', '.join(view.nodes)}")
-        if wait:
+        if wait and view.analysis == "fl_train" and not json_out:
+            view = _follow_training(c, view, timeout)
+        elif wait:
             with err.status(f"waiting for study {view.id}") as status:
                 def show(v: StudyView) -> None:
                     done = sum(t.status.terminal for t in v.tasks)
                     status.update(f"study {v.id}: {v.status.value}, {done}/{len(v.tasks)} tasks")
                 view = c.wait(view.id, timeout=timeout, on_update=show)
+        if wait:
             if not view.status.terminal:
                 err.print(f"study {view.id} still {view.status.value} after {timeout:.0f}s")
                 raise typer.Exit(int(ExitCode.ERROR))
             _finish(view, json_out)
     if json_out:
         emit_json(view.model_dump(mode="json"))
+
+
+def _follow_training(c: HubClient, view: StudyView, timeout: float) -> StudyView:
+    """Wait for a training study, drawing each round's loss, AUC and nodes as they come."""
+    import time
+
+    from healthspace.cli.train_render import training_progress
+
+    deadline = time.monotonic() + timeout
+    seen = 0
+    total = int(view.params.get("rounds") or 1)
+    with training_progress(total) as update:
+        while True:
+            entries = c.progress(view.id).entries
+            for item in entries[seen:]:
+                update(item.entry)
+            seen = len(entries)
+            if view.status.terminal or time.monotonic() >= deadline:
+                return view
+            view = c.study(view.id, wait=min(2.0, max(deadline - time.monotonic(), 0.1)))
+
+
+@app.command("progress")
+def progress(
+    study_id: int, hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False
+) -> None:
+    """What a study reported round by round (training: loss, AUC, nodes reporting)."""
+    from healthspace.cli.train_render import rounds_table
+
+    with client(hub, token) as c:
+        report = c.progress(study_id)
+    if json_out:
+        emit_json(report.model_dump(mode="json"))
+        return
+    out.print(f"study {report.study_id} {report.analysis}: {report.status}, hub round "
+              f"{report.round}" + (f" of training rounds {report.total_rounds}"
+                                   if report.total_rounds else ""))
+    out.print(rounds_table([e.entry for e in report.entries]))
 
 
 @app.command("status")

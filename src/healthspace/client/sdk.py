@@ -23,6 +23,7 @@ from healthspace.core.models import (
     TokenView,
     UserView,
 )
+from healthspace.core.registry_models import ModelList, ModelPackage, ModelView, StudyProgress
 from healthspace.governance.engine import Decision
 
 API = "/api/v1"
@@ -249,6 +250,26 @@ class HubClient:
         response = self.http.request("GET", f"{API}/sla/breaches",
                                      params=_given({"period": period}))
         return list(response.json())
+
+    # --- federated learning -----------------------------------------------------------
+
+    def progress(self, study_id: int) -> StudyProgress:
+        """What a study reported round by round (training: loss, AUC, nodes)."""
+        return StudyProgress.model_validate(
+            self.http.request("GET", f"{API}/studies/{study_id}/progress").json())
+
+    def models(self, name: str | None = None) -> list[ModelView]:
+        response = self.http.request("GET", f"{API}/models", params=_given({"name": name}))
+        return ModelList.model_validate(response.json()).models
+
+    def model(self, model_id: int) -> ModelView:
+        return ModelView.model_validate(self.http.request("GET", f"{API}/models/{model_id}")
+                                        .json())
+
+    def model_weights(self, model_id: int) -> ModelPackage:
+        """The model's package, where the contributing nodes' policies release it to you."""
+        return ModelPackage.model_validate(
+            self.http.request("GET", f"{API}/models/{model_id}/weights").json())
 
 
 def _given(params: dict[str, Any]) -> dict[str, Any]:

@@ -52,13 +52,13 @@ def _check_columns(spec: DatasetSpec) -> None:
 _COMPILED: dict[str, CompiledQuery] = {}
 
 
-def _compiled(spec: DatasetSpec) -> CompiledQuery:
+def _compiled(spec: DatasetSpec, person_ids: bool = False) -> CompiledQuery:
     """Iterative analyses rebuild the table every round: compile each spec once per process."""
-    key = spec.model_dump_json()
+    key = f"{person_ids}:{spec.model_dump_json()}"
     if key not in _COMPILED:
         if len(_COMPILED) >= 32:
             _COMPILED.clear()
-        _COMPILED[key] = compile_dataset(spec)
+        _COMPILED[key] = compile_dataset(spec, person_ids=person_ids)
     return _COMPILED[key]
 
 
@@ -77,18 +77,20 @@ def load_dataset(raw: Any) -> DatasetSpec:
     return spec
 
 
-def build_analysis_table(ctx: LocalContext, spec: DatasetSpec, table: str = "analysis_data") -> int:
+def build_analysis_table(ctx: LocalContext, spec: DatasetSpec, table: str = "analysis_data",
+                         *, person_ids: bool = False) -> int:
     """``CREATE OR REPLACE TEMP TABLE`` ``table`` from the task's cohort; returns its row count.
 
     The cohort comes from ``ctx.cohort_persons_sql()``, so consent is already applied. The
-    table holds the spec's columns only: no person_id, no dates.
+    table holds the spec's columns only: no dates, and no person_id unless ``person_ids``
+    (a ``_person_id`` column for analyses that write results about persons on the node).
     """
     if not NAME_PATTERN.match(table):
         raise InvalidInput(f"unsafe table name {table!r}", field="table")
     if ctx.cohort is None:
         raise InvalidInput("an analysis dataset needs a cohort to start from", field="cohort")
     cohort_sql, cohort_params = ctx.cohort_persons_sql()
-    compiled = _compiled(spec)
+    compiled = _compiled(spec, person_ids)
     con = ctx.con
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {COHORT_TABLE} AS "

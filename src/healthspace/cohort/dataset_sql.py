@@ -255,8 +255,9 @@ def _outcome(outcome: Outcome) -> tuple[list[tuple[str, exp.Expr]], list[exp.Exp
     return cols, filters
 
 
-def compile_dataset(spec: DatasetSpec) -> CompiledQuery:
-    """SQL over :data:`COHORT_TABLE` giving the spec's columns, one row per kept person."""
+def compile_dataset(spec: DatasetSpec, *, person_ids: bool = False) -> CompiledQuery:
+    """SQL over :data:`COHORT_TABLE` giving the spec's columns, one row per kept person
+    (with ``person_ids``, a leading ``_person_id`` column too)."""
     b = _DatasetBuilder()
     base = (
         _select(_col("person_id", "en").as_("_pid"), _col("index_date", "en").as_("_index"),
@@ -292,6 +293,8 @@ def compile_dataset(spec: DatasetSpec) -> CompiledQuery:
     sql, params = _render(final, b.values, "duckdb")
     # User column names go on only now: the rendered text must hold nothing but our markers.
     names = ", ".join(f"q._o{j} AS {_quoted(name)}" for j, (name, _) in enumerate(out))
+    if person_ids:
+        names = f"q._pid AS _person_id, {names}"
     return CompiledQuery(sql=f"SELECT {names} FROM ({sql}) AS q ORDER BY q._pid", params=params)
 
 

@@ -151,6 +151,10 @@ class StudySpec(Wire):
     secure_aggregation: bool = Field(
         default=False, description="mask the nodes' summable partials so the hub learns only "
         "network sums; on anyway when a node's policy requires it (L3 by default)")
+    round_timeout_seconds: int | None = Field(
+        default=None, ge=5, le=7 * 86400, description="a node that has not answered a round "
+        "this long after it was queued is dropped from the study (its task fails); the "
+        "others go on. null: wait for every node")
 
     @model_validator(mode="after")
     def _unique_nodes(self) -> StudySpec:
@@ -216,6 +220,7 @@ class StudyView(Wire):
         default_factory=dict, description="node -> the hub's policy decision and approval state"
     )
     cost: StudyCost | None = None
+    round_timeout_seconds: int | None = None
 
 
 class StudyCost(Wire):

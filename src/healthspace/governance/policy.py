@@ -159,6 +159,11 @@ class UsagePolicy(BaseModel):
     sla: dict[str, Any] | None = Field(
         default=None, description="service-level targets (governance.pricing.ServiceLevels): "
                                   "approval_hours, result_minutes; null = none")
+    model_release: Literal["none", "deploy", "download"] = Field(
+        default="deploy", description="models trained on this dataset: none = weights never "
+                                      "leave the hub's registry; deploy = they may be sent to "
+                                      "nodes to score their own patients; download = the "
+                                      "training consumer may also download them")
 
     @field_validator("valid_from", "valid_until")
     @classmethod
@@ -311,3 +316,11 @@ def preview_params(policy: UsagePolicy, params: dict[str, Any]) -> dict[str, Any
     else:
         forced.update(dp_epsilon=None, obfuscate=True)
     return {**params, **forced}
+
+
+RELEASE_ORDER = ("none", "deploy", "download")
+
+
+def strictest_release(values: list[str]) -> str:
+    """The most restrictive ``model_release`` of the contributing datasets."""
+    return min(values, key=RELEASE_ORDER.index) if values else "none"

@@ -29,6 +29,7 @@ from healthspace.hub.routers import (
     keys,
     kpi,
     me,
+    models,
     node_tasks,
     nodes,
     secagg,
@@ -55,6 +56,7 @@ ROUTERS = (
     audit.router,
     billing.router,
     kpi.router,
+    models.router,
 )
 
 

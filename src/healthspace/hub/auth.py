@@ -74,9 +74,9 @@ def require_node() -> Permission:
     return Permission(frozenset(), node=True)
 
 
-def require_any() -> Permission:
+def require_any(note: str = "") -> Permission:
     """Any authenticated principal."""
-    return Permission(frozenset(Role), node=True)
+    return Permission(frozenset(Role), node=True, note=note)
 
 
 def route_permission(route: APIRoute) -> Permission | None:

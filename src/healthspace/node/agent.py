@@ -232,6 +232,11 @@ class NodeAgent:
 
     def run_forever(self) -> None:
         log.info("node %s polling %s", self.site, self.client.http.base_url)
+        # Import every vetted analysis now, so a study's first round does not pay for it
+        # (seconds on a busy machine: round deadlines are measured from queueing).
+        from healthspace.analyses import registry
+
+        registry.names()
         self.pin_hub_key()
         while not self.stop_event.is_set():
             try:

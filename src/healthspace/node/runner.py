@@ -102,6 +102,8 @@ def execute_task(
             except ValueError as exc:
                 raise Refused(str(exc)) from None
             epsilon = _dp_epsilon(assignment.analysis, params)
+            if epsilon is not None and not _charged_now(assignment):
+                epsilon = None  # an iterative DP analysis spends its ε in round 1 only
             if epsilon is not None:  # a DP preview is charged like any DP task
                 budget.charge(state, policy, assignment, epsilon)
                 charged = True
@@ -130,6 +132,7 @@ def execute_task(
                 masker=masker,
                 release_site_counts=site_counts,
                 linkage=_linkage(state, assignment) if state is not None else None,
+                score_sink=_score_sink(state, assignment) if state is not None else None,
             )
         finally:
             if connection is None:
@@ -182,6 +185,23 @@ def _linkage(state: NodeState, assignment: TaskAssignment) -> Linkage:
         study_secret=lambda label: state.derive_secret(f"study:{study}/{label}"),
         keep_links=lambda persons: state.keep_links(study, persons),
     )
+
+
+def _charged_now(assignment: TaskAssignment) -> bool:
+    """Whether this task spends the study's ``dp_epsilon``: every task, or only the first
+    round's for analyses that account their ε over all rounds (federated training)."""
+    from healthspace.analyses import registry
+
+    return (registry.get(assignment.analysis).dp_charge == "every_round"
+            or assignment.round_input is None)
+
+
+def _score_sink(state: NodeState, assignment: TaskAssignment) -> Any:
+    """Where a score task writes its risk scores: the node's own ``model_scores`` table."""
+    def save(model: dict[str, Any], person_ids: Any, scores: Any) -> None:
+        state.save_scores(model, assignment.study_id, person_ids, scores)
+
+    return save
 
 
 def _node_params(policy: UsagePolicy, assignment: TaskAssignment) -> dict[str, Any]:

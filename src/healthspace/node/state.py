@@ -97,7 +97,14 @@ CREATE TABLE IF NOT EXISTS psi_links (
   PRIMARY KEY (study_id, person_id));
 """
 
-_ALL_DDL = _DDL + DP_CHARGES_DDL + RELEASES_DDL + SECAGG_DDL + PSI_LINKS_DDL
+MODEL_SCORES_DDL = """
+CREATE TABLE IF NOT EXISTS model_scores (
+  model_id INTEGER NOT NULL, model_name TEXT NOT NULL, model_version INTEGER NOT NULL,
+  study_id INTEGER, person_id INTEGER NOT NULL, score REAL NOT NULL, scored_at TEXT NOT NULL,
+  PRIMARY KEY (model_id, person_id));
+"""
+_ALL_DDL = (_DDL + DP_CHARGES_DDL + RELEASES_DDL + SECAGG_DDL + PSI_LINKS_DDL
+            + MODEL_SCORES_DDL)
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
@@ -321,6 +328,25 @@ class NodeState:
             db.executemany("INSERT OR IGNORE INTO psi_links VALUES (?, ?, ?)",
                            [(study_id, int(p), now) for p in person_ids])
         return len(person_ids)
+
+    def save_scores(self, model: dict[str, Any], study_id: int | None,
+                    person_ids: Sequence[int], scores: Sequence[float]) -> int:
+        """Write (replace) one model's risk scores of these persons into ``model_scores``."""
+        now = iso(self.clock.now())
+        key = (int(model["id"]), str(model["name"]), int(model["version"]))
+        with self.connect() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO model_scores VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*key, study_id, int(pid), float(score), now)
+                 for pid, score in zip(person_ids, scores, strict=True)])
+        return len(person_ids)
+
+    def scores(self, model_id: int) -> list[tuple[int, float, str]]:
+        """(person_id, score, scored_at) of one model, by person."""
+        with self.connect() as db:
+            rows = db.execute("SELECT person_id, score, scored_at FROM model_scores "
+                              "WHERE model_id = ? ORDER BY person_id", (model_id,)).fetchall()
+        return [(int(a), float(b), str(c)) for a, b, c in rows]
 
     def identity_count(self) -> int:
         with self.connect() as db:

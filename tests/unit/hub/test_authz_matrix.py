@@ -29,6 +29,7 @@ class Ctx:
     space: Space
     done_study: int = 0
     done_task: int = 0
+    model: int = 0
     made: list[int] = field(default_factory=list)
 
     def awaiting(self) -> int:
@@ -79,6 +80,14 @@ MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
     ("GET", "/api/v1/studies", "/studies", None, USERS_200),
     ("GET", "/api/v1/studies/{study_id}", lambda c, w: f"/studies/{c.done_study}", None,
      _only({"operator": 200, "admin": 200, "consumer": 200, "auditor": 200})),
+    ("GET", "/api/v1/studies/{study_id}/progress",
+     lambda c, w: f"/studies/{c.done_study}/progress", None,
+     _only({"operator": 200, "admin": 200, "consumer": 200, "auditor": 200})),
+    ("GET", "/api/v1/models", "/models", None, USERS_200),
+    ("GET", "/api/v1/models/{model_id}", lambda c, w: f"/models/{c.model}", None,
+     _only({"operator": 200, "admin": 200, "consumer": 200, "auditor": 200})),
+    ("GET", "/api/v1/models/{model_id}/weights", lambda c, w: f"/models/{c.model}/weights",
+     None, _only({"consumer": 200, "node": 200})),  # release "download", pharma's model
     ("GET", "/api/v1/approvals", "/approvals", None,
      _only({"operator": 200, "admin": 200, "other_admin": 200, "auditor": 200})),
     ("GET", "/api/v1/audit/entries", "/audit/entries", None,
@@ -153,8 +162,31 @@ def _setup(space: Space) -> Ctx:
     assert task is not None
     hub.post(space.node_a, task["task_id"], status="completed", partial=CC_PARTIAL)
     ctx.done_study, ctx.done_task = study["id"], task["task_id"]
+    ctx.model = _register_model(space, int(study["id"]))
     hub.publish_policy(space.node_a, {"level": "L2", "version": 2})  # from now on: approvals
     return ctx
+
+
+def _register_model(space: Space, study_id: int) -> int:
+    """A registered model of pharma's, trained on node-a, released for download."""
+    from healthspace.core.encoding import encode_array
+    from healthspace.hub.db.models import Organisation, RegisteredModel
+
+    hub_state = space.hub.client.app.state.hub  # type: ignore[attr-defined]
+    with hub_state.sessions() as session:
+        pharma = session.query(Organisation).filter_by(name="pharma").one()
+        prep = {"features": ["age"], "kinds": {"age": "numeric"}, "means": {"age": 50.0},
+                "stds": {"age": 10.0}, "levels": {}}
+        row = RegisteredModel(
+            name="risk", version=1, study_id=study_id, owner_org_id=pharma.id,
+            kind="logistic", created_at=space.hub.clock.now(), nodes=["node-a"],
+            release="download", summary={"rounds": 1, "selected_round": 1},
+            package={"architecture": {"kind": "logistic", "inputs": 1, "hidden": []},
+                     "preparation": prep, "columns": ["age"], "target": "event",
+                     "weights": encode_array([0.5, -1.0])})
+        session.add(row)
+        session.commit()
+        return int(row.id)
 
 
 def test_the_matrix_covers_every_route() -> None:

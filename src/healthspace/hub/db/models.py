@@ -153,6 +153,8 @@ class Study(Base):
     estimate_cents: Mapped[int | None] = mapped_column(BigInteger)
     # A finished study's service levels have been checked (healthspace.hub.services.sla).
     sla_checked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Tasks still open this long after they were queued fail (the node is dropped).
+    round_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
 
     submitter: Mapped[User] = relationship(lazy="joined")
     tasks: Mapped[list[Task]] = relationship(
@@ -415,3 +417,38 @@ class SlaBreach(Base):
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
     node: Mapped[Node] = relationship(lazy="joined")
+
+
+class RegisteredModel(Base):
+    """A trained model version in the registry: provenance, card and (hub-only) weights."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_models_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), unique=True)
+    owner_org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    nodes: Mapped[list[str]] = mapped_column(JSON)
+    release: Mapped[str] = mapped_column(String(16))
+    # architecture, preparation, columns, target, weights (never in a study result)
+    package: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)  # metrics, card, provenance
+
+    study: Mapped[Study] = relationship(lazy="joined")
+    owner: Mapped[Organisation] = relationship(lazy="joined")
+
+
+class StudyProgressRow(Base):
+    """One progress entry of a study (e.g. a training round's loss and AUC)."""
+
+    __tablename__ = "study_progress"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    entry: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -12,6 +12,7 @@ from healthspace.hub.auth import require_node
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
 from healthspace.hub.principal import Principal
+from healthspace.hub.routers.common import sweep_deadlines
 from healthspace.hub.services import nodes, tasks
 from healthspace.hub.settings import MAX_WAIT_SECONDS
 
@@ -32,6 +33,7 @@ async def next_task(
     def touch() -> None:
         with hub.sessions() as session:
             nodes.touch(session, hub.clock, principal.id)
+        sweep_deadlines(hub)
 
     def check() -> TaskAssignment | None:
         with hub.sessions() as session:

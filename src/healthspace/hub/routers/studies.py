@@ -8,11 +8,12 @@ from starlette.concurrency import run_in_threadpool
 
 from healthspace.core.enums import Role, StudyStatus
 from healthspace.core.models import Feedback, StudyList, StudySpec, StudyView
+from healthspace.core.registry_models import StudyProgress
 from healthspace.hub.auth import require, require_user
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
 from healthspace.hub.principal import Principal
-from healthspace.hub.routers.common import Page, page
+from healthspace.hub.routers.common import Page, page, sweep_deadlines
 from healthspace.hub.schemas import CheckResult, FeedbackSpec
 from healthspace.hub.services import feedback, studies
 from healthspace.hub.settings import MAX_WAIT_SECONDS
@@ -67,6 +68,7 @@ async def get_study(
     hub: HubState = Depends(get_hub),
 ) -> StudyView:
     def check() -> StudyView:
+        sweep_deadlines(hub)
         with hub.sessions() as session:
             return studies.get_study(session, hub.clock, principal, study_id)
 
@@ -84,6 +86,19 @@ async def get_study(
         await run_in_threadpool(hub.audit.record, principal.name, "study.result_access",
                                 f"study:{study_id}", {"status": str(view.status)})
     return view
+
+
+@router.get("/{study_id}/progress", response_model=StudyProgress)
+def get_progress(
+    study_id: int,
+    principal: Principal = Depends(require_user(note=VISIBILITY)),
+    hub: HubState = Depends(get_hub),
+) -> StudyProgress:
+    """What the study reported round by round (a training round's loss, AUC, nodes
+    reporting and nodes dropped), for live progress."""
+    sweep_deadlines(hub)
+    with hub.sessions() as session:
+        return studies.get_progress(session, hub.clock, principal, study_id)
 
 
 @router.post("/{study_id}/cancel", response_model=StudyView)

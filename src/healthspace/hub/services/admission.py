@@ -30,7 +30,7 @@ from healthspace.governance.engine import (
 from healthspace.governance.policy import UsagePolicy
 from healthspace.hub.db.models import Node, Study, StudyNode, Task, User
 from healthspace.hub.db.session import rowcount
-from healthspace.hub.services import billing, rounds, timeline
+from healthspace.hub.services import billing, models, rounds, timeline
 from healthspace.hub.services.policies import node_policy
 from healthspace.hub.settings import HubSettings
 
@@ -212,10 +212,11 @@ def settle(session: Session, clock: Clock, study_id: int) -> list[int]:
     if not changed:
         return []
     tasks = []
+    first_input = models.first_round_input(session, study)
     for r in rows:
         ok = r.decision == Outcome.ALLOW
         tasks.append(Task(
-            study_id=study_id, node_id=r.node_id, round=1,
+            study_id=study_id, node_id=r.node_id, round=1, round_input=first_input,
             status=TaskStatus.QUEUED if ok else TaskStatus.REFUSED,
             error=None if ok else refusal(r),
             min_cell_size=r.min_cell_size, queued_at=now,

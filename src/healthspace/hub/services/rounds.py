@@ -16,7 +16,7 @@ from healthspace.core.clock import Clock
 from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.hub.db.models import Node, StoredEnvelope, Study, Task
 from healthspace.hub.db.session import rowcount
-from healthspace.hub.services import audit, billing, secagg, timeline
+from healthspace.hub.services import audit, billing, models, progress, secagg, timeline
 from healthspace.hub.settings import HubSettings
 from healthspace.privacy.secagg import DropoutError
 
@@ -133,10 +133,12 @@ def _outcome(study: Study, tasks: list[Task], completed: dict[str, dict[str, Any
                 return _rerun(study, survivors, tasks, exc, reruns)
         else:
             outcome = analysis.combine(completed, params, state, logical)
+        progress = json.loads(json.dumps(outcome.progress)) if outcome.progress else None
         if isinstance(outcome, Final):
             result = json.loads(json.dumps(outcome.result))  # must be plain JSON to be stored
             status = StudyStatus.PARTIAL if problems else StudyStatus.COMPLETED
-            return {"status": status, "result": result, "error": problems}, None
+            return {"status": status, "result": result, "error": problems,
+                    "_progress": progress}, None
         if not isinstance(outcome, NextRound):
             raise TypeError(f"combine returned {type(outcome).__name__}, not Final or NextRound")
         if logical + 1 > analysis.max_rounds:
@@ -149,7 +151,8 @@ def _outcome(study: Study, tasks: list[Task], completed: dict[str, dict[str, Any
     except Exception as exc:  # a broken combine fails the study; it must never crash the hub
         message = f"combine failed in round {logical}: {type(exc).__name__}: {exc}"
         return {"status": StudyStatus.FAILED, "error": message}, None
-    return {"round": study.round + 1, "state": next_state}, (survivors, round_input)
+    return ({"round": study.round + 1, "state": next_state, "_progress": progress},
+            (survivors, round_input))
 
 
 def _rerun(study: Study, survivors: list[Task], tasks: list[Task],
@@ -189,6 +192,7 @@ def advance(
         return []
     values, again = _outcome(study, tasks, _partials(session, tasks), _problems(session, study_id))
     rerun = values.pop("_rerun", None)
+    entry = values.pop("_progress", None)
     now = clock.now()
     values["updated_at"] = now
     if "status" in values:
@@ -202,11 +206,13 @@ def advance(
     if not changed:
         session.rollback()
         return []
+    progress.record(session, now, study_id, round, entry)
     if "status" in values:
         timeline.status_changed(session, now, study_id, StudyStatus(values["status"]))
         if values["status"] in (StudyStatus.COMPLETED, StudyStatus.PARTIAL):
             session.refresh(study)
             billing.settle(session, now, settings, study)
+            models.register(session, now, study)
     if rerun:
         timeline.record(session, now, study_id, "secure_rerun", round=round, missing=rerun)
         audit.queue(session, "hub", "secagg.rerun", f"study:{study_id}",

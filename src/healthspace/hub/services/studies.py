@@ -14,13 +14,22 @@ from healthspace.core.clock import Clock
 from healthspace.core.enums import TERMINAL_STUDY_STATUSES, OrgKind, Role, StudyStatus
 from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from healthspace.core.models import StudySpec, StudyView
+from healthspace.core.registry_models import StudyProgress
 from healthspace.governance.engine import PREVIEW_ANALYSIS, StudyRequest
 from healthspace.governance.policy import Purpose, secure_required
 from healthspace.hub.db.models import Node, Study, StudyNode
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import CheckResult
-from healthspace.hub.services import admission, approvals, audit, billing, timeline
+from healthspace.hub.services import (
+    admission,
+    approvals,
+    audit,
+    billing,
+    models,
+    progress,
+    timeline,
+)
 from healthspace.hub.services.nodes import holds_persons
 from healthspace.hub.services.policies import node_policy
 from healthspace.hub.services.views import study_view
@@ -55,6 +64,15 @@ def _validate(spec: StudySpec) -> tuple[Analysis, dict[str, object]]:
     return analysis, params
 
 
+def _scoring(session: Session, principal: Principal, spec: StudySpec) -> StudySpec:
+    """A score study's model must be deployable by this principal; it builds the model's own
+    analysis dataset unless the study gives one."""
+    if spec.analysis != models.SCORING or not isinstance(spec.params.get("model_id"), int):
+        return spec
+    dataset = models.check_scoring(session, principal, spec.params, spec.dataset)
+    return spec.model_copy(update={"dataset": dataset})
+
+
 def _resolve_nodes(session: Session, names: list[str] | None) -> list[Node]:
     if names is None:
         nodes = [
@@ -80,6 +98,7 @@ def check(
     session: Session, clock: Clock, principal: Principal, spec: StudySpec
 ) -> CheckResult:
     """What a submit would decide per node, without storing anything (a dry run)."""
+    spec = _scoring(session, principal, spec)
     analysis, params = _validate(spec)
     targets = _resolve_nodes(session, spec.nodes)
     analysis.check_nodes(analysis.parse_params(params), [n.name for n in targets])
@@ -109,6 +128,7 @@ def submit(
     Each target node's published policy decides (allow / needs_approval / deny); the study
     then waits for approvals, starts, or is rejected (see ``admission.settle``).
     """
+    spec = _scoring(session, principal, spec)
     analysis, params = _validate(spec)
     nodes = _resolve_nodes(session, spec.nodes)
     analysis.check_nodes(analysis.parse_params(params), [n.name for n in nodes])
@@ -122,6 +142,7 @@ def submit(
         dataset=spec.dataset,
         purpose=spec.purpose,
         nodes=[n.name for n in nodes],
+        round_timeout_seconds=spec.round_timeout_seconds,
         preview=spec.preview,
         secure=not spec.preview and analysis.secure and (
             spec.secure_aggregation or any(secure_required(node_policy(n)) for n in nodes)),
@@ -189,14 +210,23 @@ def list_studies(
     return [study_view(study) for study in rows]
 
 
-def get_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> StudyView:
+def visible_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> Study:
     approvals.sweep(session, clock)
     if session.get(Study, study_id) is None:
         raise NotFound(f"study {study_id} not found")
     study = session.scalar(_visible(principal).where(Study.id == study_id))
     if study is None:
         raise Forbidden(f"you may not see study {study_id}")
-    return study_view(study)
+    return study
+
+
+def get_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> StudyView:
+    return study_view(visible_study(session, clock, principal, study_id))
+
+
+def get_progress(session: Session, clock: Clock, principal: Principal,
+                 study_id: int) -> StudyProgress:
+    return progress.view(session, visible_study(session, clock, principal, study_id))
 
 
 def cancel(session: Session, clock: Clock, principal: Principal, study_id: int) -> StudyView:

@@ -109,6 +109,7 @@ def study_view(study: Study) -> StudyView:
             row.node.name: decision_view(row) for row in study.targets if row.decision is not None
         },
         cost=cost_view(study),
+        round_timeout_seconds=study.round_timeout_seconds,
     )
 
 
