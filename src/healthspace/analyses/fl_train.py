@@ -39,7 +39,14 @@ from healthspace.learning.features import (
     squared_deviations,
     usable_rows,
 )
-from healthspace.learning.models import Architecture, Schedule, initial_weights, predict, train
+from healthspace.learning.models import (
+    Architecture,
+    Schedule,
+    initial_weights,
+    load_torch,
+    predict,
+    train,
+)
 
 TABLE = "analysis_data"
 MAX_TRAINING_ROUNDS = 500
@@ -169,6 +176,8 @@ class FlTrain(Analysis):
 
     def _statistics(self, ctx: LocalContext, params: FlParams, rows: pd.DataFrame,
                     held: np.ndarray) -> Summable:
+        if params.model == "mlp":
+            load_torch()  # now, not in the first training round (a round deadline runs)
         kinds = feature_kinds(rows, params.features)
         trainset = rows[~held]
         total = feature_sums(trainset, params.features, kinds)

@@ -119,19 +119,26 @@ def _train_logistic(w: np.ndarray, X: np.ndarray, y: np.ndarray, schedule: Sched
     return w
 
 
+def load_torch() -> Any:
+    """PyTorch, set to one intra-op thread (small models: thread hand-offs cost more than
+    they save, about 10× per step with several nodes on one machine); a clear error if the
+    optional extra is missing. Loading takes seconds, so training asks for it in round 1."""
+    try:
+        import torch
+    except ImportError:
+        raise InvalidInput("the mlp model needs PyTorch on this machine: "
+                           "pip install 'healthspace[ml]' (torch==2.13.0)",
+                           field="params.model") from None
+    if torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+    return torch
+
+
 class _TorchMlp:
     """The MLP as a float64 ``torch.nn.Sequential`` of Linear and ReLU layers."""
 
     def __init__(self, arch: Architecture) -> None:
-        try:
-            import torch
-        except ImportError:
-            raise InvalidInput("the mlp model needs PyTorch on this machine: "
-                               "pip install 'healthspace[ml]' (torch==2.13.0)",
-                               field="params.model") from None
-        if torch.get_num_threads() > 1:
-            # Small models: thread hand-offs cost more than they save (10× per step here).
-            torch.set_num_threads(1)
+        torch = load_torch()
         self.torch = torch
         layers: list[Any] = []
         for i, (fan_in, fan_out) in enumerate(arch.layers()):
@@ -157,8 +164,8 @@ class _TorchMlp:
         anchor = [p.detach().clone() for p in self.net.parameters()]
         opt = torch.optim.SGD(self.net.parameters(), lr=schedule.learning_rate)
         loss_fn = torch.nn.BCEWithLogitsLoss()
-        xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
-        yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64))
+        xt = torch.from_numpy(np.array(X, dtype=np.float64))  # writable copies for torch
+        yt = torch.from_numpy(np.array(y, dtype=np.float64))
         for order in orders:
             for lo in range(0, len(order), schedule.batch_size):
                 idx = torch.from_numpy(order[lo:lo + schedule.batch_size])
@@ -176,5 +183,5 @@ class _TorchMlp:
         torch = self.torch
         self._load(weights)
         with torch.no_grad():
-            logits = self.net(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)))
+            logits = self.net(torch.from_numpy(np.array(X, dtype=np.float64)))
         return np.asarray(torch.sigmoid(logits).squeeze(1).numpy(), dtype=np.float64)
