@@ -157,17 +157,17 @@ class Study(Base):
     round_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
 
     submitter: Mapped[User] = relationship(lazy="joined")
+    # Loaded on access (views ask for them with VIEW_LOADS): the round loop reads a study
+    # every round, and a long training study has hundreds of tasks and timeline events.
     tasks: Mapped[list[Task]] = relationship(
-        back_populates="study", order_by="(Task.round, Task.id)", lazy="selectin"
+        back_populates="study", order_by="(Task.round, Task.id)"
     )
-    targets: Mapped[list[StudyNode]] = relationship(
-        order_by="StudyNode.node_id", lazy="selectin", viewonly=True
-    )
+    targets: Mapped[list[StudyNode]] = relationship(order_by="StudyNode.node_id", viewonly=True)
     events: Mapped[list[StudyEvent]] = relationship(
-        order_by="(StudyEvent.at, StudyEvent.id)", lazy="selectin", viewonly=True
+        order_by="(StudyEvent.at, StudyEvent.id)", viewonly=True
     )
-    feedback: Mapped[StudyFeedback | None] = relationship(lazy="selectin", viewonly=True)
-    settlement: Mapped[Settlement | None] = relationship(lazy="selectin", viewonly=True)
+    feedback: Mapped[StudyFeedback | None] = relationship(viewonly=True)
+    settlement: Mapped[Settlement | None] = relationship(viewonly=True)
 
 
 class StudyNode(Base):
