@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
-import numpy as np
-import pandas as pd
 import pytest
-from hubkit import CC_PARTIAL, Headers, Hub, Space
-
-from healthspace.analyses.execute import run_local
+from flkit import answer, site_table
+from hubkit import CC_PARTIAL, Space
 
 TIMEOUT = 30
 
@@ -135,35 +131,10 @@ def test_the_shortest_timeout_is_accepted(space: Space) -> None:
 
 # ---------------------------------------------------------------- multi-round training
 
-ROWS = 120
-SEEDS = {"node-a": 1, "node-b": 2}
-
-
-def _site_table(name: str) -> duckdb.DuckDBPyConnection:
-    """The site's ``analysis_data`` for fl_train: y ~ Bernoulli(logistic(x1 - x2 / 2))."""
-    rng = np.random.default_rng(SEEDS[name])
-    x1, x2 = rng.normal(size=ROWS), rng.normal(size=ROWS)
-    y = (rng.random(ROWS) < 1 / (1 + np.exp(-(x1 - 0.5 * x2)))).astype(int)
-    con = duckdb.connect()
-    con.register("frame", pd.DataFrame({"y": y, "x1": x1, "x2": x2}))
-    con.execute("CREATE TABLE analysis_data AS SELECT * FROM frame")
-    con.unregister("frame")
-    return con
-
-
-def _answer(hub: Hub, name: str, headers: Headers, task: dict[str, Any],
-            con: duckdb.DuckDBPyConnection) -> None:
-    """Post the partial the real fl_train code computes on the site's table."""
-    run = run_local(con, site=name, analysis=task["analysis"], params=task["params"],
-                    cohort=None, round_input=task["round_input"],
-                    min_cell_size=task["min_cell_size"])
-    hub.post(headers, task["task_id"], status="completed", partial=run.partial)
-
-
 def test_a_node_timed_out_mid_training_gets_no_more_rounds(space: Space) -> None:
     hub = space.hub
     nodes = {"node-a": space.node_a, "node-b": space.node_b}
-    cons = {name: _site_table(name) for name in nodes}
+    cons = {name: site_table(name) for name in nodes}
     study = hub.submit(space.alice, analysis="fl_train", nodes=list(nodes),
                        round_timeout_seconds=TIMEOUT,
                        params={"target": "y", "features": ["x1", "x2"], "rounds": 2})
@@ -172,11 +143,11 @@ def test_a_node_timed_out_mid_training_gets_no_more_rounds(space: Space) -> None
         for name, headers in nodes.items():
             task = hub.next_task(headers)
             assert task is not None and task["round"] == round_
-            _answer(hub, name, headers, task, cons[name])
+            answer(hub, name, headers, task, cons[name])
     # hub round 3 (training round 1): node-a answers, node-b takes its task and goes silent
     task = hub.next_task(space.node_a)
     assert task is not None and task["round"] == 3
-    _answer(hub, "node-a", space.node_a, task, cons["node-a"])
+    answer(hub, "node-a", space.node_a, task, cons["node-a"])
     silent = hub.next_task(space.node_b)
     assert silent is not None and silent["round"] == 3
     assert hub.next_task(space.node_a) is None  # the round waits for node-b
@@ -186,7 +157,7 @@ def test_a_node_timed_out_mid_training_gets_no_more_rounds(space: Space) -> None
         task = hub.next_task(space.node_a)
         assert task is not None and task["round"] == round_
         assert hub.next_task(space.node_b) is None
-        _answer(hub, "node-a", space.node_a, task, cons["node-a"])
+        answer(hub, "node-a", space.node_a, task, cons["node-a"])
 
     view = hub.study(space.alice, study["id"])
     assert view["status"] == "partial"
