@@ -23,6 +23,7 @@ def _load_builtin() -> None:
         return
     _BUILTIN_LOADED = True
     from healthspace.analyses import (  # noqa: F401
+        casemix,
         cohort_count,
         cox,
         fl_score,

@@ -17,6 +17,7 @@ from healthspace.cli import (
     hub,
     models,
     node,
+    payer,
     sim,
     study,
     synth,
@@ -39,6 +40,7 @@ app.add_typer(admin.user_app, name="user")
 app.add_typer(admin.token_app, name="token")
 app.add_typer(study.app, name="study")
 app.add_typer(models.app, name="models")
+app.add_typer(payer.app, name="payer")
 app.add_typer(sim.app, name="sim")
 app.add_typer(audit.app, name="audit")
 app.add_typer(approvals.app, name="approvals")

@@ -1,0 +1,106 @@
+"""``healthspace payer group`` (on a node's store) and ``sim casemix`` (across sites)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from healthspace.cli.common import JsonOpt, StoreOpt
+from healthspace.cli.output import emit_json, err, out
+from healthspace.cli.sim import MinCellOpt, SecureOpt, SitesOpt, run_sim
+from healthspace.cli.sim import app as sim_app
+from healthspace.core.errors import InvalidInput
+
+app = typer.Typer(help="Payer analytics: DRG/DIP grouping of inpatient cases.",
+                  no_args_is_help=True)
+RulesOpt = Annotated[Path | None, typer.Option(
+    help="Grouping rule file (YAML/JSON, docs/payer.md); default: the shipped sample.")]
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def casemix_table(result: dict[str, Any]) -> Table:
+    rules = result["rules"]
+    label = "" if rules["official"] else " — SAMPLE rules, not an official table"
+    view = Table(title=f"case mix, {rules['name']} {rules['version']}{label}: "
+                       f"{result['cases']} cases")
+    for column in ("DRG", "MDC", "title", "cases", "mean LOS", "mean charge", "weight"):
+        view.add_column(column, justify="left" if column in ("DRG", "MDC", "title")
+                        else "right")
+    for g in result["groups"]:
+        if g.get("suppressed"):
+            view.add_row(g["drg"], g["mdc"] or "–", g["title"], f"<{result['min_cell_size']}",
+                         "suppressed", "suppressed", "–")
+        else:
+            view.add_row(g["drg"], g["mdc"] or "–", g["title"], str(g["cases"]),
+                         _fmt(g["mean_los"], 1), _fmt(g["mean_charge"]),
+                         _fmt(g["relative_weight"], 3))
+    return view
+
+
+@app.command("group")
+def group_store(
+    store: StoreOpt,
+    rules: RulesOpt = None,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Write every case with its MDC, DRG and DIP group (stays local).")]
+    = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Group this node's inpatient cases (DRG and DIP) on its own store."""
+    from healthspace.analyses import registry
+    from healthspace.analyses.execute import run_local
+    from healthspace.analyses.secure import clear_partial
+    from healthspace.cdm.store import open_store
+    from healthspace.client.studyfile import read_document
+    from healthspace.payer.cases import grouped_cases
+    from healthspace.payer.rules import load_rules
+
+    spec = read_document(rules, "rules") if rules is not None else None
+    grouping = load_rules(spec)
+    if out_file is not None and not out_file.parent.exists():
+        raise InvalidInput(f"folder {out_file.parent} does not exist", field="out")
+    con = open_store(store, read_only=True)
+    try:
+        frame = grouped_cases(con, grouping)
+        impl = registry.get("casemix")
+        params = impl.parse_params({"rules": spec})
+        # The node's own data, exact: its small cells are suppressed in the table only.
+        part = run_local(con, site=store.stem, analysis="casemix", params={"rules": spec},
+                         cohort=None, masker=clear_partial).partial
+        result = getattr(impl.combine({store.stem: part}, params, {}, 1), "result", {})
+    finally:
+        con.close()
+    if out_file is not None:
+        frame.assign(secondary=frame["secondary"].map(" ".join),
+                     procedures=frame["procedures"].map(" ".join)).to_csv(out_file, index=False)
+        err.print(f"{len(frame)} cases written to {out_file}")
+    if json_out:
+        emit_json(result)
+        return
+    out.print(casemix_table(result))
+
+
+@sim_app.command("casemix")
+def casemix(
+    site: SitesOpt = None,
+    rules: RulesOpt = None,
+    min_cell_size: MinCellOpt = 10,
+    secure: SecureOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """DRG case mix across OMOP sites: cases, mean LOS, mean charge, relative weights."""
+    from healthspace.client.studyfile import read_document
+
+    spec = read_document(rules, "rules") if rules is not None else None
+    result = run_sim("casemix", {"rules": spec}, table=None, site=site,
+                     min_cell_size=min_cell_size, quiet=json_out, secure=secure)
+    if json_out:
+        emit_json(result)
+        return
+    out.print(casemix_table(result))

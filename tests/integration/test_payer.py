@@ -1,0 +1,38 @@
+"""Payer analytics through the real hub and node processes, against the pooled computation."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from healthspace.payer.cases import grouped_cases
+from healthspace.payer.rules import load_rules
+from healthspace.sim import load_site
+
+from .conftest import HOSPITALS
+
+pytestmark = pytest.mark.xdist_group("federation")
+
+
+def test_secure_casemix_across_hospitals_equals_the_pooled_groups(live):
+    with live.consumer() as client:
+        view = client.wait(client.submit({"analysis": "casemix", "nodes": HOSPITALS,
+                                          "secure_aggregation": True}).id, timeout=180)
+    assert view.status.value == "completed", view.error
+    frames = []
+    for name in HOSPITALS:
+        site = load_site(live.data / name)
+        try:
+            frames.append(grouped_cases(site.con, load_rules()))
+        finally:
+            site.con.close()
+    pooled = pd.concat(frames, ignore_index=True)
+    result = view.result
+    assert result["cases"] == len(pooled) and result["rules"]["official"] is False
+    counts = pooled["drg"].value_counts()
+    for group in result["groups"]:
+        n = int(counts[group["drg"]])
+        assert group["cases"] == (n if n >= 10 else None)
+        if group["cases"]:
+            mean = pooled.loc[pooled["drg"] == group["drg"], "cost"].mean()
+            assert group["mean_charge"] == pytest.approx(mean, rel=1e-9)
