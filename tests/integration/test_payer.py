@@ -36,3 +36,19 @@ def test_secure_casemix_across_hospitals_equals_the_pooled_groups(live):
         if group["cases"]:
             mean = pooled.loc[pooled["drg"] == group["drg"], "cost"].mean()
             assert group["mean_charge"] == pytest.approx(mean, rel=1e-9)
+
+
+def test_drg_weights_through_the_hub_equal_the_simulation(live):
+    from healthspace.sim import simulate_dirs
+
+    with live.consumer() as client:
+        view = client.wait(client.submit({"analysis": "drg_weights", "nodes": HOSPITALS,
+                                          "secure_aggregation": True}).id, timeout=180)
+    assert view.status.value == "completed", view.error
+    sim = simulate_dirs("drg_weights", {n: live.data / n for n in HOSPITALS})
+    assert [g["drg"] for g in view.result["groups"]] == [g["drg"] for g in sim["groups"]]
+    for ours, ref in zip(view.result["groups"], sim["groups"], strict=True):
+        assert ours.get("trimmed_cases") == ref.get("trimmed_cases")
+        if ours.get("mean_charge") is not None:
+            assert ours["mean_charge"] == pytest.approx(ref["mean_charge"], rel=1e-9)
+            assert ours["relative_weight"] == pytest.approx(ref["relative_weight"], rel=1e-9)

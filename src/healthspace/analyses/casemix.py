@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import Field, field_validator
 
-from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params, Summable
+from healthspace.analyses.base import Final, LocalContext, NextRound, Params, Summable
 from healthspace.analyses.registry import register
-from healthspace.analyses.secure import clear_partial, sum_clear
+from healthspace.analyses.secure import SummedAnalysis, clear_partial
 from healthspace.core.errors import Refused
 from healthspace.payer.cases import grouped_cases
 from healthspace.payer.rules import GroupingRules, load_rules
@@ -42,12 +43,20 @@ class CasemixParams(Params):
         return load_rules(self.rules)
 
 
-class Casemix(Analysis):
+def node_cases(ctx: LocalContext, rules: GroupingRules) -> tuple[pd.DataFrame, np.ndarray]:
+    """This node's consented inpatient cases, grouped, and each case's DRG position in
+    ``rules.drg_codes()``; the persons behind them are the node's metered records."""
+    frame = grouped_cases(ctx.con, rules, ctx.consented_persons_sql())
+    ctx.records_used = int(frame["person_id"].nunique()) if len(frame) else 0
+    index = {code: i for i, code in enumerate(rules.drg_codes())}
+    return frame, np.asarray([index[d] for d in frame["drg"]], dtype=np.int64)
+
+
+class Casemix(SummedAnalysis):
     name = "casemix"
     title = "Case mix: DRG case counts, mean charge and length of stay"
     params_model = CasemixParams
     requires_cohort = False
-    secure = True
 
     def local_secure(
         self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
@@ -55,10 +64,7 @@ class Casemix(Analysis):
         assert isinstance(params, CasemixParams)
         rules = params.grouping
         codes = rules.drg_codes()
-        frame = grouped_cases(ctx.con, rules, ctx.consented_persons_sql())
-        ctx.records_used = int(frame["person_id"].nunique()) if len(frame) else 0
-        index = {code: i for i, code in enumerate(codes)}
-        slot = np.asarray([index[d] for d in frame["drg"]], dtype=np.int64)
+        frame, slot = node_cases(ctx, rules)
         charged = frame["cost"].notna().to_numpy()
         sums = {
             "cases": np.bincount(slot, minlength=len(codes)).astype(np.int64),
@@ -84,13 +90,6 @@ class Casemix(Analysis):
         sums = {label: np.where(small, 0, value) for label, value in part.sums.items()}
         public = {**part.public, "suppressed_cells": int(small.sum())}
         return clear_partial(Summable(public, sums, part.integer))
-
-    def combine(
-        self, partials: Mapping[str, dict[str, Any]], params: Params, state: dict[str, Any],
-        round: int,
-    ) -> Final | NextRound:
-        sums, publics = sum_clear(partials)
-        return self.combine_secure(sums, publics, params, state, round)
 
     def combine_secure(
         self, sums: Mapping[str, np.ndarray], publics: Mapping[str, dict[str, Any]],

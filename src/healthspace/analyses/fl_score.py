@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params, Summable
+from healthspace.analyses.base import Final, LocalContext, NextRound, Params, Summable
 from healthspace.analyses.registry import register
-from healthspace.analyses.secure import clear_partial, sum_clear
+from healthspace.analyses.secure import SummedAnalysis
 from healthspace.core.encoding import decode_array
 from healthspace.core.errors import InvalidInput, Refused
 from healthspace.learning.features import Preparation
@@ -48,13 +48,12 @@ def score_rows(model: Mapping[str, Any], data: Any) -> tuple[np.ndarray, np.ndar
     return ids, predict(arch, decode_array(model["weights"]), X)
 
 
-class Score(Analysis):
+class Score(SummedAnalysis):
     name = "score"
     title = "Score persons with a registered model (scores stay on the node)"
     params_model = ScoreParams
     requires_cohort = False
     uses_table = True
-    secure = True
     needs_person_ids = True
 
     def local_secure(
@@ -79,18 +78,6 @@ class Score(Analysis):
                                   "n": len(ids) if ctx.release_site_counts else None}
         return Summable(public, {"n": np.asarray([len(ids)]), "hist": hist},
                         frozenset({"n", "hist"}))
-
-    def local(
-        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        return clear_partial(self.local_secure(ctx, params, round_input))
-
-    def combine(
-        self, partials: Mapping[str, dict[str, Any]], params: Params, state: dict[str, Any],
-        round: int,
-    ) -> Final | NextRound:
-        sums, publics = sum_clear(partials)
-        return self.combine_secure(sums, publics, params, state, round)
 
     def combine_secure(
         self, sums: Mapping[str, np.ndarray], publics: Mapping[str, dict[str, Any]],

@@ -26,6 +26,7 @@ def _load_builtin() -> None:
         casemix,
         cohort_count,
         cox,
+        drg_weights,
         fl_score,
         fl_train,
         glm,

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from healthspace.analyses.base import Analysis, Final, NextRound, Params, Summable
+from healthspace.analyses.base import (
+    Analysis,
+    Final,
+    LocalContext,
+    NextRound,
+    Params,
+    Summable,
+)
 from healthspace.core.encoding import decode_array, encode_array
 from healthspace.core.errors import InvalidInput
 from healthspace.privacy.secagg import MaskedPayload, aggregate, unmask_sum
@@ -80,3 +87,23 @@ def sum_clear(
             value = decode_array(raw)
             sums[label] = sums[label] + value if label in sums else value
     return sums, {name: dict(partials[name].get("public") or {}) for name in partials}
+
+
+class SummedAnalysis(Analysis):
+    """An analysis whose every partial is a :class:`Summable`: in clear it travels encoded
+    (:func:`clear_partial`) and ``combine`` sums it, so clear and secure rounds share
+    ``combine_secure``. Subclasses implement ``local_secure`` and ``combine_secure``."""
+
+    secure = True
+
+    def local(
+        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return clear_partial(self.local_secure(ctx, params, round_input))
+
+    def combine(
+        self, partials: Mapping[str, dict[str, Any]], params: Params, state: dict[str, Any],
+        round: int,
+    ) -> Final | NextRound:
+        sums, publics = sum_clear(partials)
+        return self.combine_secure(sums, publics, params, state, round)

@@ -1,4 +1,4 @@
-"""``healthspace payer group`` (on a node's store) and ``sim casemix`` (across sites)."""
+"""``healthspace payer group`` (on a node's store), ``sim casemix`` and ``sim drg-weights``."""
 
 from __future__ import annotations
 
@@ -104,3 +104,46 @@ def casemix(
         emit_json(result)
         return
     out.print(casemix_table(result))
+
+
+def weights_table(result: dict[str, Any]) -> Table:
+    rules = result["rules"]
+    label = "" if rules["official"] else " — SAMPLE rules, not an official table"
+    view = Table(title=f"DRG weights, {rules['name']} {rules['version']}{label}; trim "
+                       f"{result['trim']}; overall mean charge "
+                       f"{_fmt(result['overall_mean_charge'])}")
+    for column in ("DRG", "title", "cases", "kept", "mean charge", "median", "CV",
+                   "mean LOS", "median LOS", "weight"):
+        view.add_column(column, justify="left" if column in ("DRG", "title") else "right")
+    for g in result["groups"]:
+        if g.get("suppressed"):
+            view.add_row(g["drg"], g["title"], f"<{result['min_cell_size']}", *["–"] * 7)
+        else:
+            view.add_row(g["drg"], g["title"], str(g["cases"]), str(g["trimmed_cases"]),
+                         _fmt(g["mean_charge"]), _fmt(g["median_charge"]),
+                         _fmt(g["cv_charge"], 3), _fmt(g["mean_los"], 1),
+                         _fmt(g["median_los"], 0), _fmt(g["relative_weight"], 3))
+    return view
+
+
+@sim_app.command("drg-weights")
+def drg_weights(
+    site: SitesOpt = None,
+    rules: RulesOpt = None,
+    trim: Annotated[str, typer.Option(help="iqr, 3sd or none.")] = "iqr",
+    iqr_factor: Annotated[float, typer.Option(help="IQR trimming factor.")] = 1.5,
+    min_cell_size: MinCellOpt = 10,
+    secure: SecureOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Federated DRG weights: trimmed mean, median and CV of charge and stay per DRG."""
+    from healthspace.client.studyfile import read_document
+
+    spec = read_document(rules, "rules") if rules is not None else None
+    result = run_sim("drg_weights", {"rules": spec, "trim": trim, "iqr_factor": iqr_factor},
+                     table=None, site=site, min_cell_size=min_cell_size, quiet=json_out,
+                     secure=secure)
+    if json_out:
+        emit_json(result)
+        return
+    out.print(weights_table(result))

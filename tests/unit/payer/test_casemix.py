@@ -8,23 +8,9 @@ import pandas as pd
 import pytest
 
 from healthspace.cli.main import run
-from healthspace.payer.cases import grouped_cases
-from healthspace.payer.rules import load_rules
-from healthspace.sim import load_site, simulate_dirs
+from healthspace.sim import simulate_dirs
 
-SITES = ["hospital_1", "hospital_2", "hospital_3"]
-
-
-@pytest.fixture(scope="module")
-def pooled(synth_dir) -> pd.DataFrame:
-    frames = []
-    for name in SITES:
-        site = load_site(synth_dir / name)
-        try:
-            frames.append(grouped_cases(site.con, load_rules()).assign(site=name))
-        finally:
-            site.con.close()
-    return pd.concat(frames, ignore_index=True)
+from .conftest import SITES
 
 
 def test_secure_casemix_equals_the_pooled_groups(synth_dir, pooled):
@@ -82,3 +68,14 @@ def test_a_bad_rule_file_exits_2_naming_the_field(synth_dir, tmp_path, capsys):
                 str(bad), "--json"])
     captured = capsys.readouterr()
     assert code == 2 and "rules.mdc" in captured.err and "Traceback" not in captured.err
+
+
+def test_sim_drg_weights_command(synth_dir, capsys):
+    args = ["sim", "drg-weights", "--trim", "3sd"]
+    for name in SITES:
+        args += ["--site", f"{name}={synth_dir / name}"]
+    assert run([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["trim"] == "3sd" and doc["groups"]
+    assert run(args) == 0  # the table view
+    assert "DRG weights" in capsys.readouterr().out
