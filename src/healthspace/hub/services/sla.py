@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from healthspace.core.clock import Clock
 from healthspace.core.enums import TERMINAL_STUDY_STATUSES, StudyStatus
@@ -101,7 +101,7 @@ def _store(session: Session, now: datetime, study: Study, row: StudyNode,
 def sweep(session: Session, clock: Clock) -> int:
     """Record every new breach; returns how many studies were checked. Commits."""
     now = clock.now()
-    due = list(session.scalars(select(Study).where(or_(
+    due = list(session.scalars(select(Study).options(selectinload(Study.targets)).where(or_(
         Study.status.not_in(TERMINAL_STUDY_STATUSES), Study.sla_checked.is_(False)))))
     for study in due:
         for row in study.targets:
