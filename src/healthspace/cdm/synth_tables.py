@@ -25,8 +25,8 @@ _ARROW = {
 IDENTITY_COLUMNS = (("person_id", pa.int64()), ("national_id", pa.string()))
 SITE_TABLES = ("person", "observation_period", "visit_occurrence", "condition_occurrence",
                "drug_exposure", "measurement", "procedure_occurrence", "death", "cost")
-PAYER_TABLES = ("person", "visit_occurrence", "condition_occurrence", "drug_exposure", "cost",
-                "payer_plan_period")
+PAYER_TABLES = ("person", "visit_occurrence", "condition_occurrence", "drug_exposure",
+                "procedure_occurrence", "cost", "payer_plan_period")
 
 _UNIT_OF_CODE = np.full(len(CONCEPT_IDS), -1, dtype=np.int64)
 _UNIT_NAMES = pa.array(list(UNITS.values()))
@@ -262,6 +262,7 @@ def write_payer(h: Holder, c: Chunk) -> None:
     vid = _visits(h, c, vidx, local)
     _coded(h, c, "condition_occurrence", c.cond, vid, local, "condition")
     _coded(h, c, "drug_exposure", c.drug, vid, local, "drug")
+    _coded(h, c, "procedure_occurrence", c.proc, vid, local, "procedure")  # billed items
     _cost(h, c, vidx, vid, {
         "payer_plan_period_id": plan_of[v.person[vidx]],
         "drg_source_value": strings(pa.array(DRG_CODES), c.drg[vidx]),

@@ -21,8 +21,8 @@ SITE_FILES = {
     "measurement", "procedure_occurrence", "death", "cost", "concept", "care_site", "identity",
 }
 PAYER_FILES = {
-    "person", "visit_occurrence", "condition_occurrence", "drug_exposure", "cost",
-    "payer_plan_period", "concept", "care_site", "identity",
+    "person", "visit_occurrence", "condition_occurrence", "drug_exposure",
+    "procedure_occurrence", "cost", "payer_plan_period", "concept", "care_site", "identity",
 }
 VOCAB_OF = {
     ("condition_occurrence", "condition"): "ICD10",

@@ -105,3 +105,35 @@ def test_cases_are_the_inpatient_visits_with_their_codes(synth_dir):
         assert regrouped == frame["drg"].tolist()
     finally:
         site.con.close()
+
+
+def test_the_payer_groups_each_hospitals_claims_as_the_hospital_does(synth_dir):
+    """The bureau's settlement view of hospital k (care_site k) holds the insured persons'
+    stays there with the same codes and procedures, so both sides give the same DRGs."""
+    from collections import Counter
+
+    from healthspace.payer.cases import grouped_cases
+
+    payer = load_site(synth_dir / "payer")
+    try:
+        claims = grouped_cases(payer.con, RULES)
+        site_of = dict(payer.con.execute("SELECT visit_occurrence_id, care_site_id "
+                                         "FROM visit_occurrence").fetchall())
+        insured = {row[0] for row in payer.con.execute(
+            "SELECT person_source_value FROM person").fetchall()}
+    finally:
+        payer.con.close()
+    assert (claims["drg"] != "QY").mean() > 0.95
+    assert claims["procedures"].map(len).sum() > 0  # billed procedures reach the payer
+    for k in (1, 2, 3):
+        hospital = load_site(synth_dir / f"hospital_{k}")
+        try:
+            cases = grouped_cases(hospital.con, RULES)
+            pseudonym = dict(hospital.con.execute(
+                "SELECT person_id, person_source_value FROM person").fetchall())
+        finally:
+            hospital.con.close()
+        own = cases[cases["person_id"].map(pseudonym).isin(insured)]
+        billed = claims[claims["visit_id"].map(site_of) == k]
+        assert Counter(billed["drg"]) == Counter(own["drg"])
+        assert Counter(billed["dip"]) == Counter(own["dip"])
