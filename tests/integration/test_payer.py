@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from healthspace.core.errors import InvalidInput
 from healthspace.payer.cases import grouped_cases
 from healthspace.payer.rules import load_rules
 from healthspace.sim import load_site
@@ -52,3 +53,27 @@ def test_drg_weights_through_the_hub_equal_the_simulation(live):
         if ours.get("mean_charge") is not None:
             assert ours["mean_charge"] == pytest.approx(ref["mean_charge"], rel=1e-9)
             assert ours["relative_weight"] == pytest.approx(ref["relative_weight"], rel=1e-9)
+
+
+def test_fraud_screening_runs_on_the_payer_node_only(live):
+    from healthspace.analyses.execute import run_local
+    from healthspace.analyses.registry import get
+
+    with live.consumer() as client:
+        view = client.wait(client.submit({"analysis": "fraud_screen", "nodes": ["payer"],
+                                          "purpose": "payer_policy"}).id, timeout=120)
+        assert view.status.value == "completed", view.error
+        with pytest.raises(InvalidInput) as refused:
+            client.submit({"analysis": "fraud_screen", "nodes": ["payer", "hospital_1"]})
+    site = load_site(live.data / "payer")
+    try:
+        partial = run_local(site.con, site="payer", analysis="fraud_screen", params={},
+                            cohort=None).partial
+    finally:
+        site.con.close()
+    impl = get("fraud_screen")
+    reference = impl.combine({"payer": partial}, impl.parse_params({}), {}, 1).result
+    assert view.result["hospitals"] == reference["hospitals"]
+    assert [r["hospital"] for r in view.result["upcoding"]] == \
+        [r["hospital"] for r in reference["upcoding"]]
+    assert refused.value.field == "nodes"

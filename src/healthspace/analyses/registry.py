@@ -29,6 +29,7 @@ def _load_builtin() -> None:
         drg_weights,
         fl_score,
         fl_train,
+        fraud_screen,
         glm,
         km,
         psi_link,

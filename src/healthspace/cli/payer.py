@@ -147,3 +147,55 @@ def drg_weights(
         emit_json(result)
         return
     out.print(weights_table(result))
+
+
+@app.command("screen")
+def screen_store(
+    store: StoreOpt,
+    rules: RulesOpt = None,
+    readmit_days: Annotated[int, typer.Option(help="Split admission window (days).")] = 15,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Write the flagged claims (stays on this node).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Screen this node's settlement claims for split admissions, duplicate billing, LOS
+    outliers and upcoding (the payer site's own view)."""
+    from healthspace.cdm.store import open_store
+    from healthspace.client.studyfile import read_document
+    from healthspace.payer.cases import grouped_cases
+    from healthspace.payer.rules import load_rules
+    from healthspace.payer.screening import FLAGS, flag_claims, upcoding
+
+    spec = read_document(rules, "rules") if rules is not None else None
+    if out_file is not None and not out_file.parent.exists():
+        raise InvalidInput(f"folder {out_file.parent} does not exist", field="out")
+    con = open_store(store, read_only=True)
+    try:
+        cases = grouped_cases(con, load_rules(spec))
+    finally:
+        con.close()
+    flagged = flag_claims(cases, readmit_days)
+    any_flag = flagged[list(FLAGS)].any(axis=1)
+    if out_file is not None:
+        flagged[any_flag].assign(secondary=flagged["secondary"].map(" ".join),
+                                 procedures=flagged["procedures"].map(" ".join)).to_csv(
+            out_file, index=False)
+        err.print(f"{int(any_flag.sum())} flagged claims written to {out_file}")
+    counts = flagged.groupby("hospital")[list(FLAGS)].sum().astype(int)
+    ranked = upcoding(cases)
+    if json_out:
+        emit_json({"claims": len(flagged), "flagged": int(any_flag.sum()),
+                   "hospitals": {h: row.to_dict() for h, row in counts.iterrows()},
+                   "upcoding": ranked})
+        return
+    view = Table("hospital", *FLAGS, title=f"{len(flagged)} claims screened")
+    for hospital, row in counts.iterrows():
+        view.add_row(str(hospital), *(str(int(row[f])) for f in FLAGS))
+    out.print(view)
+    ranking = Table("rank", "hospital", "CC/MCC observed", "expected", "ratio", "95% CI",
+                    title="upcoding signal (standardised CC/MCC ratio)")
+    for r in ranked:
+        ci = "–" if r["ci"] is None else f"{r['ci'][0]:.2f}–{r['ci'][1]:.2f}"
+        ranking.add_row(str(r["rank"]), r["hospital"], str(r["observed"]),
+                        _fmt(r["expected"], 1), _fmt(r["ratio"], 2), ci)
+    out.print(ranking)

@@ -20,8 +20,9 @@ INPATIENT = 9201
 _CASES = f"""
 WITH ip AS (
   SELECT v.visit_occurrence_id AS visit_id, v.person_id, v.visit_start_date AS admitted,
-         v.visit_end_date AS discharged
-  FROM visit_occurrence v
+         v.visit_end_date AS discharged,
+         coalesce(cs.care_site_source_value, CAST(v.care_site_id AS VARCHAR)) AS hospital
+  FROM visit_occurrence v LEFT JOIN care_site cs ON cs.care_site_id = v.care_site_id
   WHERE v.visit_concept_id = {INPATIENT} AND v.person_id IN ({{persons}})),
 dx AS (
   SELECT c.visit_occurrence_id AS visit_id,
@@ -43,7 +44,7 @@ charge AS (
   FROM cost k
   WHERE k.cost_domain_id = 'Visit' AND k.cost_event_id IN (SELECT visit_id FROM ip)
   GROUP BY 1)
-SELECT ip.visit_id, ip.person_id, ip.admitted, ip.discharged,
+SELECT ip.visit_id, ip.person_id, ip.admitted, ip.discharged, ip.hospital,
        coalesce(dx.flagged, dx.first_code) AS principal, dx.codes, px.procedures,
        charge.cost, greatest(date_diff('day', ip.admitted, ip.discharged), 0) AS los
 FROM ip LEFT JOIN dx USING (visit_id) LEFT JOIN px USING (visit_id)
@@ -52,19 +53,19 @@ ORDER BY ip.visit_id
 """
 
 
-COLUMNS = ["visit_id", "person_id", "admitted", "discharged", "principal", "secondary",
-           "procedures", "cost", "los"]
+COLUMNS = ["visit_id", "person_id", "admitted", "discharged", "hospital", "principal",
+           "secondary", "procedures", "cost", "los"]
 
 
 def inpatient_cases(con: Any, persons_sql: str = "SELECT person_id FROM person") -> pd.DataFrame:
     """The store's inpatient cases (restricted to ``persons_sql``, e.g. consented persons)."""
     rows = []
-    for visit, person, admitted, discharged, principal, codes, procedures, cost, los in \
-            con.execute(_CASES.format(persons=persons_sql)).fetchall():
+    for visit, person, admitted, discharged, hospital, principal, codes, procedures, cost, \
+            los in con.execute(_CASES.format(persons=persons_sql)).fetchall():
         others = list(codes or [])
         if principal in others:
             others.remove(principal)  # its first occurrence only
-        rows.append((visit, person, admitted, discharged, principal,
+        rows.append((visit, person, admitted, discharged, hospital, principal,
                      tuple(dict.fromkeys(c for c in others if c)), tuple(procedures or ()),
                      None if cost is None else float(cost), int(los)))
     return pd.DataFrame(rows, columns=COLUMNS)
