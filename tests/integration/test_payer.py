@@ -56,8 +56,7 @@ def test_drg_weights_through_the_hub_equal_the_simulation(live):
 
 
 def test_fraud_screening_runs_on_the_payer_node_only(live):
-    from healthspace.analyses.execute import run_local
-    from healthspace.analyses.registry import get
+    from healthspace.analyses.execute import run_alone
 
     with live.consumer() as client:
         view = client.wait(client.submit({"analysis": "fraud_screen", "nodes": ["payer"],
@@ -67,12 +66,9 @@ def test_fraud_screening_runs_on_the_payer_node_only(live):
             client.submit({"analysis": "fraud_screen", "nodes": ["payer", "hospital_1"]})
     site = load_site(live.data / "payer")
     try:
-        partial = run_local(site.con, site="payer", analysis="fraud_screen", params={},
-                            cohort=None).partial
+        reference = run_alone(site.con, site="payer", analysis="fraud_screen", params={})
     finally:
         site.con.close()
-    impl = get("fraud_screen")
-    reference = impl.combine({"payer": partial}, impl.parse_params({}), {}, 1).result
     assert view.result["hospitals"] == reference["hospitals"]
     assert [r["hospital"] for r in view.result["upcoding"]] == \
         [r["hospital"] for r in reference["upcoding"]]

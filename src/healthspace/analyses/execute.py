@@ -120,3 +120,18 @@ def run_local(
     size = len(json.dumps(partial, separators=(",", ":")))
     return LocalRun(partial=partial, records=ctx.records_used, seconds=seconds, bytes=size,
                     records_scanned=metered.records_scanned())
+
+
+def run_alone(con: duckdb.DuckDBPyConnection, *, site: str, analysis: str,
+              params: dict[str, Any] | None, **kwargs: Any) -> dict[str, Any]:
+    """A one-round analysis on this connection only — ``local`` then ``combine`` of that one
+    partial — for a node operator's own view of its data (``node score``, ``payer group``)."""
+    from healthspace.analyses.base import Final
+
+    impl = registry.get(analysis)
+    run = run_local(con, site=site, analysis=analysis, params=params,
+                    cohort=kwargs.pop("cohort", None), **kwargs)
+    outcome = impl.combine({site: run.partial}, impl.parse_params(params), {}, 1)
+    if not isinstance(outcome, Final):
+        raise InvalidInput(f"analysis {analysis!r} needs more than one round", field="analysis")
+    return outcome.result

@@ -43,6 +43,21 @@ def casemix_table(result: dict[str, Any]) -> Table:
     return view
 
 
+def _simulate(analysis: str, params: dict[str, Any], rules: Path | None,
+              site: list[str] | None, min_cell_size: int, secure: bool, json_out: bool,
+              table: Any) -> None:
+    """Run a payer analysis over ``--site`` folders and print its JSON or its table."""
+    from healthspace.client.studyfile import read_document
+
+    spec = read_document(rules, "rules") if rules is not None else None
+    result = run_sim(analysis, {"rules": spec, **params}, table=None, site=site,
+                     min_cell_size=min_cell_size, quiet=json_out, secure=secure)
+    if json_out:
+        emit_json(result)
+        return
+    out.print(table(result))
+
+
 @app.command("group")
 def group_store(
     store: StoreOpt,
@@ -53,8 +68,7 @@ def group_store(
     json_out: JsonOpt = False,
 ) -> None:
     """Group this node's inpatient cases (DRG and DIP) on its own store."""
-    from healthspace.analyses import registry
-    from healthspace.analyses.execute import run_local
+    from healthspace.analyses.execute import run_alone
     from healthspace.analyses.secure import clear_partial
     from healthspace.cdm.store import open_store
     from healthspace.client.studyfile import read_document
@@ -68,12 +82,9 @@ def group_store(
     con = open_store(store, read_only=True)
     try:
         frame = grouped_cases(con, grouping)
-        impl = registry.get("casemix")
-        params = impl.parse_params({"rules": spec})
         # The node's own data, exact: its small cells are suppressed in the table only.
-        part = run_local(con, site=store.stem, analysis="casemix", params={"rules": spec},
-                         cohort=None, masker=clear_partial).partial
-        result = getattr(impl.combine({store.stem: part}, params, {}, 1), "result", {})
+        result = run_alone(con, site=store.stem, analysis="casemix", params={"rules": spec},
+                           masker=clear_partial)
     finally:
         con.close()
     if out_file is not None:
@@ -95,15 +106,7 @@ def casemix(
     json_out: JsonOpt = False,
 ) -> None:
     """DRG case mix across OMOP sites: cases, mean LOS, mean charge, relative weights."""
-    from healthspace.client.studyfile import read_document
-
-    spec = read_document(rules, "rules") if rules is not None else None
-    result = run_sim("casemix", {"rules": spec}, table=None, site=site,
-                     min_cell_size=min_cell_size, quiet=json_out, secure=secure)
-    if json_out:
-        emit_json(result)
-        return
-    out.print(casemix_table(result))
+    _simulate("casemix", {}, rules, site, min_cell_size, secure, json_out, casemix_table)
 
 
 def weights_table(result: dict[str, Any]) -> Table:
@@ -137,16 +140,8 @@ def drg_weights(
     json_out: JsonOpt = False,
 ) -> None:
     """Federated DRG weights: trimmed mean, median and CV of charge and stay per DRG."""
-    from healthspace.client.studyfile import read_document
-
-    spec = read_document(rules, "rules") if rules is not None else None
-    result = run_sim("drg_weights", {"rules": spec, "trim": trim, "iqr_factor": iqr_factor},
-                     table=None, site=site, min_cell_size=min_cell_size, quiet=json_out,
-                     secure=secure)
-    if json_out:
-        emit_json(result)
-        return
-    out.print(weights_table(result))
+    _simulate("drg_weights", {"trim": trim, "iqr_factor": iqr_factor}, rules, site,
+              min_cell_size, secure, json_out, weights_table)
 
 
 @app.command("screen")

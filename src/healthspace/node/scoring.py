@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from healthspace.analyses.execute import run_local
+from healthspace.analyses.execute import run_alone
 from healthspace.cdm.store import open_store
 from healthspace.node import consent
 from healthspace.node.state import NodeState
@@ -28,14 +28,12 @@ def score_locally(store: Path, state: NodeState, package: dict[str, Any], *,
                   cohort: dict[str, Any], dataset: dict[str, Any],
                   purpose: str = "clinical_care", bins: int = 10) -> LocalScoring:
     """Score the cohort on this node with ``package`` (a ``ModelPackage`` as a dict)."""
-    from healthspace.analyses import registry
-
     model = {key: package[key] for key in ("id", "name", "version", "architecture",
                                            "preparation", "weights")}
     policy = state.policy()
     con = open_store(store, read_only=True)
     try:
-        run = run_local(
+        result = run_alone(
             con, site=state.node_name(), analysis="score",
             params={"model_id": int(package["id"]), "bins": bins}, cohort=cohort,
             dataset=dataset, round_input={"model": model},
@@ -45,8 +43,4 @@ def score_locally(store: Path, state: NodeState, package: dict[str, Any], *,
         )
     finally:
         con.close()
-    impl = registry.get("score")
-    outcome = impl.combine({state.node_name(): run.partial}, impl.parse_params(
-        {"model_id": int(package["id"]), "bins": bins}), {}, 1)
-    result = getattr(outcome, "result", {})
     return LocalScoring(int(package["id"]), int(result["scored"]), list(result["histogram"]))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healthspace.analyses.execute import run_local
+from healthspace.analyses.execute import run_alone
 from healthspace.analyses.registry import get
 from healthspace.cli.main import run
 from healthspace.core.errors import InvalidInput
@@ -76,12 +76,10 @@ def test_upcoding_ranks_the_hospital_with_excess_severity():
 def test_the_payer_node_analysis_and_command(synth_dir, tmp_path, capsys):
     site = load_site(synth_dir / "payer")
     try:
-        partial = run_local(site.con, site="payer", analysis="fraud_screen", params={},
-                            cohort=None).partial
+        result = run_alone(site.con, site="payer", analysis="fraud_screen", params={})
     finally:
         site.con.close()
     impl = get("fraud_screen")
-    result = impl.combine({"payer": partial}, impl.parse_params({}), {}, 1).result
     assert {h["hospital"] for h in result["hospitals"]} == {"hospital_1", "hospital_2",
                                                            "hospital_3"}
     assert [r["rank"] for r in result["upcoding"]] == [1, 2, 3]
