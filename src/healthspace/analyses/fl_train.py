@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationInfo, field_validator
 
-from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params, Summable
+from healthspace.analyses.base import Final, LocalContext, NextRound, Params, Summable
 from healthspace.analyses.registry import register
-from healthspace.analyses.secure import clear_partial, sum_clear
+from healthspace.analyses.secure import SummedAnalysis, sum_clear
 from healthspace.core.encoding import decode_array, encode_array
 from healthspace.core.errors import InvalidInput, Refused
 from healthspace.learning import dp
@@ -128,14 +128,13 @@ def _rows(ctx: LocalContext, params: FlParams) -> tuple[pd.DataFrame, np.ndarray
     return rows, _split(len(rows), params)
 
 
-class FlTrain(Analysis):
+class FlTrain(SummedAnalysis):
     name = "fl_train"
     title = "Federated learning (FedAvg / FedProx) with federated evaluation"
     params_model = FlParams
     requires_cohort = False
     uses_table = True
     max_rounds = MAX_TRAINING_ROUNDS + 4
-    secure = True
     dp_charge = "first_round"
 
     # -- node side ---------------------------------------------------------------------------
@@ -203,11 +202,6 @@ class FlTrain(Analysis):
         clipped, _ = dp.clip(trained - weights, params.dp_clip)
         noisy = clipped + dp.gaussian(clipped.size, float(dp_std))
         return {"update": noisy, "weight": np.ones(1)}
-
-    def local(
-        self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        return clear_partial(self.local_secure(ctx, params, round_input))
 
     # -- hub side ----------------------------------------------------------------------------
 
