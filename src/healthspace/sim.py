@@ -61,6 +61,8 @@ class Site:
     # The site's identity vault (person_id -> national id) from identity.csv, for PSI linkage.
     identities: dict[int, str] | None = None
     links: list[int] = field(default_factory=list)  # persons a membership PSI found shared
+    # Per-record findings an analysis kept on the site (kind -> rows), as in a node's state.
+    findings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def load_site(directory: Path) -> Site:
@@ -112,8 +114,9 @@ def load_store_site(store: Path) -> Site:
     return site
 
 
-def _linkage(site: Site, secret: bytes) -> Linkage | None:
-    """A site's vault and a per-run secret, as a node lends them to record linkage."""
+def _linkage(site: Site, secret: bytes, name: str = "") -> Linkage | None:
+    """A site's vault and per-run secrets of its own (from the run's secret and the site's
+    name), as a node lends them to record linkage."""
     if site.identities is None:
         return None
     vault = site.identities
@@ -122,7 +125,8 @@ def _linkage(site: Site, secret: bytes) -> Linkage | None:
         return {p: vault[p] for p in persons if p in vault}
 
     def study_secret(label: str) -> bytes:
-        return hashlib.blake2b(label.encode(), key=secret, digest_size=32).digest()
+        return hashlib.blake2b(f"{name}\x00{label}".encode(), key=secret,
+                               digest_size=32).digest()
 
     return Linkage(national_ids, study_secret, site.links.extend)
 
@@ -263,7 +267,8 @@ def simulate(
                     release_guard=guard,
                     masker=session.masker(name, round_no) if session else None,
                     release_site_counts=site_counts_released(site.policy),
-                    linkage=_linkage(site, run_secret),
+                    linkage=_linkage(site, run_secret, name),
+                    findings_sink=site.findings.__setitem__,
                 ).partial
             except Refused as exc:
                 raise Refused(f"site {name} refused round {round_no}: {exc.message}") from exc
@@ -277,6 +282,8 @@ def simulate(
             on_progress(outcome.progress)
         if isinstance(outcome, Final):
             result = dict(outcome.result)
+            if outcome.deliveries:  # every site is the researcher's own here
+                result["delivered"] = outcome.deliveries
             if refused:
                 result["refused"] = refused
             return result

@@ -30,6 +30,9 @@ OPEN_POLICY = {
     "approval_mode": "auto",
     "allowed_purposes": ["research", "public_health", "drug_development", "payer_policy"],
 }
+# The bureau's settlement site also answers commercial insurers' claim checks.
+PAYER_POLICY = {**OPEN_POLICY, "allowed_purposes": [*OPEN_POLICY["allowed_purposes"],
+                                                    "commercial_insurance"]}
 
 
 def rossi_parts(workdir: Path) -> dict[str, Path]:
@@ -75,7 +78,8 @@ def live(tmp_path_factory, synth_dir, eunomia_sites) -> Live:
             store = workdir / "nodes" / f"{name}.duckdb"
             ingest_dir(store, synth_dir / name)
             fed.ensure_org(name, kind)
-            fed.add_node(name, name, store, policy=OPEN_POLICY,
+            fed.add_node(name, name, store,
+                         policy=PAYER_POLICY if kind == "payer" else OPEN_POLICY,
                          identity=synth_dir / name / "identity.csv")
         # A sensitive (L3) dataset: two-level approval, its own admin, for governance tests.
         strict = workdir / "nodes" / "strict_site.duckdb"

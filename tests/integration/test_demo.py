@@ -61,3 +61,29 @@ def test_demo_json_total_equals_pooled_sql(tmp_path):
         check = subprocess.run([sys.executable, "-m", "healthspace", "audit", "verify", *args],
                                capture_output=True, text=True, timeout=120)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_payer_demo_scores_the_injected_fraud(tmp_path):
+    """``demo --scenario payer``: every study completes through the hub, the insurer's
+    outcomes equal its truth file and the payer's kept findings meet the detection targets."""
+    workdir = tmp_path / "payer-demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "healthspace", "demo", "--scenario", "payer", "--persons",
+         "3000", "--workdir", str(workdir), "--json"],
+        capture_output=True, text=True, timeout=420,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert set(doc["studies"]) == {"casemix", "drg_weights", "fraud_screen", "evidence_check",
+                                   "claim_check"}
+    assert all(s["status"] == "completed" for s in doc["studies"].values())
+    assert set(doc["studies"]["drg_weights"]["delivered"]) == {"hospital_1", "hospital_2",
+                                                               "hospital_3"}
+    assert set(doc["delivered_to_hospital"]) == {"hospital_1"}
+    claims = doc["claims"]
+    assert claims["agree"] is True and claims["checked"] > 0
+    for pattern in ("split_admission", "duplicate_billing", "unsupported_severity"):
+        found = doc["detection"][pattern]
+        assert found["true_positives"] > 0, pattern
+        assert found["recall"] >= 0.9 and found["precision"] >= 0.8, (pattern, found)
+    assert "hospital_3" in doc["detection"]["upcoding"]["ranking"][:2]

@@ -62,6 +62,9 @@ class LocalContext:
     linkage: Linkage | None = None
     # Where a scoring analysis writes risk scores on the node: (model, person ids, scores).
     score_sink: Callable[[dict[str, Any], Sequence[int], Sequence[float]], None] | None = None
+    # Where an analysis keeps per-record findings on the node, never in a result:
+    # (kind, rows) — e.g. the payer's per-claim evidence answers.
+    findings_sink: Callable[[str, list[dict[str, Any]]], Any] | None = None
 
     def __post_init__(self) -> None:
         # The node never releases below the floor, whatever a task asks for.
@@ -147,10 +150,16 @@ class Summable:
 
 @dataclass(frozen=True)
 class Final:
-    """The study's result; ``progress`` is an optional last entry for the progress feed."""
+    """The study's result; ``progress`` is an optional last entry for the progress feed.
+
+    ``deliveries`` are results addressed, per node name, to that node's organisation only
+    (and to payer organisations), e.g. a hospital's own case-mix position: the hub keeps
+    them beside the result and shows each viewer only the entries addressed to it.
+    """
 
     result: dict[str, Any]
     progress: dict[str, Any] | None = None
+    deliveries: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,17 @@ log-spaced bins over [1, 10^7], length of stay in whole days 0..365). ``combine`
 group's median and quartiles from the merged histograms and fixes its trimming bounds: IQR
 (``[Q1 − f·IQR, Q3 + f·IQR]``, f = ``iqr_factor``) or 3 SD (mean ± 3 SD, from the sums).
 Round 2: each node sums, per group, the cases and charges inside the bounds, so trimmed means
-and CVs are exact given the bounds. All vectors have fixed length: under secure aggregation
-the hub decodes only network totals. A q-quantile here is the ⌈q·n⌉-th smallest value (the
-lower median for q = ½): for charges it is read within its log bin, so it lies within a
-factor ``10^(7/charge_bins)`` of the pooled order statistic (1.6 % for 1,000 bins); for
-whole-day lengths of stay it is exact. The result states the tolerance.
+and CVs are exact given the bounds. Round 3: each node places itself against the network —
+its case-mix index (mean relative weight of its cases), cost index (its charges over the
+network mean charges of the same DRGs) and length-of-stay index — and that position is
+delivered only to the node's organisation and to payer organisations (``Final.deliveries``),
+never in the shared result; the node also keeps it in its own state. All vectors have fixed
+length: under secure aggregation the hub decodes only network totals.
+
+A q-quantile here is the ⌈q·n⌉-th smallest value (the lower median for q = ½): for charges
+it is read within its log bin, so it lies within a factor ``10^(7/charge_bins)`` of the
+pooled order statistic (1.6 % for 1,000 bins); for whole-day lengths of stay it is exact.
+The result states the tolerance.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ class DrgWeights(SummedAnalysis):
     title = "DRG weights: trimmed mean, median and CV of charge and stay; relative weights"
     params_model = WeightsParams
     requires_cohort = False
-    max_rounds = 2
+    max_rounds = 3
 
     def local_secure(
         self, ctx: LocalContext, params: Params, round_input: dict[str, Any] | None
@@ -79,6 +85,8 @@ class DrgWeights(SummedAnalysis):
         los = frame["los"].to_numpy(dtype=np.float64)
         d = len(codes)
         public = {"k": ctx.min_cell_size}
+        if round_input is not None and round_input.get("weights") is not None:
+            return self._position(ctx, frame, slot, cost, los, round_input, d)
         if round_input is None:
             bins = params.charge_bins
             cbin = np.clip(np.searchsorted(_edges(bins), np.maximum(cost[charged], 1.0),
@@ -124,7 +132,65 @@ class DrgWeights(SummedAnalysis):
         d, bins = len(codes), params.charge_bins
         if round == 1:
             return self._bounds(sums, params, d, bins, publics)
-        return Final(self._result(sums, params, state, codes))
+        if round == 2:
+            result = self._result(sums, params, state, codes)
+            index = {code: i for i, code in enumerate(codes)}
+            weights, charge, stay = (np.full(d, np.nan) for _ in range(3))
+            for g in result["groups"]:
+                if not g.get("suppressed"):
+                    i = index[g["drg"]]
+                    weights[i], charge[i], stay[i] = (g["relative_weight"], g["mean_charge"],
+                                                      g["mean_los"])
+            plain = [[None if math.isnan(x) else float(x) for x in v]
+                     for v in (weights, charge, stay)]
+            return NextRound({"weights": plain[0], "mean_charge": plain[1],
+                              "mean_los": plain[2]}, {"result": result})
+        result = dict(state["result"])
+        deliveries = {node: dict(p["position"]) for node, p in publics.items()
+                      if p.get("position") is not None}
+        result["positions"] = {
+            "delivered_to": "each hospital's own organisation and payer organisations",
+            "nodes": len(deliveries),
+            "definition": "case-mix index = mean relative weight of the hospital's cases in "
+                          "released DRGs; cost index = its charges / the network mean "
+                          "charges of the same DRGs; LOS index likewise for stay",
+        }
+        return Final(result, deliveries=deliveries)
+
+    def _position(self, ctx: LocalContext, frame: Any, slot: np.ndarray, cost: np.ndarray,
+                  los: np.ndarray, round_input: dict[str, Any], d: int) -> Summable:
+        """This node against the network: CMI, cost and LOS indices over its cases in
+        released DRGs (public to the hub, delivered to this node's organisation only)."""
+        def vector(name: str) -> np.ndarray:
+            values = round_input.get(name)
+            if not isinstance(values, list) or len(values) != d:
+                raise InvalidInput(f"{name} must list {d} values", field=f"round_input.{name}")
+            return np.asarray([np.nan if v is None else float(v) for v in values])
+
+        weight, charge, stay = vector("weights"), vector("mean_charge"), vector("mean_los")
+        known = ~np.isnan(weight[slot])
+        charged = known & ~np.isnan(cost)
+        n, k = int(known.sum()), ctx.min_cell_size
+        hospital = sorted({str(h) for h in frame["hospital"]}) if len(frame) else []
+        position: dict[str, Any] = {"site": ctx.site, "hospitals": hospital,
+                                    "cases": int(len(frame)), "weighted_cases": n,
+                                    "min_cell_size": k}
+        if n < k:
+            position.update(suppressed=True, cmi=None, cost_index=None, los_index=None)
+        else:
+            expected = float(charge[slot[charged]].sum())
+            position.update(
+                suppressed=False, cmi=float(weight[slot[known]].mean()),
+                cost_index=float(cost[charged].sum()) / expected if expected else None,
+                los_index=float(los[known].sum()) / float(stay[slot[known]].sum())
+                if float(stay[slot[known]].sum()) else None,
+                total_weight=float(weight[slot[known]].sum()),
+                mean_charge=float(cost[charged].mean()) if charged.any() else None)
+        if ctx.findings_sink is not None:
+            ctx.findings_sink("drg_position", [position])
+        counted = np.asarray([len(frame)], dtype=np.int64)
+        return Summable({"k": k, "position": position}, {"cases_total": counted},
+                        frozenset({"cases_total"}))
 
     def _bounds(self, sums: Mapping[str, np.ndarray], params: WeightsParams, d: int, bins: int,
                 publics: Mapping[str, dict[str, Any]]) -> NextRound:

@@ -67,6 +67,7 @@ def run_local(
     release_site_counts: bool = True,
     linkage: Linkage | None = None,
     score_sink: Any = None,
+    findings_sink: Any = None,
 ) -> LocalRun:
     """Validate the request as a node must (never trusting the sender) and run ``local``.
 
@@ -96,6 +97,7 @@ def run_local(
         release_site_counts=release_site_counts,
         linkage=linkage,
         score_sink=score_sink,
+        findings_sink=findings_sink,
     )
     if masker is not None and not impl.secure:
         raise InvalidInput(f"analysis {impl.name!r} does not support secure aggregation",

@@ -1,10 +1,10 @@
 """Fund-fraud screening on the payer node: flags per hospital and a ranked upcoding signal.
 
 Runs on the node that holds the settlement claims (the payer site sees every hospital's).
-Flagged claims stay on that node (``payer screen --out`` exports them locally); the
-consumer — the bureau's analyst — gets per-hospital counts of each flag (1..k−1 suppressed)
-and the hospitals ranked by the lower bound of their standardised CC/MCC ratio
-(``healthspace.payer.screening``).
+Flagged claims stay on that node — kept in its state (``payer findings``) and exportable
+with ``payer screen --out``. The consumer — the bureau's analyst — gets per-hospital counts
+of each flag (1..k−1 suppressed) and the hospitals ranked by the lower bound of their
+standardised CC/MCC ratio (``healthspace.payer.screening``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,20 @@ class ScreenParams(CasemixParams):
                               description="split admission: readmitted within this many days")
 
 
+def flagged_rows(flagged: Any) -> list[dict[str, Any]]:
+    """One finding per flag raised on a claim: visit, person, hospital, dates, DRG, flag."""
+    rows = []
+    for flag in FLAGS:
+        hit = flagged[flagged[flag]]
+        for visit, person, hospital, admitted, discharged, drg in zip(
+                hit["visit_id"], hit["person_id"], hit["hospital"], hit["admitted"],
+                hit["discharged"], hit["drg"], strict=True):
+            rows.append({"visit_id": int(visit), "person_id": int(person),
+                         "hospital": str(hospital), "admitted": str(admitted),
+                         "discharged": str(discharged), "drg": str(drg), "finding": flag})
+    return rows
+
+
 class FraudScreen(Analysis):
     name = "fraud_screen"
     title = "Fund-fraud screening: split admissions, duplicate billing, LOS outliers, upcoding"
@@ -47,6 +61,8 @@ class FraudScreen(Analysis):
         if len(cases) < ctx.min_cell_size:
             raise Refused(f"only {len(cases)} inpatient claims, below the minimum cell size")
         flagged = flag_claims(cases, params.readmit_days)
+        if ctx.findings_sink is not None:
+            ctx.findings_sink("fraud_screen", flagged_rows(flagged))
         k = ctx.min_cell_size
 
         def shown(count: int) -> int | None:
@@ -74,7 +90,7 @@ class FraudScreen(Analysis):
         return Final({**partial, "node": node,
                       "rules": {"name": rules.name, "version": rules.version,
                                 "official": rules.official} if rules else None,
-                      "flagged_claims": "kept on the node (payer screen --out)"})
+                      "flagged_claims": "kept on the node (payer findings)"})
 
 
 register(FraudScreen())

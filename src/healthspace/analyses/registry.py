@@ -24,9 +24,12 @@ def _load_builtin() -> None:
     _BUILTIN_LOADED = True
     from healthspace.analyses import (  # noqa: F401
         casemix,
+        claim_check,
         cohort_count,
         cox,
         drg_weights,
+        drug_value,
+        evidence_check,
         fl_score,
         fl_train,
         fraud_screen,

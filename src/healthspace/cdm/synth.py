@@ -2,7 +2,10 @@
 
 ``generate(out)`` writes ``out/hospital_1 … hospital_N`` (EHR view; hospital_1 is a tertiary
 centre), optionally ``out/payer`` (the medical-insurance bureau's settlement view) and
-``out/_truth/truth.json`` (settings, the causal effects built in, pooled facts). About 10% of
+``out/_truth/truth.json`` (settings, the causal effects built in, pooled facts). With a payer,
+``fraud`` injects fraud into the payer's claims (:mod:`healthspace.cdm.synth_fraud`) and
+``insurer_claims`` writes ``out/insurer/claims.csv`` (:mod:`healthspace.cdm.synth_insurer`),
+their truth beside ``truth.json``. About 10% of
 each hospital's persons also attend a neighbouring hospital: same national id and network
 pseudonym, different local ``person_id``. Output is byte-identical for the same arguments.
 
@@ -24,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from healthspace.cdm.synth_events import build_visits
+from healthspace.cdm.synth_fraud import FraudLog, FraudSpec, tamper, write_fraud_json
+from healthspace.cdm.synth_insurer import InsurerSample
 from healthspace.cdm.synth_people import (
     EFFECTS,
     END_FROM,
@@ -31,6 +36,7 @@ from healthspace.cdm.synth_people import (
     LAST_ENTRY,
     TERTIARY_RISK,
     WINDOW_START,
+    day,
     simulate,
 )
 from healthspace.cdm.synth_records import charges, conditions, drg_groups, drugs, labs, procedures
@@ -55,6 +61,7 @@ CHUNK = 100_000
 SITE_ID_SPACE = 1_000_000_000  # hospital k's ids are k * 10^9 + running number
 PAYER_ID_OFFSET = 1_000_000_000_000
 GENERATOR_VERSION = "1"
+_DISTINCT_IDS = 30_000_000  # national_ids() is unique for the first 30 million indices
 
 Progress = Callable[[str, int, int], None]
 
@@ -67,6 +74,8 @@ class SynthSummary:
     sites: list[str]
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
     payer: bool = False
+    fraud: dict[str, int] | None = None  # injected claims per pattern
+    insurer: dict[str, int] | None = None  # insurer claims per expected verdict
 
 
 def pseudonym(national_ids: Iterable[str], key: bytes = DEMO_NETWORK_KEY) -> list[str]:
@@ -115,7 +124,7 @@ def _layout(seed: int, sites: int, persons: int) -> tuple[int, np.ndarray]:
     shared_out = round(SHARED_FRACTION / 2 * persons) if sites > 1 else 0
     own = persons - shared_out
     secondary = np.full(sites * own, -1, dtype=np.int64)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))
+    rng = _rng(seed, 1)
     for s in range(sites):  # one draw per hospital, not per person
         ranks = rng.permutation(own)[:shared_out]
         secondary[ranks * sites + s] = (s + 1) % sites
@@ -124,7 +133,7 @@ def _layout(seed: int, sites: int, persons: int) -> tuple[int, np.ndarray]:
 
 def _simulate_chunk(seed: int, index: int, g: np.ndarray, sites: int,
                     secondary: np.ndarray, key: bytes) -> Chunk:
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 2, index])))
+    rng = _rng(seed, 2, index)
     people = simulate(rng, g, g % sites, secondary[g])
     visits = build_visits(rng, people)
     cond = conditions(people, visits)
@@ -146,7 +155,7 @@ def _open(folder: Path, tables: tuple[str, ...]) -> dict[str, CsvSink]:
 
 
 def _clear(out: Path, names: list[str]) -> None:
-    """Remove earlier generator output so no stale hospital or payer folder survives."""
+    """Remove earlier generator output so no stale hospital, payer or insurer folder survives."""
     out.mkdir(parents=True, exist_ok=True)
     stale = [d for d in out.iterdir() if d.is_dir() and d.name.startswith("hospital_")]
     for d in stale + [out / n for n in names]:
@@ -161,20 +170,24 @@ def generate(
     persons: int = 10_000,
     seed: int = 0,
     payer: bool = False,
+    fraud: FraudSpec | None = None,
+    insurer_claims: int = 0,
     progress: Progress | None = None,
 ) -> SynthSummary:
     """Write a synthetic network of ``sites`` hospitals with ``persons`` persons each.
 
-    Existing ``hospital_*``, ``payer`` and ``_truth`` folders under ``out`` are replaced.
+    Existing ``hospital_*``, ``payer``, ``insurer`` and ``_truth`` folders under ``out`` are
+    replaced. ``fraud`` (needs ``payer``) tampers with the payer's copy of the listed
+    hospitals' claims and writes ``_truth/fraud.csv`` and ``fraud.json``; ``insurer_claims``
+    (needs ``payer``) writes that many commercial-insurer claims to ``insurer/claims.csv``.
     ``progress(stage, done, total)`` is called after each block of persons.
     """
-    if sites < 1 or persons < 1:
-        raise ValueError("sites and persons must be at least 1")
-    if seed < 0:
-        raise ValueError("seed must be a non-negative integer")
+    _check(sites, persons, seed, payer, fraud, insurer_claims)
     out = Path(out)
     names = [f"hospital_{k + 1}" for k in range(sites)]
-    _clear(out, ["payer", "_truth"])
+    fraud = fraud.for_network(names) if fraud is not None else None
+    _clear(out, ["payer", "_truth", "insurer"])
+    (out / "_truth").mkdir()
     total, secondary = _layout(seed, sites, persons)
     holders = [
         Holder(_open(out / name, SITE_TABLES), Ids((k + 1) * SITE_ID_SPACE), TYPE_EHR)
@@ -182,6 +195,8 @@ def generate(
     ]
     bureau = Holder(_open(out / "payer", PAYER_TABLES), Ids(PAYER_ID_OFFSET), TYPE_CLAIM) \
         if payer else None
+    log = FraudLog(out / "_truth" / "fraud.csv", names, fraud) if fraud is not None else None
+    sample = InsurerSample(insurer_claims) if insurer_claims else None
     tally = Tally(sites)
     report = progress or (lambda stage, done, of: None)
     report("persons", 0, total)
@@ -192,22 +207,77 @@ def generate(
             for k, holder in enumerate(holders):
                 write_site(holder, chunk, k)
             if bureau is not None:
-                write_payer(bureau, chunk)
+                vid, claims = _write_claims(bureau, chunk, names, fraud, log,
+                                            _rng(seed, 3, index))
+                if sample is not None:
+                    sample.add(_rng(seed, 4, index), claims, vid)
             tally.add(chunk)
             report("persons", int(g[-1]) + 1, total)
     finally:
         for h in holders if bureau is None else [*holders, bureau]:
             for sink in h.sinks.values():
                 sink.close()
+        if log is not None:
+            log.close()
     rows = static_tables(out, names, payer)
     for name, h in zip(names, holders, strict=True):
         rows[name].update({t: s.rows for t, s in h.sinks.items()})
     if bureau is not None:
         rows["payer"].update({t: s.rows for t, s in bureau.sinks.items()})
-    settings = {"seed": seed, "sites": sites, "persons_per_site": persons, "payer": payer}
+    if fraud is not None and log is not None:
+        write_fraud_json(out / "_truth", fraud, seed, log.counts)
+    insurer = None
+    if sample is not None:
+        try:
+            insurer = sample.write(out / "insurer", out / "_truth", _rng(seed, 4),
+                                   _outsiders(_rng(seed, 5), total, insurer_claims))
+        except ValueError:
+            _clear(out, ["payer", "_truth", "insurer"])  # all or nothing
+            raise
+    settings = {"seed": seed, "sites": sites, "persons_per_site": persons, "payer": payer,
+                "fraud": fraud.settings(seed) if fraud is not None else None,
+                "insurer_claims": insurer_claims}
     _write_truth(out, settings, names, total, secondary, tally, rows)
     report("done", 1, 1)
-    return SynthSummary(out=out, sites=names, rows=rows, payer=payer)
+    return SynthSummary(out=out, sites=names, rows=rows, payer=payer,
+                        fraud=log.counts if log is not None else None, insurer=insurer)
+
+
+def _check(sites: int, persons: int, seed: int, payer: bool, fraud: FraudSpec | None,
+           insurer_claims: int) -> None:
+    if sites < 1 or persons < 1:
+        raise ValueError("sites and persons must be at least 1")
+    if seed < 0:
+        raise ValueError("seed must be a non-negative integer")
+    if insurer_claims < 0:
+        raise ValueError("insurer_claims must not be negative")
+    if (fraud is not None or insurer_claims) and not payer:
+        raise ValueError("fraud injection and insurer claims need the payer (payer=True)")
+    if sites * persons + insurer_claims > _DISTINCT_IDS:
+        raise ValueError(f"national ids are distinct for {_DISTINCT_IDS:,} persons only")
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(key))))
+
+
+def _write_claims(bureau: Holder, chunk: Chunk, names: list[str], fraud: FraudSpec | None,
+                  log: FraudLog | None, rng: np.random.Generator) -> tuple[np.ndarray, Chunk]:
+    """The payer's claims of one chunk, tampered with at ``fraud.hospitals`` if asked;
+    returns their visit ids and the (tampered) chunk they were written from."""
+    if fraud is None or log is None:
+        return write_payer(bureau, chunk), chunk
+    sites = np.array([names.index(h) for h in fraud.hospitals], dtype=np.int64)
+    claims, labels = tamper(rng, chunk, fraud, sites)
+    vid = write_payer(bureau, claims)
+    log.add(claims, labels, vid)
+    return vid, claims
+
+
+def _outsiders(rng: np.random.Generator, first: int, n: int) -> np.ndarray:
+    """Valid national ids of ``n`` persons outside the network (indices ``first`` on)."""
+    birth = rng.integers(day("1935-01-01"), day("2004-12-31"), n)
+    return national_ids(np.arange(first, first + n), birth, rng.random(n) < 0.5)
 
 
 def _write_truth(out: Path, settings: dict[str, Any], names: list[str], total: int,

@@ -243,8 +243,11 @@ def write_site(h: Holder, c: Chunk, site: int) -> None:
     })
 
 
-def write_payer(h: Holder, c: Chunk) -> None:
-    """The insurance bureau's settlement view: insured persons' visits at every hospital."""
+def write_payer(h: Holder, c: Chunk) -> np.ndarray:
+    """The insurance bureau's settlement view: insured persons' visits at every hospital.
+
+    Returns chunk-visit -> payer visit_occurrence_id (-1 for the uninsured's visits).
+    """
     p, v = c.people, c.visits
     pidx = np.flatnonzero(p.insured)
     local = _persons(h, c, pidx, None)
@@ -267,3 +270,4 @@ def write_payer(h: Holder, c: Chunk) -> None:
         "payer_plan_period_id": plan_of[v.person[vidx]],
         "drg_source_value": strings(pa.array(DRG_CODES), c.drg[vidx]),
     })
+    return vid

@@ -84,6 +84,8 @@ CODES: tuple[tuple[str, str, str], ...] = (
     ("ICD10PCS", "5A1D70Z", "Performance of urinary filtration intermittent under 6 hours/day"),
     ("ICD10PCS", "0DJ08ZZ", "Inspection of upper intestinal tract endoscopic"),
     ("ICD10PCS", "BW03ZZZ", "Plain radiography of chest"),
+    # Never recorded by a hospital: only injected into payer claims as an upcoded diagnosis.
+    ("ICD10", "A41.9", "Sepsis unspecified"),
 )
 
 _INDEX = {code: i for i, (_, code, _) in enumerate(CODES)}

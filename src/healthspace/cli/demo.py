@@ -26,14 +26,29 @@ def demo(
         bool, typer.Option("--serve", help="Leave hub and nodes running; print the URLs.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Synthetic data seed.")] = 42,
+    scenario: Annotated[str, typer.Option(
+        help="feasibility (a governed trial-feasibility study) or payer (DRG/DIP weights, "
+             "fraud screening with injected fraud, the hospitals' evidence check and an "
+             "insurer's claim check)")] = "feasibility",
 ) -> None:
-    """Synthetic hospitals + payer, a real hub and nodes on loopback, a feasibility study."""
+    """Synthetic hospitals + payer, a real hub and nodes on loopback, a feasibility study
+    (or, with --scenario payer, the bureau's analytics and checks)."""
     from healthspace.core.errors import InvalidInput
     from healthspace.demo import run_demo
     from healthspace.launch import LocalFederation
 
     if persons < 100:
         raise InvalidInput("use at least 100 persons per site", field="persons")
+    if scenario not in ("feasibility", "payer"):
+        raise InvalidInput(f"unknown scenario {scenario!r}; one of feasibility, payer",
+                           field="scenario")
+    if scenario == "payer":
+        if serve:
+            raise InvalidInput("--serve applies to the feasibility scenario", field="serve")
+        from healthspace.cli import demo_payer
+
+        demo_payer.run(persons, workdir, json_out, seed)
+        return
 
     def say(msg: str) -> None:
         err.print(f"[cyan]demo[/] {msg}", highlight=False)

@@ -13,6 +13,7 @@ from healthspace.cli import (
     approvals,
     audit,
     billing,
+    claims,
     demo,
     hub,
     models,
@@ -41,6 +42,7 @@ app.add_typer(admin.token_app, name="token")
 app.add_typer(study.app, name="study")
 app.add_typer(models.app, name="models")
 app.add_typer(payer.app, name="payer")
+app.add_typer(claims.app, name="claims")
 app.add_typer(sim.app, name="sim")
 app.add_typer(audit.app, name="audit")
 app.add_typer(approvals.app, name="approvals")

@@ -194,3 +194,4 @@ def screen_store(
         ranking.add_row(str(r["rank"]), r["hospital"], str(r["observed"]),
                         _fmt(r["expected"], 1), _fmt(r["ratio"], 2), ci)
     out.print(ranking)
+from healthspace.cli import payer_value as _payer_value  # noqa: E402,F401

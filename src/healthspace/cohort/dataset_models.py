@@ -15,10 +15,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from healthspace.cohort.models import (
     EVENT_KINDS,
@@ -127,11 +129,30 @@ class MeasurementCovariate(MeasurementFilter):
     stat: Literal["last", "first", "min", "max", "mean"] = "last"
 
 
+# The ``cost`` columns a cost covariate may sum (healthspace.cdm.schema): charge, cost, paid,
+# fund-paid (统筹支付) and self-paid (自付).
+CostAmount = Literal["total_charge", "total_cost", "total_paid", "paid_by_payer",
+                     "paid_by_patient"]
+
+
+class CostCovariate(_Strict):
+    """The sum of ``amount`` over the person's visit costs (``cost`` rows of domain Visit)
+    whose visit starts in ``window``; with ``until_outcome`` only up to the end of follow-up
+    (the outcome event or censoring). 0 when there are none."""
+
+    name: ColumnName
+    type: Literal["cost"]
+    window: Window
+    amount: CostAmount = "total_charge"
+    until_outcome: bool = False
+
+
 Covariate = Annotated[
-    AgeCovariate | SexCovariate | EventCovariate | MeasurementCovariate,
+    AgeCovariate | SexCovariate | EventCovariate | MeasurementCovariate | CostCovariate,
     Field(discriminator="type"),
 ]
-COVARIATE_TYPES = ("age", "sex", "condition", "drug", "procedure", "visit", "measurement")
+COVARIATE_TYPES = ("age", "sex", "condition", "drug", "procedure", "visit", "measurement",
+                   "cost")
 
 
 # --- exposure ---------------------------------------------------------------------------------
@@ -258,6 +279,20 @@ class DatasetSpec(_Strict):
         total = sum(_terms(f) for f in filters)
         if total > MAX_TOTAL_TERMS:
             raise ValueError(f"{total} codes and concepts in total; the limit is {MAX_TOTAL_TERMS}")
+        return self
+
+    @model_validator(mode="after")
+    def _cost_until_outcome(self) -> DatasetSpec:
+        """A cost covariate that stops at the end of follow-up needs a follow-up: the error
+        names the covariate's ``until_outcome`` field, not the whole spec."""
+        if self.outcome is not None and self.outcome.type == "time_to_event":
+            return self
+        for i, cov in enumerate(self.covariates):
+            if isinstance(cov, CostCovariate) and cov.until_outcome:
+                error = PydanticCustomError(
+                    "until_outcome", "until_outcome needs a time_to_event outcome in the spec")
+                raise ValidationError.from_exception_data("DatasetSpec", [InitErrorDetails(
+                    type=error, loc=("covariates", i, "until_outcome"), input=True)])
         return self
 
     def columns(self) -> list[tuple[str, str]]:

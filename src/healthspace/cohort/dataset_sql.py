@@ -8,6 +8,8 @@ placeholder; column names from the spec are validated identifiers, quoted.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from sqlglot import exp, parse_one
 
 from healthspace.cdm.schema import GENDER_CONCEPTS
@@ -24,6 +26,8 @@ from healthspace.cohort.compiler import (
 from healthspace.cohort.dataset_models import (
     NAME_PATTERN,
     AgeCovariate,
+    CostAmount,
+    CostCovariate,
     DatasetSpec,
     EventCovariate,
     Exposure,
@@ -56,6 +60,12 @@ GROUP BY en.person_id"""
 _DEATH = f"""SELECT d.person_id, MIN(d.death_date) AS death_date FROM death AS d
 WHERE d.person_id IN (SELECT person_id FROM {COHORT_TABLE}) GROUP BY d.person_id"""
 _DEATH_EVENTS = "SELECT d.person_id, d.death_date AS event_date FROM death AS d"
+# Every visit cost row of a cohort person: its visit's start date and the cost amounts.
+_VISIT_COSTS = f"""SELECT v.person_id, v.visit_start_date AS event_date,
+  {", ".join(f"k.{c}" for c in get_args(CostAmount))}
+FROM visit_occurrence AS v JOIN cost AS k
+  ON k.cost_event_id = v.visit_occurrence_id AND k.cost_domain_id = 'Visit'
+WHERE v.person_id IN (SELECT person_id FROM {COHORT_TABLE})"""
 
 
 def _fixed(sql: str) -> exp.Expr:
@@ -132,6 +142,27 @@ class _DatasetBuilder(_Builder):
         query = _select(exp.column("person_id"), exp.column("v"), source=ranked.subquery("m"))
         return self.cte("measure", query.where(exp.column("rn").eq(1), copy=False))
 
+    def costs(self, cov: CostCovariate) -> str:
+        """CTE ``(person_id, event_date, amount)``: the person's visit costs in the window."""
+        if not any(name.startswith("visit_costs_") for name, _, _ in self.ctes):
+            self.cte("visit_costs", _fixed(_VISIT_COSTS).assert_is(exp.Select))
+        visits = next(name for name, _, _ in self.ctes if name.startswith("visit_costs_"))
+        amount = _col(cov.amount, "ev")  # a Literal of schema column names, never user text
+        query = (
+            _select(_col("person_id", "en"), _col("event_date", "ev"), amount.as_("amount"),
+                    source=_table(COHORT_TABLE, "en"))
+            .join(_table(visits, "ev"), on=_same_person("ev"), copy=False)
+            .where(*self.window(cov.window), amount.copy().is_(exp.null()).not_(), copy=False)
+        )
+        return self.cte("costs", query)
+
+    def cost_total(self, cov: CostCovariate) -> str:
+        """CTE ``(person_id, v)``: the sum of the person's visit costs in the window."""
+        costs = self.costs(cov)
+        query = _select(exp.column("person_id"), exp.Sum(this=exp.column("amount")).as_("v"),
+                        source=exp.to_table(costs)).group_by(exp.column("person_id"), copy=False)
+        return self.cte("cost_total", query)
+
     def outcome_events(self, outcome: Outcome) -> str:
         """CTE ``(person_id, event_date)`` of every outcome event (each kind, and death)."""
         parts: list[exp.Query] = [
@@ -180,6 +211,9 @@ def _covariate_column(b: _DatasetBuilder, cov: object, query: exp.Select, i: int
             "INTEGER")
     if isinstance(cov, EventCovariate):
         return _flag(b.presence(cov.type, cov, cov.window, cov.occurrences.min))
+    if isinstance(cov, CostCovariate):
+        _left_join(query, b.cost_total(cov), f"m{i}")
+        return _zero_if_null(_col("v", f"m{i}"))
     assert isinstance(cov, MeasurementCovariate)
     _left_join(query, b.measurement(cov), f"m{i}")
     return exp.cast(_col("v", f"m{i}"), "DOUBLE")
@@ -236,6 +270,22 @@ def _exposure(b: _DatasetBuilder, exposure: Exposure) -> tuple[exp.Expr, list[ex
     return label, filters
 
 
+def _zero_if_null(value: exp.Expr) -> exp.Expr:
+    return exp.cast(exp.Coalesce(this=value, expressions=[exp.Literal.number(0)]), "DOUBLE")
+
+
+def _cost_until_outcome(b: _DatasetBuilder, cov: CostCovariate) -> exp.Expr:
+    """The costs in the window dated up to the end of follow-up — the outcome event if it
+    counts, else the censor date (both inclusive) — as a correlated sum over the rows ``r``."""
+    censor = exp.column("_censor", "r")
+    end = exp.Least(this=exp.Coalesce(this=_r("_first"), expressions=[censor.copy()]),
+                    expressions=[censor.copy()])
+    costs = b.costs(cov)
+    total = _select(exp.Sum(this=_col("amount", "w")), source=_table(costs, "w")).where(
+        _col("person_id", "w").eq(_r("_pid")), _col("event_date", "w") <= end, copy=False)
+    return _zero_if_null(exp.Subquery(this=total))
+
+
 def _outcome(outcome: Outcome) -> tuple[list[tuple[str, exp.Expr]], list[exp.Expr]]:
     """The event (and duration) columns and the follow-up filters, from the censor date."""
     censor, first, index = exp.column("_censor", "r"), _r("_first"), _r("_index")
@@ -266,6 +316,10 @@ def compile_dataset(spec: DatasetSpec, *, person_ids: bool = False) -> CompiledQ
     )
     out: list[tuple[str, exp.Expr]] = []
     for i, cov in enumerate(spec.covariates):
+        if isinstance(cov, CostCovariate) and cov.until_outcome:
+            # needs the follow-up end, which exists only on the rows ``r`` of the final select
+            out.append((cov.name, _cost_until_outcome(b, cov)))
+            continue
         base.select(_covariate_column(b, cov, base, i).as_(f"_c{i}"), copy=False)
         out.append((cov.name, _r(f"_c{i}")))
     filters: list[exp.Expr] = []

@@ -212,6 +212,9 @@ class StudyView(Wire):
     created_at: datetime
     updated_at: datetime
     result: dict[str, Any] | None = None
+    delivered: dict[str, Any] | None = Field(
+        default=None, description="results addressed to your organisation only, by node "
+        "(e.g. a hospital's own case-mix position); payer organisations see every node's")
     error: str | None = None
     tasks: list[TaskView] = Field(default_factory=list)
     timeline: list[TimelineEvent] = Field(default_factory=list)

@@ -133,6 +133,7 @@ def execute_task(
                 release_site_counts=site_counts,
                 linkage=_linkage(state, assignment) if state is not None else None,
                 score_sink=_score_sink(state, assignment) if state is not None else None,
+                findings_sink=_findings_sink(state, assignment) if state is not None else None,
             )
         finally:
             if connection is None:
@@ -200,6 +201,14 @@ def _score_sink(state: NodeState, assignment: TaskAssignment) -> Any:
     """Where a score task writes its risk scores: the node's own ``model_scores`` table."""
     def save(model: dict[str, Any], person_ids: Any, scores: Any) -> None:
         state.save_scores(model, assignment.study_id, person_ids, scores)
+
+    return save
+
+
+def _findings_sink(state: NodeState, assignment: TaskAssignment) -> Any:
+    """Where an analysis keeps per-record findings: the node's own ``findings`` table."""
+    def save(kind: str, rows: list[dict[str, Any]]) -> int:
+        return state.save_findings(assignment.study_id, kind, rows)
 
     return save
 

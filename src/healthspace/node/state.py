@@ -103,8 +103,15 @@ CREATE TABLE IF NOT EXISTS model_scores (
   study_id INTEGER, person_id INTEGER NOT NULL, score REAL NOT NULL, scored_at TEXT NOT NULL,
   PRIMARY KEY (model_id, person_id));
 """
+# Per-record findings an analysis keeps on the node instead of releasing them (e.g. the
+# payer's per-claim evidence answers): one JSON row each, by study and kind.
+FINDINGS_DDL = """
+CREATE TABLE IF NOT EXISTS findings (
+  study_id INTEGER, kind TEXT NOT NULL, seq INTEGER NOT NULL, row TEXT NOT NULL,
+  found_at TEXT NOT NULL, PRIMARY KEY (study_id, kind, seq));
+"""
 _ALL_DDL = (_DDL + DP_CHARGES_DDL + RELEASES_DDL + SECAGG_DDL + PSI_LINKS_DDL
-            + MODEL_SCORES_DDL)
+            + MODEL_SCORES_DDL + FINDINGS_DDL)
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
@@ -347,6 +354,34 @@ class NodeState:
             rows = db.execute("SELECT person_id, score, scored_at FROM model_scores "
                               "WHERE model_id = ? ORDER BY person_id", (model_id,)).fetchall()
         return [(int(a), float(b), str(c)) for a, b, c in rows]
+
+    def save_findings(self, study_id: int | None, kind: str,
+                      rows: Sequence[dict[str, Any]]) -> int:
+        """Replace a study's findings of one kind with ``rows`` (JSON objects)."""
+        now = iso(self.clock.now())
+        with self.connect() as db:
+            db.execute("DELETE FROM findings WHERE study_id IS ? AND kind = ?", (study_id, kind))
+            db.executemany(
+                "INSERT INTO findings VALUES (?, ?, ?, ?, ?)",
+                [(study_id, kind, i, json.dumps(row, sort_keys=True, default=str), now)
+                 for i, row in enumerate(rows)])
+        return len(rows)
+
+    def findings(self, study_id: int | None = None,
+                 kind: str | None = None) -> list[dict[str, Any]]:
+        """Kept findings, newest study first; each row with its study, kind and time."""
+        sql = "SELECT study_id, kind, row, found_at FROM findings WHERE 1 = 1"
+        args: list[Any] = []
+        if study_id is not None:
+            sql += " AND study_id = ?"
+            args.append(study_id)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        with self.connect() as db:
+            rows = db.execute(sql + " ORDER BY study_id DESC, kind, seq", args).fetchall()
+        return [{"study_id": study, "kind": k, **json.loads(row), "found_at": at}
+                for study, k, row, at in rows]
 
     def identity_count(self) -> int:
         with self.connect() as db:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -89,3 +90,30 @@ def test_three_sd_trimming_is_exact(synth_dir, pooled):
         kept = cost[(cost >= lo) & (cost <= hi)]
         assert g["trimmed_cases"] == len(kept)
         assert g["mean_charge"] == pytest.approx(kept.mean(), rel=1e-9)
+
+
+def test_each_hospital_is_placed_against_the_network(weights, pooled):
+    """CMI, cost and LOS indices per hospital from the pooled cases and the released
+    weights; delivered apart from the shared result."""
+    for secure in (False, True):
+        result = weights[secure]
+        released = {g["drg"]: g for g in result["groups"] if not g.get("suppressed")}
+        assert set(result["delivered"]) == set(SITES)
+        shared = json.dumps({k: v for k, v in result.items() if k != "delivered"})
+        assert '"cmi"' not in shared and '"cost_index"' not in shared
+        for site in SITES:
+            cases = pooled[(pooled["site"] == site) & pooled["drg"].isin(released)]
+            weight = cases["drg"].map(lambda d: released[d]["relative_weight"])
+            mean_charge = cases["drg"].map(lambda d: released[d]["mean_charge"])
+            mean_los = cases["drg"].map(lambda d: released[d]["mean_los"])
+            position = result["delivered"][site]
+            assert position["weighted_cases"] == len(cases)
+            assert position["cases"] == int((pooled["site"] == site).sum())
+            assert position["cmi"] == pytest.approx(weight.mean(), rel=1e-9)
+            assert position["cost_index"] == pytest.approx(
+                cases["cost"].sum() / mean_charge.sum(), rel=1e-9)
+            assert position["los_index"] == pytest.approx(
+                cases["los"].sum() / mean_los.sum(), rel=1e-9)
+    # the tertiary hospital (hospital_1) treats heavier cases at a higher cost
+    delivered = weights[True]["delivered"]
+    assert delivered["hospital_1"]["cost_index"] > delivered["hospital_2"]["cost_index"]

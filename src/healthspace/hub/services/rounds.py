@@ -137,8 +137,10 @@ def _outcome(study: Study, tasks: list[Task], completed: dict[str, dict[str, Any
         if isinstance(outcome, Final):
             result = json.loads(json.dumps(outcome.result))  # must be plain JSON to be stored
             status = StudyStatus.PARTIAL if problems else StudyStatus.COMPLETED
-            return {"status": status, "result": result, "error": problems,
-                    "_progress": progress}, None
+            deliveries = json.loads(json.dumps(outcome.deliveries)) if outcome.deliveries \
+                else None
+            return {"status": status, "result": result, "deliveries": deliveries,
+                    "error": problems, "_progress": progress}, None
         if not isinstance(outcome, NextRound):
             raise TypeError(f"combine returned {type(outcome).__name__}, not Final or NextRound")
         if logical + 1 > analysis.max_rounds:

@@ -178,7 +178,7 @@ def submit(
     woken = admission.settle(session, clock, study.id)
     session.commit()
     session.expire(study)
-    return study_view(study), woken
+    return study_view(study, principal), woken
 
 
 def _visible(principal: Principal) -> Select[Study]:
@@ -211,7 +211,7 @@ def list_studies(
     if status is not None:
         query = query.where(Study.status == status)
     rows = session.scalars(query.order_by(Study.id.desc()).limit(limit).offset(offset))
-    return [study_view(study) for study in rows]
+    return [study_view(study, principal) for study in rows]
 
 
 def visible_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> Study:
@@ -225,7 +225,7 @@ def visible_study(session: Session, clock: Clock, principal: Principal, study_id
 
 
 def get_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> StudyView:
-    return study_view(visible_study(session, clock, principal, study_id))
+    return study_view(visible_study(session, clock, principal, study_id), principal)
 
 
 def get_progress(session: Session, clock: Clock, principal: Principal,
@@ -253,4 +253,4 @@ def cancel(session: Session, clock: Clock, principal: Principal, study_id: int) 
     session.expire(study)
     if not changed:
         raise Conflict(f"study {study_id} is already {study.status}", field="status")
-    return study_view(study)
+    return study_view(study, principal)

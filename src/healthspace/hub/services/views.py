@@ -29,6 +29,7 @@ from healthspace.hub.db.models import (
     Task,
     User,
 )
+from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import ApprovalView
 
 
@@ -80,7 +81,19 @@ def task_view(task: Task) -> TaskView:
     )
 
 
-def study_view(study: Study) -> StudyView:
+def delivered_to(study: Study, viewer: Principal | None) -> dict[str, Any] | None:
+    """The study's deliveries addressed to ``viewer``: entries of nodes its organisation
+    runs, or every entry for a payer organisation; nothing for anyone else."""
+    if viewer is None or not study.deliveries:
+        return None
+    if viewer.org_kind == OrgKind.PAYER:
+        return dict(study.deliveries)
+    own = {row.node.name for row in study.targets if row.node.org_id == viewer.org_id}
+    mine = {name: entry for name, entry in study.deliveries.items() if name in own}
+    return mine or None
+
+
+def study_view(study: Study, viewer: Principal | None = None) -> StudyView:
     return StudyView(
         id=study.id,
         title=study.title,
@@ -98,6 +111,7 @@ def study_view(study: Study) -> StudyView:
         created_at=study.created_at,
         updated_at=study.updated_at,
         result=study.result,
+        delivered=delivered_to(study, viewer),
         error=study.error,
         tasks=[task_view(task) for task in study.tasks],
         timeline=[
