@@ -62,6 +62,20 @@ def user_add(
         out.print(f"user {user.name} ({user.role.value} @ {user.org}) id={user.id}")
 
 
+@user_app.command("password")
+def user_password(
+    user: Annotated[str | None, typer.Option(
+        help="Another user's (operators only); default: your own.")] = None,
+    hub: HubOpt = None, token: TokenOpt = None,
+) -> None:
+    """Set the password for signing in to the web console by name (prompted, not echoed)."""
+    password = typer.prompt("new console password", hide_input=True,
+                            confirmation_prompt=True)
+    with client(hub, token) as c:
+        c.set_password(password, user)
+    err.print(f"console password set for {user or 'you'}")
+
+
 @user_app.command("list")
 def user_list(hub: HubOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """List users."""

@@ -63,6 +63,11 @@ class HubClient:
     def list_users(self) -> list[UserView]:
         return [UserView.model_validate(u) for u in self.http.request("GET", f"{API}/users").json()]
 
+    def set_password(self, password: str, user: str | None = None) -> None:
+        """Your console password (an operator may set another user's)."""
+        self.http.request("PUT", f"{API}/me/password",
+                          json={"password": password, "user": user})
+
     def issue_token(self, user: str, label: str | None = None) -> TokenView:
         body = {"user": user, "label": label}
         return TokenView.model_validate(

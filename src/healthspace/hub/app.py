@@ -160,6 +160,10 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
 
+    from healthspace.hub import console
+
+    console.install(app)
+
     @app.get("/healthz", tags=["liveness"])
     def healthz() -> dict[str, str]:
         """Liveness only — unauthenticated, reveals nothing but that the process answers."""

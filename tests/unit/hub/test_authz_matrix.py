@@ -73,6 +73,9 @@ ALL_200 = {w: 200 for w in WHO}
 # (method, route template) -> (concrete path, body, expected status per principal)
 MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
     ("GET", "/api/v1/me", "/me", None, ALL_200),
+    ("PUT", "/api/v1/me/password", "/me/password",
+     lambda c, who: {"password": "a long console password"},
+     {**_only({w: 204 for w in WHO if w != "node"})}),
     ("GET", "/api/v1/hub/key", "/hub/key", None, ALL_200),
     ("GET", "/api/v1/orgs", "/orgs", None, _only({"operator": 200, "auditor": 200})),
     ("GET", "/api/v1/users", "/users", None, _only({"operator": 200, "auditor": 200})),
@@ -198,9 +201,10 @@ def test_the_matrix_covers_every_route() -> None:
 
 
 def test_auditors_never_write() -> None:
-    """Auditors read; the one write they may make is a fresh token for themselves."""
+    """Auditors read; the only writes they may make are their own credentials: a fresh
+    token or a console password for themselves."""
     for method, route, _path, _body, expect in MATRIX:
-        if method != "GET" and route != "/api/v1/tokens":
+        if method != "GET" and route not in ("/api/v1/tokens", "/api/v1/me/password"):
             assert expect["auditor"] == 403, (method, route)
 
 

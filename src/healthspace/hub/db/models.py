@@ -47,8 +47,24 @@ class User(Base):
     org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
     role: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Argon2id hash for signing in to the web console by name and password (optional).
+    password_hash: Mapped[str | None] = mapped_column(String(200))
 
     org: Mapped[Organisation] = relationship(lazy="joined")
+
+
+class ConsoleSession(Base):
+    """A web-console sign-in: the cookie's hash, its CSRF token, when it ends."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Node(Base):

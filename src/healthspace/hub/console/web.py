@@ -1,0 +1,154 @@
+"""What every console page shares: the signed-in viewer, role checks, CSRF, rendering, and
+the security headers (a strict Content-Security-Policy: every script and style is a file the
+package ships; no inline code, no eval, nothing from another origin)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from healthspace.core.enums import Role
+from healthspace.hub.console.i18n import LANGUAGES, Translator, pick
+from healthspace.hub.deps import get_hub
+from healthspace.hub.principal import Principal
+from healthspace.hub.services import console
+
+PREFIX = "/console"
+COOKIE = "hs_console"
+LANG_COOKIE = "hs_lang"
+SIGNIN_COOKIE = "hs_signin"  # double-submit token of the sign-in form (login CSRF)
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+ALL = frozenset(Role)
+
+# (path, label, roles): the navigation, one line per page, and who sees each link (each
+# page also checks its roles itself).
+NAV: list[tuple[str, str, frozenset[Role]]] = [
+    ("/dashboard", "Dashboard", ALL),
+    ("/catalog", "Catalog", ALL),
+    ("/studies", "Studies", ALL),
+    ("/approvals", "Approvals", frozenset({Role.DATA_HOLDER_ADMIN, Role.OPERATOR})),
+]
+
+
+class SignInRequired(Exception):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+
+class PageForbidden(Exception):
+    def __init__(self, viewer: Viewer, message: str) -> None:
+        self.viewer = viewer
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Viewer:
+    principal: Principal | None
+    csrf: str
+    t: Translator
+
+    @property
+    def role(self) -> Role | None:
+        return self.principal.role if self.principal else None
+
+
+def language(request: Request) -> str:
+    return pick(request.query_params.get("lang") or request.cookies.get(LANG_COOKIE),
+                request.headers.get("accept-language"))
+
+
+def current(request: Request) -> Viewer:
+    """Whoever this request's console cookie belongs to (principal None if nobody)."""
+    hub = get_hub(request)
+    with hub.sessions() as session:
+        found = console.resolve(session, hub.clock, request.cookies.get(COOKIE))
+    t = Translator(language(request))
+    if found is None:
+        return Viewer(None, "", t)
+    return Viewer(found[0], found[1], t)
+
+
+def page(*roles: Role) -> Callable[[Request], Viewer]:
+    """A dependency admitting signed-in users of ``roles`` (all roles if none given)."""
+    allowed = frozenset(roles) or ALL
+
+    def check(request: Request) -> Viewer:
+        viewer = current(request)
+        if viewer.principal is None:
+            raise SignInRequired(request.url.path + (f"?{request.url.query}"
+                                                     if request.url.query else ""))
+        if viewer.role not in allowed:
+            raise PageForbidden(viewer, viewer.t("This page is for: {roles}.", roles=", ".join(
+                viewer.t(str(r)) for r in sorted(allowed))))
+        return viewer
+
+    return check
+
+
+def check_csrf(viewer: Viewer, token: str | None) -> None:
+    if not token or not secrets.compare_digest(token, viewer.csrf):
+        raise PageForbidden(viewer, viewer.t("The form expired. Reload the page and try "
+                                             "again."))
+
+
+def safe_next(target: str | None) -> str:
+    """Only a console path is a redirect target (no open redirect)."""
+    if target and target.startswith(PREFIX + "/") and not target.startswith("//") \
+            and "\\" not in target:
+        return target
+    return PREFIX + "/dashboard"
+
+
+def nav_for(viewer: Viewer) -> list[tuple[str, str]]:
+    return [(PREFIX + path, label) for path, label, roles in NAV if viewer.role in roles]
+
+
+def render(request: Request, viewer: Viewer, template: str, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, template, {
+        "viewer": viewer, "_": viewer.t, "t": viewer.t, "lang": viewer.t.lang,
+        "languages": LANGUAGES, "nav": nav_for(viewer), "prefix": PREFIX,
+        "here": request.url.path, **context}, status_code=status_code)
+
+
+def sign_in_redirect(exc: SignInRequired) -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}/sign-in?next={quote(exc.target, safe='/')}",
+                            status_code=303)
+
+
+def forbidden_page(request: Request, exc: PageForbidden) -> HTMLResponse:
+    return render(request, exc.viewer, "error.html", status_code=403,
+                  title=exc.viewer.t("Not allowed"), message=exc.message)
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    """CSP and friends on every console response."""
+
+    async def dispatch(self, request: Request,
+                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        if request.url.path.startswith(PREFIX):
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Referrer-Policy"] = "same-origin"
+            if not request.url.path.startswith(PREFIX + "/static/"):
+                response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str,
+               max_age: int | None = None) -> None:
+    response.set_cookie(name, value, max_age=max_age, path=PREFIX, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
