@@ -38,6 +38,8 @@ from healthspace.node.state import NodeState
 
 CONSUMER_ORG = "pharma_demo"
 CONSUMER_USER = "analyst"
+AUDITOR_USER = "auditor"
+OPERATOR_ORG = "operator"  # the organisation `hub init` creates for the space operator
 IRB_REFERENCE = "IRB-2026-117"
 
 
@@ -55,6 +57,15 @@ class DemoResult:
     invoice: Statement | None = None
     account: AccountView | None = None
     kpi: dict[str, Any] = field(default_factory=dict)
+
+    def role_tokens(self) -> dict[str, str]:
+        """One console sign-in token per role: operator, consumer, a steward, the auditor."""
+        stewards = sorted(name for name in self.tokens if name.startswith("steward_"))
+        found = {"operator": self.tokens.get("operator"),
+                 "consumer": self.tokens.get(CONSUMER_USER),
+                 "data_holder_admin": self.tokens.get(stewards[0]) if stewards else None,
+                 "auditor": self.tokens.get(AUDITOR_USER)}
+        return {role: token for role, token in found.items() if token}
 
     def settlement(self) -> dict[str, Any]:
         """Money in and out over the demo's month: invoiced = earned + platform fee."""
@@ -99,13 +110,15 @@ class DemoResult:
 
 
 def _people(fed: LocalFederation, sites: list[str]) -> dict[str, str]:
-    """Orgs, a consumer and one data steward per data holder; returns their tokens."""
+    """Orgs, a consumer, one data steward per data holder and an auditor (in the operator's
+    organisation); returns their tokens."""
     fed.ensure_org(CONSUMER_ORG, "consumer")
     tokens: dict[str, str] = {}
     with fed.operator() as op:
         users = {u.name for u in op.list_users()}
         wanted = [(CONSUMER_USER, CONSUMER_ORG, "consumer")]
         wanted += [(f"steward_{site}", site, "data_holder_admin") for site in sites]
+        wanted += [(AUDITOR_USER, OPERATOR_ORG, "auditor")]
         for name, org, role in wanted:
             if name not in users:
                 op.add_user(name, org, role)
@@ -189,7 +202,9 @@ def run_demo(
         sites = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("_"))
         hospitals = [s for s in sites if s != "payer"]
         t = lap("synth", t)
-        with LocalFederation(root) as fed:
+        # The hub's graceful stop waits for in-flight long-polls; a 5 s poll keeps that within
+        # the 10 s LocalFederation gives each process, so the hub exits cleanly (ledger flushed).
+        with LocalFederation(root, poll_wait=5.0) as fed:
             fed.init_hub()
             fed.start_hub()
             say(f"hub up at {fed.url}")

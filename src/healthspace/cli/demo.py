@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,6 +20,7 @@ from healthspace.core.enums import ExitCode
 
 if TYPE_CHECKING:
     from healthspace.demo import DemoResult
+    from healthspace.launch import LocalFederation
 
 
 def demo(
@@ -35,7 +42,6 @@ def demo(
     (or, with --scenario payer, the bureau's analytics and checks)."""
     from healthspace.core.errors import InvalidInput
     from healthspace.demo import run_demo
-    from healthspace.launch import LocalFederation
 
     if persons < 100:
         raise InvalidInput("use at least 100 persons per site", field="persons")
@@ -54,20 +60,10 @@ def demo(
         err.print(f"[cyan]demo[/] {msg}", highlight=False)
 
     def hold(fed: LocalFederation, result: DemoResult) -> None:
-        if not serve:
-            return
-        _report(result, json_out)
-        err.print(f"hub: {fed.url}  (OpenAPI: {fed.url}/docs)")
-        for name, token in result.tokens.items():
-            err.print(f"token {name}: {token}", highlight=False)
-        err.print(f"state under {result.workdir}; press Ctrl-C to stop")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            err.print("stopping")
+        if serve:
+            _serve(fed, result, json_out)
 
-    with progress_bar(not json_out) as progress:
+    with _stop_on_signals(serve), progress_bar(not json_out) as progress:
         result = run_demo(persons=persons, workdir=workdir, serve=serve, seed=seed, say=say,
                           progress=progress, keep=hold)
     if not serve:
@@ -85,6 +81,61 @@ def demo(
         err.print("[bold red]a task has no meter record or the settlement does not balance[/]")
         code = ExitCode.ERROR
     raise typer.Exit(int(code))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(active: bool) -> Iterator[None]:
+    """While serving, SIGTERM and SIGINT (Ctrl-C) stop the demo: the federation's context
+    closes, so the hub and every node are terminated before the command exits. SIGINT is
+    set explicitly, as a shell starts background jobs with it ignored."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(fed: LocalFederation, result: DemoResult, json_out: bool) -> None:
+    """Print where the console is and one sign-in token per role, then serve until stopped
+    (SIGINT or SIGTERM). With ``--json`` stdout gets exactly one JSON line."""
+    from healthspace.launch import LaunchError
+
+    console = f"{fed.url}/console"
+    tokens = result.role_tokens()
+    if json_out:
+        sys.stdout.write(json.dumps({"console_url": console, "tokens": tokens}) + "\n")
+        sys.stdout.flush()
+    else:
+        _report(result, json_out)
+        out.print(f"web console: {console}", highlight=False)
+        for role, token in tokens.items():
+            out.print(f"  sign in as {role}: {token}", highlight=False)
+        err.print(f"hub API: {fed.url}  (OpenAPI: {fed.url}/docs)", highlight=False)
+        for name, token in result.tokens.items():
+            err.print(f"token {name}: {token}", highlight=False)
+    err.print(f"state under {result.workdir}; press Ctrl-C to stop", highlight=False)
+    try:
+        while fed.hub_process is not None and fed.hub_process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        # Shutting down: a second signal must not cut the clean stop of hub and nodes short
+        # (each process gets 10 s to exit before it is killed).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        err.print("stopping hub and nodes")
+        return
+    raise LaunchError(f"the hub exited while serving:\n{fed.log_tail('hub.log')}")
 
 
 def _report(result: DemoResult, json_out: bool) -> None:

@@ -239,3 +239,21 @@ def test_every_string_has_a_chinese_translation():
                                    "needs_approval", "two_level", "payer"])
 def test_enumerated_values_are_translated(value):
     assert value in catalog("zh")
+
+
+def test_catalog_files_never_translate_one_string_two_ways():
+    """Every locale/zh/*.po file is merged into one catalog: a string two files translate
+    differently would depend on file order."""
+    from babel.messages.pofile import read_po
+
+    seen: dict[str, tuple[str, str]] = {}
+    clashes = []
+    for path in sorted((CONSOLE / "locale" / "zh").glob("*.po")):
+        with open(path, "rb") as handle:
+            for message in read_po(handle):
+                if not message.id or not message.string:
+                    continue
+                first = seen.setdefault(str(message.id), (path.name, str(message.string)))
+                if first[1] != message.string:
+                    clashes.append((message.id, first, (path.name, message.string)))
+    assert not clashes, clashes

@@ -37,7 +37,12 @@ NAV: list[tuple[str, str, frozenset[Role]]] = [
     ("/dashboard", "Dashboard", ALL),
     ("/catalog", "Catalog", ALL),
     ("/studies", "Studies", ALL),
+    ("/studies/new", "New study", frozenset({Role.CONSUMER, Role.OPERATOR})),
     ("/approvals", "Approvals", frozenset({Role.DATA_HOLDER_ADMIN, Role.OPERATOR})),
+    ("/audit", "Audit", frozenset({Role.AUDITOR, Role.OPERATOR})),
+    ("/consent", "Consent", frozenset({Role.DATA_HOLDER_ADMIN, Role.OPERATOR})),
+    ("/models", "Models", ALL),
+    ("/billing", "Billing", ALL),
 ]
 
 
@@ -116,10 +121,15 @@ def nav_for(viewer: Viewer) -> list[tuple[str, str]]:
 
 def render(request: Request, viewer: Viewer, template: str, status_code: int = 200,
            **context: Any) -> HTMLResponse:
+    nav = nav_for(viewer)
+    here = request.url.path
+    # the page's own entry: the longest navigation path this page lies under
+    current_nav = max((path for path, _ in nav if here == path or here.startswith(path + "/")),
+                      key=len, default=None)
     return TEMPLATES.TemplateResponse(request, template, {
         "viewer": viewer, "_": viewer.t, "t": viewer.t, "lang": viewer.t.lang,
-        "languages": LANGUAGES, "nav": nav_for(viewer), "prefix": PREFIX,
-        "here": request.url.path, **context}, status_code=status_code)
+        "languages": LANGUAGES, "nav": nav, "current_nav": current_nav, "prefix": PREFIX,
+        "here": here, **context}, status_code=status_code)
 
 
 def sign_in_redirect(exc: SignInRequired) -> RedirectResponse:

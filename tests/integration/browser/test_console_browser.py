@@ -1,0 +1,264 @@
+"""The web console in a real browser (Debian's Chromium through Playwright) over the shared
+live federation: sign-in per role, a two-level approval decided in the approvals inbox, the
+result on the consumer's study page, the auditor's ledger tile, Chinese, role refusals,
+keyboard basics and accessible labels, and no CSP violation on any page (the ``console``
+fixture checks that after every test).
+
+One test function per flow: a flow for a new page (the study builder, audit, consent,
+models, billing) is a new function here, and a new page's refusals are rows of REFUSED.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from healthspace.client.sdk import API, HubClient
+from healthspace.core.enums import Role, StudyStatus
+from healthspace.demo_data import showcase_cohort
+from healthspace.hub.console.i18n import Translator
+from healthspace.hub.console.web import NAV
+
+from ..reference import released, t2d_feasibility
+from .helpers import fill_token_form, nav_labels, screenshot, unlabelled_controls
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("federation")]
+
+USERS = {"operator": "operator", "consumer": "analyst", "data_holder_admin": "steward",
+         "auditor": "auditor"}
+KPI_ROLES = {"operator", "auditor"}
+# (role, page): pages a role may not open; each shows the 403 page.
+REFUSED = [
+    ("consumer", "/console/approvals"),
+    ("auditor", "/console/approvals"),
+]
+ZH_NAV = {"Dashboard": "仪表盘", "Catalog": "数据目录", "Studies": "研究", "Approvals": "审批"}
+
+
+def nav_for(role: str) -> list[str]:
+    """The navigation labels the console's NAV gives ``role`` (English)."""
+    return [label for _path, label, roles in NAV if Role(role) in roles]
+
+
+@pytest.mark.parametrize("role", list(USERS))
+def test_each_role_signs_in_with_a_token_and_sees_its_dashboard(console, role):
+    page = console.sign_in(role)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    expect(page.locator(".who")).to_contain_text(f"{USERS[role]} · ")
+    expect(page.locator(".who")).to_contain_text(f" · {role}")
+    labels = nav_labels(page)
+    assert labels == nav_for(role)
+    assert ("Approvals" in labels) == (role in ("operator", "data_holder_admin"))
+    here = page.locator("header.top").get_by_role("link", name="Dashboard", exact=True)
+    expect(here).to_have_attribute("aria-current", "page")
+    # KPI tiles for the operator and the auditor only; pending approvals for deciders.
+    expect(page.locator("#kpi-h")).to_have_count(1 if role in KPI_ROLES else 0)
+    expect(page.locator("#pending-h")).to_have_count(0 if role == "consumer" else 1)
+    screenshot(page, f"dashboard-{role}")
+    # Signing out ends the session: the dashboard asks for sign-in again.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/console/sign-in$"))
+    console.goto(page, "/console/dashboard")
+    expect(page).to_have_url(re.compile(r"/console/sign-in\?next=/console/dashboard"))
+
+
+def test_a_wrong_token_is_refused_with_a_message(console):
+    page = console.visitor()
+    console.goto(page, "/console/studies")
+    expect(page).to_have_url(re.compile(r"/console/sign-in\?next=/console/studies"))
+    screenshot(page, "signin")
+    fill_token_form(page, "hs_not-a-real-token")
+    expect(page.get_by_role("alert")).to_contain_text("Sign-in failed")
+    # The form is shown again, still ready; a good token then lands on the page first asked.
+    fill_token_form(page, console.tokens["consumer"])
+    expect(page).to_have_url(re.compile(r"/console/studies$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Studies")
+
+
+def test_two_level_approval_in_the_inbox_and_the_result_on_the_study_page(console, live):
+    """A consumer's study on the L3 strict_site waits for the steward and the ethics step;
+    the data-holder admin decides both in the browser; the consumer sees the result."""
+    with live.consumer() as consumer:
+        view = consumer.submit({"title": "Browser approval", "analysis": "cohort_count",
+                                "purpose": "drug_development", "cohort": showcase_cohort(),
+                                "nodes": ["strict_site"]})
+    assert view.status == StudyStatus.AWAITING_APPROVAL
+    study = f"/console/studies/{view.id}"
+    analyst = console.sign_in("consumer", next=study)
+    expect(analyst.get_by_test_id("study-status")).to_have_text("awaiting_approval")
+
+    steward = console.sign_in("data_holder_admin")
+    pending = steward.get_by_role("link", name=re.compile(rf"^#{view.id} Browser approval"))
+    expect(pending).to_be_visible()  # the dashboard lists what waits for this steward
+    pending.click()
+    expect(steward).to_have_url(re.compile(r"/console/approvals"))
+    card = steward.locator(f"#study-{view.id}-strict_site")
+    expect(card.get_by_role("heading", level=2)).to_contain_text("Browser approval")
+    expect(card).to_contain_text("two_level")
+    expect(card.get_by_label("Ethics committee reference")).to_have_count(0)  # steward first
+    screenshot(steward, "approvals-inbox")
+    card.get_by_label("Comment", exact=True).fill("data steward ok")
+    card.get_by_role("button", name="Approve (steward)").click()
+    expect(steward.get_by_role("status")).to_have_text("Decision recorded.")
+    # The ethics step needs its reference; done here by keyboard alone (Enter submits).
+    card = steward.locator(f"#study-{view.id}-strict_site")
+    reference = card.get_by_label("Ethics committee reference")
+    expect(reference).to_be_visible()
+    screenshot(steward, "approvals-ethics-step")
+    reference.focus()
+    steward.keyboard.type("IRB-2026-042")
+    steward.keyboard.press("Tab")
+    steward.keyboard.type("ethics committee approval")
+    steward.keyboard.press("Enter")
+    expect(steward.get_by_role("status")).to_have_text("Decision recorded.")
+    expect(steward.locator(f"#study-{view.id}-strict_site")).to_have_count(0)
+
+    # The hub holds both decisions, by the steward, with the reference; the study ran.
+    with HubClient(live.url, live.steward_token) as hub:
+        done = [a for a in hub.approvals("approved")
+                if a["study_id"] == view.id and a["node"] == "strict_site"]
+    assert [(a["step"], a["by"], a["ethics_ref"]) for a in done[0]["approvals"]] == [
+        ("steward", "steward", None), ("ethics", "steward", "IRB-2026-042")]
+    with live.consumer() as consumer:
+        final = consumer.wait(view.id, timeout=90)
+    assert final.status == StudyStatus.COMPLETED
+    assert final.result["sites"] == {
+        "strict_site": released(t2d_feasibility(live.data / "hospital_3"), 11)}
+
+    analyst.reload()
+    expect(analyst.get_by_test_id("study-status")).to_have_text("completed")
+    shown = json.loads(analyst.get_by_test_id("result-json").text_content())
+    assert shown == final.result
+    nodes = analyst.get_by_role("table").filter(has=analyst.get_by_role(
+        "columnheader", name="Decision"))
+    expect(nodes.get_by_role("row").filter(has_text="strict_site")).to_contain_text("completed")
+    screenshot(analyst, "study-detail")
+    # The consumer's studies list links to it, with its status.
+    console.goto(analyst, "/console/studies?status=completed")
+    row = analyst.get_by_role("row").filter(has=analyst.get_by_role("link", name=str(view.id),
+                                                                      exact=True))
+    expect(row).to_contain_text("completed")
+    expect(row).to_contain_text("Browser approval")
+
+
+def test_the_auditor_sees_the_verified_ledger_tile(console, live):
+    page = console.sign_in("auditor")
+    tile = page.locator(".tile").filter(has_text="Audit ledger")
+    expect(page.get_by_test_id("ledger-status")).to_have_text("verified")
+    expect(tile).to_have_class(re.compile(r"\bok\b"))
+    # The tile is the KPI service's answer, as the API gives it.
+    period = page.locator("#kpi-h").inner_text()
+    month = re.search(r"\((\d{4}-\d{2})\)", period).group(1)
+    with HubClient(live.url, live.auditor_token) as auditor:
+        ledger = auditor.kpi(month)["safety"]["ledger"]
+    assert ledger["ok"] is True
+    shown = int(re.sub(r"\D", "", tile.locator(".trend").inner_text()))
+    assert 0 < shown <= ledger["entries"]  # the API read happened after the page
+
+
+def test_switching_to_chinese_translates_the_navigation_and_stays(console):
+    page = console.sign_in("operator")
+    page.get_by_label("Language").select_option(label="简体中文")  # autosubmits (console.js)
+    expect(page.locator("html")).to_have_attribute("lang", "zh-Hans")
+    expect(page.get_by_role("heading", level=1)).to_have_text("仪表盘")
+    labels = nav_labels(page)
+    assert labels == [Translator("zh")(label) for label in nav_for("operator")]
+    assert set(ZH_NAV.values()) <= set(labels) and not set(ZH_NAV) & set(labels)
+    expect(page.get_by_test_id("ledger-status")).to_have_text("已验证")
+    expect(page.locator("a.skip")).to_have_text("跳到正文")
+    screenshot(page, "dashboard-zh")
+    # The choice is remembered (a cookie) on the next page; English again on request.
+    page.get_by_role("link", name="数据目录").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("数据目录")
+    page.get_by_label("语言").select_option(label="English")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Catalog")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+
+
+@pytest.mark.parametrize(("role", "path"), REFUSED)
+def test_a_role_is_refused_another_roles_page(console, role, path):
+    page = console.sign_in(role)
+    response = console.goto(page, path)
+    assert response.status == 403
+    expect(page.get_by_role("heading", level=1)).to_have_text("Not allowed")
+    expect(page.get_by_role("alert")).to_contain_text("This page is for:")
+    expect(page.get_by_role("link", name="Back to the dashboard")).to_be_visible()
+    screenshot(page, f"forbidden-{role}{path.replace('/console', '').replace('/', '-')}")
+
+
+def test_catalog_and_studies_show_what_the_api_answers(console, live):
+    page = console.sign_in("consumer")
+    console.goto(page, "/console/catalog")
+    shown = {h.split(" · ")[0].strip() for h in
+             page.get_by_role("heading", level=2).all_inner_texts()}
+    with live.consumer() as consumer:
+        nodes = {n.name for n in consumer.list_nodes()}
+        listed = consumer.http.request("GET", f"{API}/studies", params={"limit": 200}).json()
+    mine = {s["id"] for s in listed["studies"]}
+    assert shown == nodes
+    expect(page.locator("#node-strict_site").locator("xpath=..")).to_contain_text("L3")
+    screenshot(page, "catalog")
+    console.goto(page, "/console/studies")
+    ids = {int(t) for t in page.locator("tbody tr td:first-child a").all_inner_texts()}
+    assert ids == mine  # only the consumer's own studies (both lists hold up to 200)
+    screenshot(page, "studies")
+
+
+@pytest.mark.parametrize(("role", "path"), [
+    (None, "/console/sign-in"),
+    ("operator", "/console/dashboard"),
+    ("consumer", "/console/catalog"),
+    ("consumer", "/console/studies"),
+    ("data_holder_admin", "/console/approvals?status=pending"),
+])
+def test_keyboard_skip_link_and_every_control_labelled(console, live, role, path):
+    page = console.visitor() if role is None else console.sign_in(role)
+    console.goto(page, path)
+    page.keyboard.press("Tab")
+    skip = page.locator("a.skip")
+    expect(skip).to_be_focused()  # the first Tab stop on every page
+    box = skip.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["y"] >= 0  # shown when focused
+    page.keyboard.press("Enter")
+    expect(page.locator("main#main")).to_be_focused()
+    count, bad = unlabelled_controls(page)
+    assert count >= 1 and bad == []
+
+
+def test_a_study_page_is_keyboard_reachable_and_labelled(console, live):
+    with live.consumer() as consumer:  # a study of its own: no test relies on another's
+        view = consumer.submit({"title": "Keyboard", "analysis": "cohort_count",
+                                "purpose": "research", "cohort": showcase_cohort(),
+                                "nodes": ["hospital_1"]})
+        assert consumer.wait(view.id, timeout=90).status == StudyStatus.COMPLETED
+    page = console.sign_in("consumer", next=f"/console/studies/{view.id}")
+    expect(page.get_by_test_id("study-status")).to_have_text("completed")
+    page.keyboard.press("Tab")
+    expect(page.locator("a.skip")).to_be_focused()
+    count, bad = unlabelled_controls(page)
+    assert count >= 1 and bad == []
+    # Tab walks the header: the navigation links, then the language switch, then sign-out.
+    order = []
+    for _ in range(len(nav_for("consumer")) + 2):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("(e => e.tagName === 'SELECT' ? e.id : e.textContent.trim())"
+                                   "(document.activeElement)"))
+    assert order == [*nav_for("consumer"), "lang-select", "Sign out"]
+
+
+def test_the_csp_watch_catches_an_inline_style(console):
+    """The watch the ``console`` fixture relies on does see a violation (then clears it)."""
+    page = console.sign_in("consumer")
+    page.evaluate("() => { const s = document.createElement('style');"
+                  " s.textContent = 'body { color: red }'; document.head.appendChild(s); }")
+    page.wait_for_timeout(200)
+    for _ in range(50):
+        if console.watch.csp and console.watch.console:
+            break
+        page.wait_for_timeout(100)
+    assert console.watch.csp and console.watch.csp[0]["directive"].startswith("style-src")
+    assert any("Content Security Policy" in m for m in console.watch.console)
+    console.watch.clear()
