@@ -31,6 +31,7 @@ from PIL import Image
 from healthspace.core.canonical import canonical_json
 from healthspace.core.envelope import seal
 from healthspace.hub.console import charts
+from healthspace.hub.console import results as results_module
 from healthspace.hub.console.i18n import catalog
 from healthspace.hub.console.pages import studies as page_module
 
@@ -684,8 +685,8 @@ def _console_labels() -> set[str]:
     detail labels, chart titles and alt texts, and values shown through ``_()``."""
     import ast
 
-    found = set(page_module.DETAIL_LABELS.values()) | set(page_module.LABELS.values())
-    for module in (page_module, charts):
+    found = set(page_module.DETAIL_LABELS.values()) | set(results_module.LABELS.values())
+    for module in (page_module, results_module, charts):
         for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
             if not isinstance(node, ast.Call):
                 continue
