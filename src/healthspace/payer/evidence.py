@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from healthspace.core.documents import load_document
-from healthspace.core.errors import InvalidInput, field_path
-from healthspace.payer.rules import CodeSet, _patterns
+from healthspace.core.errors import InvalidInput
+from healthspace.payer.rules import CodeSet, _patterns, load_rule_file
 
 SAMPLE = Path(__file__).parent / "rules" / "evidence_sample.yaml"
 Answer = Literal["supported", "unsupported", "no_record"]
@@ -130,18 +129,8 @@ class EvidenceRules(_Strict):
 def load_evidence_rules(raw: Any = None) -> EvidenceRules:
     """An evidence rule file (path, YAML/JSON text or dict; default: the shipped sample);
     errors name the field under ``evidence_rules``."""
-    if isinstance(raw, EvidenceRules):
-        return raw
-    data = raw if isinstance(raw, dict) else load_document(SAMPLE if raw is None else raw,
-                                                           "evidence_rules")
-    if not isinstance(data, dict):
-        raise InvalidInput("an evidence rule file must be an object", field="evidence_rules")
-    try:
-        return EvidenceRules.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise InvalidInput(first["msg"],
-                           field=field_path(list(first["loc"]), ("evidence_rules",))) from exc
+    return load_rule_file(raw, EvidenceRules, SAMPLE, "evidence_rules",
+                          "an evidence rule file")
 
 
 def claims_to_check(cases: pd.DataFrame, rules: EvidenceRules,

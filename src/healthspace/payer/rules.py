@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -19,6 +19,7 @@ from healthspace.core.documents import load_document
 from healthspace.core.errors import InvalidInput, field_path
 
 SAMPLE = Path(__file__).parent / "rules" / "chs_drg_sample.yaml"
+M = TypeVar("M", bound=BaseModel)
 _RANGE = re.compile(r"^([A-Z][0-9]{2})-([A-Z][0-9]{2})$")
 _CODE = re.compile(r"^[A-Z0-9][A-Z0-9.]{1,9}%?$")
 
@@ -146,18 +147,24 @@ class GroupingRules(_Strict):
         return [*codes, "QY"]
 
 
+def load_rule_file(raw: Any, model: type[M], sample: Path, field: str, what: str) -> M:
+    """A rule file as ``model`` — a path, YAML/JSON text or dict; None: ``sample`` — with
+    errors naming the field under ``field``."""
+    if isinstance(raw, model):
+        return raw
+    data = raw if isinstance(raw, dict) else load_document(sample if raw is None else raw,
+                                                           field)
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{what} must be an object", field=field)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise InvalidInput(first["msg"], field=field_path(list(first["loc"]), (field,))) \
+            from exc
+
+
 def load_rules(raw: Any = None) -> GroupingRules:
     """A rule file (path, YAML/JSON text or dict; default: the shipped sample); errors name
     the field under ``rules``."""
-    if isinstance(raw, GroupingRules):
-        return raw
-    data = raw if isinstance(raw, dict) else load_document(SAMPLE if raw is None else raw,
-                                                           "rules")
-    if not isinstance(data, dict):
-        raise InvalidInput("a grouping rule file must be an object", field="rules")
-    try:
-        return GroupingRules.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise InvalidInput(first["msg"], field=field_path(list(first["loc"]), ("rules",))) \
-            from exc
+    return load_rule_file(raw, GroupingRules, SAMPLE, "rules", "a grouping rule file")
