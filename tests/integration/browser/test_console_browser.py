@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 
 import pytest
+import yaml
 from playwright.sync_api import expect
 
 from healthspace.client.sdk import API, HubClient
@@ -38,9 +40,46 @@ REFUSED = [
 ZH_NAV = {"Dashboard": "仪表盘", "Catalog": "数据目录", "Studies": "研究", "Approvals": "审批"}
 
 
+def yaml_example(stem: str) -> dict:
+    """A bundled analysis-dataset spec, as the builder sends it."""
+    text = resources.files("healthspace.examples").joinpath(f"{stem}.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
 def nav_for(role: str) -> list[str]:
     """The navigation labels the console's NAV gives ``role`` (English)."""
     return [label for _path, label, roles in NAV if Role(role) in roles]
+
+
+def approve_both_steps(console, study_id: int, title: str, shots: bool = False) -> None:
+    """The data-holder admin decides the steward step, then the ethics step (by keyboard
+    alone: Enter submits), of ``study_id`` at strict_site, from the dashboard's link."""
+    steward = console.sign_in("data_holder_admin")
+    pending = steward.get_by_role("link", name=re.compile(rf"^#{study_id} {re.escape(title)}"))
+    expect(pending).to_be_visible()  # the dashboard lists what waits for this steward
+    pending.click()
+    expect(steward).to_have_url(re.compile(r"/console/approvals"))
+    card = steward.locator(f"#study-{study_id}-strict_site")
+    expect(card.get_by_role("heading", level=2)).to_contain_text(title)
+    expect(card).to_contain_text("two_level")
+    expect(card.get_by_label("Ethics committee reference")).to_have_count(0)  # steward first
+    if shots:
+        screenshot(steward, "approvals-inbox")
+    card.get_by_label("Comment", exact=True).fill("data steward ok")
+    card.get_by_role("button", name="Approve (steward)").click()
+    expect(steward.get_by_role("status")).to_have_text("Decision recorded.")
+    card = steward.locator(f"#study-{study_id}-strict_site")
+    reference = card.get_by_label("Ethics committee reference")
+    expect(reference).to_be_visible()
+    if shots:
+        screenshot(steward, "approvals-ethics-step")
+    reference.focus()
+    steward.keyboard.type("IRB-2026-042")
+    steward.keyboard.press("Tab")
+    steward.keyboard.type("ethics committee approval")
+    steward.keyboard.press("Enter")
+    expect(steward.get_by_role("status")).to_have_text("Decision recorded.")
+    expect(steward.locator(f"#study-{study_id}-strict_site")).to_have_count(0)
 
 
 @pytest.mark.parametrize("role", list(USERS))
@@ -90,31 +129,7 @@ def test_two_level_approval_in_the_inbox_and_the_result_on_the_study_page(consol
     analyst = console.sign_in("consumer", next=study)
     expect(analyst.get_by_test_id("study-status")).to_have_text("awaiting_approval")
 
-    steward = console.sign_in("data_holder_admin")
-    pending = steward.get_by_role("link", name=re.compile(rf"^#{view.id} Browser approval"))
-    expect(pending).to_be_visible()  # the dashboard lists what waits for this steward
-    pending.click()
-    expect(steward).to_have_url(re.compile(r"/console/approvals"))
-    card = steward.locator(f"#study-{view.id}-strict_site")
-    expect(card.get_by_role("heading", level=2)).to_contain_text("Browser approval")
-    expect(card).to_contain_text("two_level")
-    expect(card.get_by_label("Ethics committee reference")).to_have_count(0)  # steward first
-    screenshot(steward, "approvals-inbox")
-    card.get_by_label("Comment", exact=True).fill("data steward ok")
-    card.get_by_role("button", name="Approve (steward)").click()
-    expect(steward.get_by_role("status")).to_have_text("Decision recorded.")
-    # The ethics step needs its reference; done here by keyboard alone (Enter submits).
-    card = steward.locator(f"#study-{view.id}-strict_site")
-    reference = card.get_by_label("Ethics committee reference")
-    expect(reference).to_be_visible()
-    screenshot(steward, "approvals-ethics-step")
-    reference.focus()
-    steward.keyboard.type("IRB-2026-042")
-    steward.keyboard.press("Tab")
-    steward.keyboard.type("ethics committee approval")
-    steward.keyboard.press("Enter")
-    expect(steward.get_by_role("status")).to_have_text("Decision recorded.")
-    expect(steward.locator(f"#study-{view.id}-strict_site")).to_have_count(0)
+    approve_both_steps(console, view.id, "Browser approval", shots=True)
 
     # The hub holds both decisions, by the steward, with the reference; the study ran.
     with HubClient(live.url, live.steward_token) as hub:
@@ -262,3 +277,97 @@ def test_the_csp_watch_catches_an_inline_style(console):
     assert console.watch.csp and console.watch.csp[0]["directive"].startswith("style-src")
     assert any("Content Security Policy" in m for m in console.watch.console)
     console.watch.clear()
+
+
+# The gliclazide-or-metformin starters at strict_site, as the builder flow enters them.
+STARTERS = {"entry": {"drug": {"codes": ["ATC:A10BB09", "ATC:A10BA02"]}},
+            "inclusion": [{"age": {"min": 18}},
+                          {"observation_period": {"min_prior_observation_days": 0}}]}
+
+
+def test_build_a_study_with_both_previews_approve_it_and_see_its_chart(console, live):
+    """The whole consumer path in the browser: code search, the policy check and the live
+    preview in place, a KM study submitted from the form, both approval steps by the data
+    holder, then the result with its chart on the study page."""
+    page = console.sign_in("consumer", next="/console/studies/new")
+    page.get_by_label("Entry event", exact=True).select_option("drug")
+    codes = page.get_by_label("Entry codes", exact=True)
+    codes.fill("ATC:A10BB")  # code search over what the nodes published
+    page.locator(".suggest").get_by_role("button", name="ATC:A10BB09", exact=True).click()
+    expect(codes).to_have_value("ATC:A10BB09, ")
+    expect(codes).to_be_focused()
+    codes.press_sequentially("ATC:A10BA02")
+    page.get_by_label("Age from", exact=True).fill("18")
+    page.get_by_label("Prior observation (days)", exact=True).fill("0")
+    page.get_by_label("strict_site", exact=True).check()
+    page.get_by_label("hospital_3", exact=True).check()  # for the previews; unticked later
+    page.get_by_label("Purpose", exact=True).select_option("drug_development")
+    page.get_by_label("Title", exact=True).fill("Builder KM")
+    page.get_by_label("Analysis", exact=True).select_option("km")
+    expect(page.locator("#params-km")).to_be_visible()
+    expect(page.locator("#params-glm")).to_be_hidden()  # only the chosen analysis' fields
+    page.get_by_label("Analysis dataset", exact=True).select_option("gliclazide_hf_dataset")
+    page.locator("#f-km-duration").fill("time")
+    page.locator("#f-km-event").fill("event")
+    page.locator("#f-km-group").fill("drug")
+    spec = {"analysis": "km", "cohort": STARTERS, "nodes": ["strict_site", "hospital_3"],
+            "purpose": "drug_development", "dataset": yaml_example("gliclazide_hf_dataset"),
+            "params": {"duration": "time", "event": "event", "group": "drug"}}
+
+    # The policy decision preview, in place: what the API's check answers, reasons and all.
+    page.get_by_role("button", name="Check policy").click()
+    result = page.locator("#check-result")
+    expect(result.get_by_test_id("decision-strict_site")).to_have_text("needs_approval")
+    expect(result.get_by_test_id("decision-hospital_3")).to_have_text("allow")
+    with live.consumer() as consumer:
+        checked = consumer.check(spec)
+    assert (checked["strict_site"].outcome, checked["hospital_3"].outcome) == (
+        "needs_approval", "allow")
+    for node in ("strict_site", "hospital_3"):
+        row = result.get_by_role("row").filter(has_text=node)
+        for reason in checked[node].reasons:
+            expect(row).to_contain_text(reason.message)
+    expect(page).to_have_url(re.compile(r"/console/studies/new$"))  # no page load
+
+    # The live feasibility preview, in place, followed until the nodes answer: an obfuscated
+    # count from hospital_3; the L3 site does not answer previews and says why.
+    page.get_by_role("button", name="Preview count").click()
+    preview = page.locator("#preview-result .preview")
+    expect(preview.get_by_test_id("count-hospital_3")).to_have_text(re.compile(r"^[\d,]+$"),
+                                                                    timeout=60_000)
+    preview_id = int(re.search(r"preview-(\d+)", preview.get_attribute("id")).group(1))
+    with live.consumer() as consumer:
+        previewed = consumer.study(preview_id)
+    assert previewed.preview and previewed.cohort == STARTERS
+    assert previewed.result["obfuscated"] is True
+    shown = preview.get_by_test_id("count-hospital_3").inner_text()
+    assert int(shown.replace(",", "")) == previewed.result["sites"]["hospital_3"]
+    assert previewed.decisions["strict_site"]["outcome"] == "deny"
+    expect(preview.get_by_role("row").filter(has_text="strict_site")).to_contain_text(
+        "does not answer previews")
+    screenshot(page, "builder-previews")
+    page.get_by_label("hospital_3", exact=True).uncheck()
+
+    page.get_by_role("button", name="Submit study").click()
+    expect(page).to_have_url(re.compile(r"/console/studies/\d+$"))
+    study_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.get_by_test_id("study-status")).to_have_text("awaiting_approval")
+    with live.consumer() as consumer:
+        stored = consumer.study(study_id)
+    assert (stored.analysis, stored.cohort, stored.nodes, stored.title) == (
+        "km", STARTERS, ["strict_site"], "Builder KM")
+    assert stored.dataset == yaml_example("gliclazide_hf_dataset")
+
+    approve_both_steps(console, study_id, "Builder KM")
+    with live.consumer() as consumer:
+        final = consumer.wait(study_id, timeout=120)
+    assert final.status == StudyStatus.COMPLETED, final.error
+    page.reload()
+    expect(page.get_by_test_id("study-status")).to_have_text("completed")
+    assert json.loads(page.get_by_test_id("result-json").text_content()) == final.result
+    chart = page.locator("figure img").first
+    expect(chart).to_have_attribute("alt", re.compile(r"\S"))
+    chart.scroll_into_view_if_needed()
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                           arg=chart.element_handle())
+    screenshot(page, "builder-study-km")

@@ -15,8 +15,8 @@ from hubkit import Space
 from test_console import _csrf, sign_in
 
 from healthspace.core.models import StudyView
+from healthspace.hub.console import builder_form as builder
 from healthspace.hub.console.i18n import catalog
-from healthspace.hub.console.pages import builder
 
 NEW = "/console/studies/new"
 OBFUSCATED = {"count": 45, "min_cell_size": 10, "breakdown": None, "obfuscated": True,
@@ -263,6 +263,100 @@ def test_payer_analyses_take_no_cohort(space: Space) -> None:
     assert stored["params"]["readmissions"] is False  # the box was left unticked
 
 
+GROUPED = {"entry_kind": "condition", "entry_codes": "ICD10:E11%, 201826",
+           "inc0_kind": "drug", "inc0_codes": "1503297", "inc0_start": "-365", "inc0_end": "0",
+           "inc0_group": "A",
+           "inc1_kind": "drug", "inc1_codes": "ATC:A10BB%", "inc1_start": "-365",
+           "inc1_end": "0", "inc1_group": "A",
+           "inc2_kind": "measurement", "inc2_codes": "LOINC:4548-4", "inc2_op": "gte",
+           "inc2_value": "6.5"}
+GROUPED_COHORT = {
+    "entry": {"condition": {"codes": ["ICD10:E11%"], "concepts": [201826]}},
+    "inclusion": [
+        {"any": [{"drug": {"concepts": [1503297], "window": [-365, 0]}},
+                 {"drug": {"codes": ["ATC:A10BB%"], "window": [-365, 0]}}]},
+        {"measurement": {"codes": ["LOINC:4548-4"], "value": {"gte": 6.5}}},
+    ],
+}
+
+
+def test_concept_ids_and_either_or_groups_build_the_cohort_and_come_back(
+        space: Space) -> None:
+    client = sign_in(space, space.alice)
+    done = _post(client, **GROUPED, nodes=["node-a"])
+    assert done.status_code == 303, done.text
+    study_id = int(done.headers["location"].rsplit("/", 1)[1])
+    stored = space.hub.study(space.alice, study_id)
+    assert stored["cohort"] == GROUPED_COHORT
+    page = client.get(f"{NEW}?from={study_id}")
+    assert "were left out" not in page.text
+    assert 'name="inc0_codes" value="1503297"' in page.text
+    assert 'name="entry_codes" value="ICD10:E11%, 201826"' in page.text
+    values, skipped = builder.values_from_study(StudyView.model_validate(stored))
+    assert not skipped and (values["inc0_group"], values["inc1_group"]) == ("A", "A")
+    assert builder.cohort_from(values, lambda text, **kw: text) == (GROUPED_COHORT, {})
+
+
+@pytest.mark.parametrize(("fields", "key", "says"), [
+    ({"inc1_group": ""}, "inc0_group", "An either-or group needs at least two rows"),
+    ({"inc3_group": "B"}, "inc3_group", "This row is empty: leave its group blank."),
+    ({"inc1_group": "Z"}, "inc1_group", "Choose a group from the list."),
+    ({"inc1_codes": "ATC"}, "inc1_codes",
+     "cohort.inclusion[0].any[1].drug.codes: Value error, code 'ATC' must look like"),
+    ({"round_timeout": "2"}, "round_timeout", "round_timeout_seconds: Input should be"),
+    ({"round_timeout": "soon"}, "round_timeout", "Enter a whole number."),
+])
+def test_group_and_option_mistakes_are_named_and_nothing_is_stored(
+        space: Space, fields: dict[str, Any], key: str, says: str) -> None:
+    client = sign_in(space, space.alice)
+    page = _post(client, **{**GROUPED, **fields})
+    assert page.status_code == 422
+    assert _field_error(page.text, key).startswith(says)
+    assert _stored(space) == []
+
+
+def test_study_options_and_advanced_parameters_are_stored_as_given(space: Space) -> None:
+    client = sign_in(space, space.alice)
+    page = client.get(NEW)
+    assert 'id="f-fl_train-hidden"' in page.text and "More settings" in page.text
+    done = _post(client, **T2D, analysis="fl_train", nodes=["node-a", "node-b"],
+                 dataset_choice="t2d_complication_dataset", secure_aggregation="on",
+                 round_timeout="600", **{
+                     "fl_train.target": "complication", "fl_train.features": "age, male",
+                     "fl_train.model": "mlp", "fl_train.rounds": "5",
+                     "fl_train.hidden": "16, 8", "fl_train.patience": "2",
+                     "fl_train.mu": "0.01", "fl_train.model_name": "t2d-risk"})
+    assert done.status_code == 303, done.text
+    stored = space.hub.study(space.alice, int(done.headers["location"].rsplit("/")[-1]))
+    assert stored["secure_aggregation"] is True and stored["round_timeout_seconds"] == 600
+    params = stored["params"]
+    assert (params["hidden"], params["patience"], params["rounds"], params["model"]) == (
+        [16, 8], 2, 5, "mlp")
+    assert params["model_name"] == "t2d-risk"
+    assert (params["mu"], params["batch_size"]) == (0.01, 32)  # the analysis' defaults
+    again = client.get(f"{NEW}?from={stored['id']}")
+    assert 'name="fl_train.hidden" value="16, 8"' in again.text
+    assert 'name="secure_aggregation" value="on" checked' in again.text
+    assert 'name="round_timeout" value="600"' in again.text
+    bad = _post(client, **T2D, analysis="fl_train", dataset_choice="t2d_complication_dataset",
+                **{"fl_train.target": "complication", "fl_train.features": "age",
+                   "fl_train.hidden": "sixteen"})
+    assert bad.status_code == 422
+    assert _field_error(bad.text, "fl_train.hidden").startswith("params.hidden[0]:")
+    assert "<details class=\"more\" open>" in bad.text  # the error is not hidden away
+
+
+def test_pharmacovigilance_takes_no_cohort_and_keeps_its_lists(space: Space) -> None:
+    client = sign_in(space, space.alice)
+    done = _post(client, analysis="pv", entry_codes="", nodes=["node-a"], **{
+        "pv.drugs": "A10BA02, C09", "pv.events": "", "pv.window_days": "60"})
+    assert done.status_code == 303, done.text
+    stored = space.hub.study(space.alice, int(done.headers["location"].rsplit("/")[-1]))
+    assert stored["cohort"] is None and stored["analysis"] == "pv"
+    assert (stored["params"]["drugs"], stored["params"]["window_days"]) == (
+        ["A10BA02", "C09"], 60)
+
+
 def test_code_search_returns_only_the_codes_the_nodes_published(space: Space) -> None:
     hub = space.hub
     for headers, vocabularies in (
@@ -329,7 +423,8 @@ def test_the_form_in_chinese(space: Space) -> None:
 
 def test_every_label_of_the_builder_has_a_chinese_translation() -> None:
     zh = catalog("zh")
-    texts = {label for label, _ in builder.ANALYSES.values()}
+    offers = builder.ANALYSES.values()
+    texts = {o.label for o in offers} | {o.cohortless for o in offers if o.cohortless}
     texts |= set(builder.PARAM_LABELS.values()) | set(builder.HINTS.values())
     texts |= set(builder.STATIC_LABELS.values()) | set(builder.ROW_LABELS.values())
     texts |= set(builder.EVENT_KINDS)
