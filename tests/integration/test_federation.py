@@ -166,7 +166,11 @@ def test_a_failing_node_is_reported_and_others_complete(live):
 
 def test_hub_restart_mid_study_still_completes(live):
     fed = live.fed
+    process = fed.nodes["hospital_3"].process
     fed.stop_node("hospital_3")
+    # SIGTERM stops a node as Ctrl-C does: at once, cleanly, exit status 0.
+    assert process is not None and process.returncode == 0
+    assert fed.log_tail("node-hospital_3.log", 3).rstrip().endswith("stopped")
     # A long-poll the killed node had open may still be pending at the hub (it notices the
     # closed connection only when it answers); let it run out so no task is claimed for a
     # node that is gone.

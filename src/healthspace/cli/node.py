@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -89,10 +90,20 @@ def serve(
         state.pin_hub_key(hub_key.strip().lower())
     agent = NodeAgent(hub=conn.hub, token=conn.token, store=store, state=state,
                       poll_wait=poll_wait, min_cell_size=min_cell_size)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
     try:
         agent.run_forever()
     except KeyboardInterrupt:
         logging.getLogger("healthspace.node").info("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as SIGINT: the pending long-poll is abandoned at once (the hub sees the
+    connection close and claims nothing for it), the task being run stops (the node's state
+    is transactional and the hub re-queues the task), and the process exits 0."""
+    raise KeyboardInterrupt
 
 
 @app.command("rotate-key")

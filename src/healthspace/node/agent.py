@@ -238,23 +238,25 @@ class NodeAgent:
 
         registry.names()
         self.pin_hub_key()
-        while not self.stop_event.is_set():
-            try:
-                self.step()
-                self._backoff.reset()
-            except Unauthorized:
-                log.error("the hub rejected this node's token or signature; stopping")
-                raise
-            except HubUnavailable as exc:
-                self._wait(f"hub unavailable ({exc})")
-            except HealthspaceError as exc:
-                self._wait(f"hub refused a request: {exc}")
-            except Exception:  # keep serving: one bad cycle must not take the node down
-                log.exception("node cycle failed")
-                self._wait("node cycle failed")
-        self.client.close()
-        if self._con is not None:
-            self._con.close()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self.step()
+                    self._backoff.reset()
+                except Unauthorized:
+                    log.error("the hub rejected this node's token or signature; stopping")
+                    raise
+                except HubUnavailable as exc:
+                    self._wait(f"hub unavailable ({exc})")
+                except HealthspaceError as exc:
+                    self._wait(f"hub refused a request: {exc}")
+                except Exception:  # keep serving: one bad cycle must not take the node down
+                    log.exception("node cycle failed")
+                    self._wait("node cycle failed")
+        finally:  # also on an interrupt: the open long-poll's connection closes now
+            self.client.close()
+            if self._con is not None:
+                self._con.close()
 
     def _wait(self, why: str) -> None:
         delay = self._backoff.next_delay()
