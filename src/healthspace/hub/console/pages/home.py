@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -26,6 +27,7 @@ from healthspace.hub.console.web import (
 from healthspace.hub.deps import get_hub
 from healthspace.hub.services import approvals, console, kpi, sla, studies
 from healthspace.hub.services.admission import ApprovalStatus
+from healthspace.hub.services.periods import previous
 
 router = APIRouter()
 
@@ -107,16 +109,78 @@ def set_language(request: Request, lang: str = Form(...), next: str = Form("")) 
     return response
 
 
+MONTHS = 6  # the dashboard's trend window
+# (label, the KPI report's keys to the value, decimals): the tiles with a trend line.
+TILES: tuple[tuple[str, tuple[str, ...], int], ...] = (
+    ("Total cost", ("cost", "total_cost"), 2),
+    ("Cost per 1,000 records", ("cost", "unit_cost_per_1000_records"), 2),
+    ("Studies", ("efficiency", "studies"), 0),
+    ("Median approval turnaround (h)", ("efficiency", "approval_turnaround_hours", "p50"), 1),
+    ("Studies completed", ("value", "studies_completed"), 0),
+    ("Node refusals", ("safety", "node_refusals"), 0),
+    ("ε spent", ("safety", "dp_epsilon_spent"), 2),
+)
+SPARK_W, SPARK_H = 120.0, 28.0
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A KPI tile: this month's value, the months before it, the change on last month."""
+
+    label: str
+    digits: int
+    series: tuple[tuple[str, float | None], ...]  # (YYYY-MM, value), oldest first
+
+    @property
+    def value(self) -> float | None:
+        return self.series[-1][1]
+
+    @property
+    def change_pct(self) -> float | None:
+        now, before = self.series[-1][1], self.series[-2][1] if len(self.series) > 1 else None
+        if now is None or not before:
+            return None
+        return round(100 * (now - before) / before, 1)
+
+    @property
+    def points(self) -> str:
+        """The sparkline's SVG polyline points (a missing month is drawn as 0)."""
+        values = [v or 0.0 for _, v in self.series]
+        top = max(values) or 1.0
+        step = SPARK_W / max(len(values) - 1, 1)
+        return " ".join(f"{i * step:.1f},{SPARK_H - 2 - (SPARK_H - 4) * v / top:.1f}"
+                        for i, v in enumerate(values))
+
+    @property
+    def last_point(self) -> tuple[str, str]:
+        x, y = self.points.rsplit(" ", 1)[-1].split(",")
+        return x, y
+
+
+def _dig(report: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    found: Any = report
+    for key in keys:
+        found = found.get(key) if isinstance(found, dict) else None
+    return float(found) if isinstance(found, int | float) else None
+
+
 def _kpis(request: Request, viewer: Viewer) -> dict[str, Any] | None:
+    """This month's KPI report (the API's) and a tile per KPI over the last MONTHS months."""
     if viewer.role not in (Role.OPERATOR, Role.AUDITOR):
         return None
     from healthspace.hub.routers.kpi import _ledger
 
     hub = get_hub(request)
-    period = hub.clock.now().strftime("%Y-%m")
+    periods = [hub.clock.now().strftime("%Y-%m")]
+    while len(periods) < MONTHS:
+        periods.insert(0, previous(periods[0]))
     with hub.sessions() as session:
         sla.sweep(session, hub.clock)
-        return kpi.report(session, period, _ledger(session, hub), hub.settings.currency)
+        ledger = _ledger(session, hub)
+        reports = [kpi.report(session, p, ledger, hub.settings.currency) for p in periods]
+    tiles = [Tile(label, digits, tuple((r["period"], _dig(r, keys)) for r in reports))
+             for label, keys, digits in TILES]
+    return {**reports[-1], "tiles": tiles}
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
