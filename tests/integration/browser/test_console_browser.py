@@ -117,6 +117,31 @@ def test_a_wrong_token_is_refused_with_a_message(console):
     expect(page.get_by_role("heading", level=1)).to_have_text("Studies")
 
 
+def test_a_user_signs_in_with_name_and_password(console, live):
+    """A password set through the API (stored as an Argon2id hash) signs the user in through
+    the second form; a wrong one is refused with a message and the name kept."""
+    with live.fed.operator() as op:
+        op.add_user("reviewer", "pharma", "consumer")
+        token = op.issue_token("reviewer").token
+    with HubClient(live.url, token) as reviewer:
+        reviewer.set_password("correct horse battery staple")
+    page = console.visitor()
+    console.goto(page, "/console/sign-in")
+    form = page.locator("form", has=page.get_by_label("Password", exact=True))
+    form.get_by_label("User name").fill("reviewer")
+    form.get_by_label("Password", exact=True).fill("correct horse battery")
+    form.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Sign-in failed")
+    form = page.locator("form", has=page.get_by_label("Password", exact=True))
+    expect(form.get_by_label("User name")).to_have_value("reviewer")
+    form.get_by_label("Password", exact=True).fill("correct horse battery staple")
+    form.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/console/dashboard$"))
+    expect(page.locator(".who")).to_contain_text("reviewer · pharma · consumer")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "hs_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] in ("Lax", "Strict")
+
+
 def test_two_level_approval_in_the_inbox_and_the_result_on_the_study_page(console, live):
     """A consumer's study on the L3 strict_site waits for the steward and the ethics step;
     the data-holder admin decides both in the browser; the consumer sees the result."""

@@ -9,11 +9,15 @@ need node-side secrets (claim checks), with a partial of the analysis' own shape
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
+import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from html import unescape
 from html.parser import HTMLParser
@@ -32,7 +36,8 @@ from healthspace.core.canonical import canonical_json
 from healthspace.core.envelope import seal
 from healthspace.hub.console import charts
 from healthspace.hub.console import results as results_module
-from healthspace.hub.console.i18n import catalog
+from healthspace.hub.console.charts import fonts
+from healthspace.hub.console.i18n import Translator, catalog
 from healthspace.hub.console.pages import studies as page_module
 
 ROWS = 160
@@ -198,6 +203,25 @@ def check_svg(body: bytes) -> ET.Element:
     return root
 
 
+def svg_texts(body: bytes) -> list[str]:
+    """Every text an SVG chart draws (matplotlib draws text as paths and says in a comment
+    before each what it reads), its ``<title>`` first."""
+    parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
+    root = ET.fromstring(body, parser)
+    title = root.find("{http://www.w3.org/2000/svg}title")
+    return ([title.text or ""] if title is not None else []) + [
+        unescape(e.text or "").strip() for e in root.iter() if e.tag is ET.Comment]
+
+
+def check_svg_of(client: Any, study_id: int, name: str, lang: str = "en") -> bytes:
+    """The chart as the page links it, checked as an SVG the CSP lets through."""
+    response = client.get(f"/console/studies/{study_id}/chart/{name}.svg?lang={lang}")
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers["content-type"] == "image/svg+xml"
+    check_svg(response.content)
+    return bytes(response.content)
+
+
 def check_png(body: bytes) -> tuple[int, int]:
     image = Image.open(io.BytesIO(body))
     image.verify()
@@ -329,7 +353,8 @@ def test_glm_page_shows_the_coefficients_and_csv_equals_them(study_of):
     assert chart.status_code == 200 and chart.headers["content-type"] == "image/svg+xml"
     assert "default-src 'none'" in chart.headers["content-security-policy"]
     check_svg(chart.content)
-    assert f'src="/console/studies/{view["id"]}/chart/coefficients.svg"' in html
+    assert f'src="/console/studies/{view["id"]}/chart/coefficients.svg?lang=en"' in html
+    assert "odds ratio (95 % CI)" in svg_texts(chart.content)
 
 
 
@@ -353,9 +378,12 @@ def test_km_page_shows_the_groups_and_log_rank_and_the_csv_is_every_curve_point(
             for r in rows] == expected
     png = client.get(f"/console/studies/{study_id}/chart/survival.png")
     assert png.headers["content-type"] == "image/png" and check_png(png.content)[0] > 400
-    assert f'src="/console/studies/{study_id}/chart/survival.png"' in html
-    # the Kaplan–Meier figure is the package's own (PNG only): no SVG of it
-    assert client.get(f"/console/studies/{study_id}/chart/survival.svg").status_code == 404
+    assert f'src="/console/studies/{study_id}/chart/survival.svg?lang=en"' in html
+    texts = svg_texts(check_svg_of(client, study_id, "survival"))
+    assert {"Kaplan–Meier survival (pooled over sites)", "arm=new", "arm=old", "time",
+            "survival probability"} <= set(texts)
+    assert f"log-rank p = {en(result['logrank_p'], 4)}" in texts or \
+        "log-rank p = < 0.0001" in texts
 
 
 def test_cox_page_shows_hazard_ratios_with_their_intervals(study_of):
@@ -388,9 +416,19 @@ def test_training_page_shows_metrics_rounds_roc_and_calibration(study_of, lang):
     calibration = tables(html)["calibration"][1:]
     assert len(calibration) == len(result["metrics"]["calibration"])
     assert {en(row["observed"], 4) for row in shown} <= {c[3] for c in calibration if len(c) > 3}
+    drawn = {}
     for name in ("training", "roc", "calibration"):
-        assert f'src="/console/studies/{study_id}/chart/{name}.svg"' in html
-        check_svg(client.get(f"/console/studies/{study_id}/chart/{name}.svg").content)
+        assert f'src="/console/studies/{study_id}/chart/{name}.svg?lang={lang}"' in html
+        drawn[name] = svg_texts(check_svg_of(client, study_id, name, lang))
+    auc = f"{result['metrics']['auc']:.3f}"
+    if lang == "zh" and fonts.cjk_font():
+        assert {"每轮训练情况", "轮次", "对数损失", "损失"} <= set(drawn["training"])
+        assert f"训练（AUC {auc}）" in drawn["roc"] and "假阳性率" in drawn["roc"]
+        assert {"校准", "平均预测风险", "观察发生率"} <= set(drawn["calibration"])
+    elif lang == "en":
+        assert {"Training per round", "round", "log loss", "loss"} <= set(drawn["training"])
+        assert f"training (AUC {auc})" in drawn["roc"]
+        assert {"Calibration", "mean predicted risk"} <= set(drawn["calibration"])
     rows = parse_csv(client.get(f"/console/studies/{study_id}/result.csv").text)
     assert [float(r["loss"]) for r in rows if r["loss"]] == [
         r["loss"] for r in result["rounds"] if r.get("loss") is not None]
@@ -593,7 +631,7 @@ def test_timeline_groups_steps_by_node_with_approvals_and_refusal_reasons(space,
     assert node_b.count("step-failed") == 2 and "step-failed" not in node_a
 
 
-def test_drug_value_page_shows_arms_icer_and_the_package_figures(study_of):
+def test_drug_value_page_shows_arms_icer_and_its_figures(study_of):
     space, view = study_of("drug_value")
     result, study_id = view["result"], view["id"]
     client = sign_in(space, space.alice)
@@ -610,8 +648,15 @@ def test_drug_value_page_shows_arms_icer_and_the_package_figures(study_of):
     assert {r["arm"]: float(r["cost_per_py"]) for r in rows} == {
         name: arm["cost_per_py"]["estimate"] for name, arm in result["arms"].items()}
     for name in ("survival", "costs"):
-        assert f'src="/console/studies/{study_id}/chart/{name}.png"' in html
+        assert f'src="/console/studies/{study_id}/chart/{name}.svg?lang=en"' in html
         check_png(client.get(f"/console/studies/{study_id}/chart/{name}.png").content)
+    costs = svg_texts(check_svg_of(client, study_id, "costs"))
+    currency = result["currency"]
+    assert f"{currency} per patient-year" in costs
+    confidence = round(100 * (1 - result["alpha"]))
+    assert f"Cost per patient-year ({currency}, {confidence} % CI)" in costs
+    assert "Kaplan–Meier by arm (pooled over sites)" in svg_texts(
+        check_svg_of(client, study_id, "survival"))
 
 
 def test_an_analysis_without_a_dedicated_view_gets_the_generic_table(study_of):
@@ -675,6 +720,189 @@ def test_svg_cleaning_moves_styles_to_presentation_attributes():
     assert path is not None and path.get("fill") == "#ffffff" and path.get("style") is None
     assert path.get("stroke-width") == "0.8"
     assert root.find(".//{http://www.w3.org/2000/svg}style") is None
+
+
+# ---------------------------------------------------------------- charts in both languages
+
+ON_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
+# Chinese chart text needs a CJK font; `make test` installs one (install-chromium.sh), so on
+# CI its absence fails these tests, and only a developer's machine without it skips them.
+needs_cjk = pytest.mark.skipif(fonts.cjk_font() is None and not ON_CI,
+                               reason="no CJK font here (apt-get install fonts-wqy-microhei)")
+NEUTRAL = re.compile(r"[\d.,%<>–−\-+=Δ() ]*|AUC")  # numbers, and what no language translates
+KM_CURVE = {"timeline": [0.0, 10.0, 20.0, 30.0], "survival": [1.0, 0.9, 0.75, 0.6],
+            "ci_lower": [1.0, 0.8, 0.6, 0.45], "ci_upper": [1.0, 0.97, 0.87, 0.74],
+            "at_risk": [40, 36, 30, 24]}
+# analysis -> (result, params, the names from the result a chart draws as they are)
+SAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any], set[str]]] = {
+    "cohort_count": ({"sites": {"site-1": 1234, "site-2": None, "site-3": "<11"},
+                      "total": 1234}, {}, {"site-1", "site-2", "site-3", "<11"}),
+    "glm": ({"family": "binomial", "params": {"Intercept": -0.2, "x1": 0.5, "x2": -0.3},
+             "conf_int": {"Intercept": [-0.4, 0.0], "x1": [0.2, 0.8], "x2": [-0.6, 0.0]}},
+            {}, {"x1", "x2"}),
+    "km": ({"groups": {"0": KM_CURVE, "1": {**KM_CURVE, "survival": [1.0, 0.8, 0.6, 0.5]}},
+            "logrank_p": 0.0123}, {"group": "fin"}, {"fin=0", "fin=1"}),
+    "cox": ({"hazard_ratios": {"age": 0.94, "prio": 1.1},
+             "conf_int": {"age": [math.log(0.9), math.log(0.99)],
+                          "prio": [math.log(1.03), math.log(1.16)]}}, {}, {"age", "prio"}),
+    "fl_train": ({"rounds": [{"round": 1, "loss": 0.62, "validation_loss": 0.64, "auc": 0.7},
+                             {"round": 2, "loss": 0.55, "validation_loss": 0.58, "auc": 0.76}],
+                  "metrics": calibration_block([(2, 48), (10, 40), (40, 10), (48, 2)])
+                  | {"auc": 0.81}}, {}, set()),
+    "fraud_screen": ({"upcoding": [{"hospital": "H-1", "ratio": 1.6, "ci": [1.2, 2.1]},
+                                   {"hospital": "H-2", "ratio": 0.9, "ci": [0.7, 1.2]}]},
+                     {}, {"H-1", "H-2"}),
+    "drug_value": ({"km": {"groups": {"new": KM_CURVE, "old": KM_CURVE}}, "arm_column": "arm",
+                    "logrank": {"p": 0.00001}, "currency": "CNY", "alpha": 0.05,
+                    "arms": {"new": {"cost_per_py": {"estimate": 12000.0, "ci": [9000, 15000]}},
+                             "old": {"cost_per_py": {"estimate": 9000.0, "ci": [8000, 10000]}}},
+                    "comparison": {"delta_cost_per_py": {"estimate": 3000.0,
+                                                         "ci": [500, 5500]}}},
+                   {}, {"arm=new", "arm=old", "new", "old"}),
+}
+ZH_TITLES = {"cohort_count": "各站点队列人数（合计 1,234）",
+             "glm": "广义线性模型（binomial）：比值比",
+             "km": "Kaplan–Meier 生存曲线（各站点合并）", "cox": "Cox 模型：风险比",
+             "fl_train": "每轮训练情况", "fraud_screen": "各医院的高编码信号",
+             "drug_value": "各组 Kaplan–Meier 生存曲线（各站点合并）"}
+
+
+def cjk(text: str) -> bool:
+    return any("\u3000" <= char <= "\u9fff" or "\uff00" <= char <= "\uffef" for char in text)
+
+
+def draw_all(analysis: str, lang: str) -> dict[str, tuple[list[str], bytes]]:
+    """Every chart of the sample result in ``lang``: (the SVG's texts, the PNG), drawn anew
+    with a missing glyph (or any other warning) an error."""
+    result, params, _ = SAMPLES[analysis]
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for chart in charts.charts_for(analysis, result, params):
+            svg = charts.render(analysis, result, params, chart.name, "svg", Translator(lang))
+            check_svg(svg)
+            png = charts.render(analysis, result, params, chart.name, "png", Translator(lang))
+            out[chart.name] = (svg_texts(svg), png)
+    return out
+
+
+@pytest.fixture
+def fresh_drawings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No drawing kept from an earlier test: each is drawn (and may warn) here."""
+    monkeypatch.setattr(charts, "_DRAWN", OrderedDict())
+
+
+@needs_cjk
+@pytest.mark.parametrize("analysis", list(SAMPLES))
+def test_every_text_a_chart_draws_is_in_the_viewers_language(analysis, fresh_drawings):
+    _, _, names = SAMPLES[analysis]
+    english, chinese = draw_all(analysis, "en"), draw_all(analysis, "zh")
+    assert english and set(english) == set(chinese)
+    for name, (texts, png) in english.items():
+        check_png(png)
+        assert not any(cjk(text) for text in texts), texts
+        zh_texts = chinese[name][0]
+        assert len(zh_texts) == len(texts)
+        # what reads the same in both languages is a number or a name from the result
+        same = {text for text in set(texts) & set(zh_texts) if not NEUTRAL.fullmatch(text)}
+        assert same <= names, same - names
+        assert zh_texts[0] == Translator("zh")(charts_by_name(analysis)[name].title)
+        assert cjk(zh_texts[0]) and zh_texts[0] != texts[0]
+    first = charts.charts_for(analysis, *SAMPLES[analysis][:2])[0].name
+    assert ZH_TITLES[analysis] in chinese[first][0]
+
+
+def charts_by_name(analysis: str) -> dict[str, charts.Chart]:
+    result, params, _ = SAMPLES[analysis]
+    return {chart.name: chart for chart in charts.charts_for(analysis, result, params)}
+
+
+def test_without_a_cjk_font_a_chinese_viewer_gets_the_english_chart(monkeypatch,
+                                                                    fresh_drawings):
+    monkeypatch.setattr(fonts, "cjk_font", lambda: None)
+    assert charts.drawing_translator(Translator("zh")).lang == "en"
+    for analysis in ("km", "cox", "fl_train"):
+        english, chinese = draw_all(analysis, "en"), draw_all(analysis, "zh")  # no warning
+        assert {n: texts for n, (texts, _) in chinese.items()} == {
+            n: texts for n, (texts, _) in english.items()}
+        assert not any(cjk(text) for texts, _ in chinese.values() for text in texts)
+    assert "Kaplan–Meier survival (pooled over sites)" in chinese_km_texts()
+    assert fonts.font_family() == [fonts.LATIN]
+
+
+def test_without_a_cjk_font_the_chart_route_serves_english(counted, monkeypatch,
+                                                           fresh_drawings):
+    monkeypatch.setattr(fonts, "cjk_font", lambda: None)
+    space, view = counted
+    client = sign_in(space, space.alice)
+    chart = client.get(f"/console/studies/{view['id']}/chart/sites.svg?lang=zh")
+    assert chart.status_code == 200 and chart.headers["content-language"] == "en"
+    texts = svg_texts(chart.content)
+    assert texts[0] == "Cohort count per site" and "persons" in texts
+    assert "Cohort count per site (total 42)" in texts and not any(cjk(t) for t in texts)
+    # the page around it is still Chinese: only the figure's text needs the font
+    assert "各站点队列人数柱状图" in page_of(client, view["id"], "zh")
+
+
+def chinese_km_texts() -> list[str]:
+    result, params, _ = SAMPLES["km"]
+    return svg_texts(charts.render("km", result, params, "survival", "svg", Translator("zh")))
+
+
+@needs_cjk
+def test_a_cjk_font_installed_after_matplotlibs_font_cache_is_still_found(monkeypatch):
+    """matplotlib lists fonts from a cache file: a font installed later (apt-get after a
+    first run, as on this kind of machine) is found among the system fonts and added."""
+    from matplotlib import font_manager
+
+    stale = copy.copy(font_manager.fontManager)
+    files = {e.fname for e in stale.ttflist if e.name in fonts.CJK_FAMILIES}
+    stale.ttflist = [e for e in stale.ttflist if e.fname not in files]  # every face of them
+    monkeypatch.setattr(font_manager, "fontManager", stale)
+    found = fonts.cjk_font.__wrapped__()
+    assert found in fonts.CJK_FAMILIES
+    assert found in {e.name for e in stale.ttflist}
+    assert fonts.font_family() == [fonts.LATIN, fonts.cjk_font()]
+
+
+@needs_cjk
+def test_the_chart_route_draws_in_the_pages_language(study_of):
+    space, view = study_of("km")
+    study_id = view["id"]
+    base = f"/console/studies/{study_id}"
+    client = sign_in(space, space.alice)
+    html = page_of(client, study_id, "zh")
+    assert f'src="{base}/chart/survival.svg?lang=zh"' in html
+    assert f'href="{base}/chart/survival.png?download=1&amp;lang=zh"' in html
+    assert 'alt="带 95% 置信带的 Kaplan–Meier 生存曲线。"' in html
+    before = len(accesses(space.hub, study_id))
+    chinese = client.get(base + "/chart/survival.svg?lang=zh")
+    assert chinese.headers["content-language"] == "zh-Hans"
+    assert chinese.headers["vary"] == "Cookie, Accept-Language"
+    assert "default-src 'none'" in chinese.headers["content-security-policy"]
+    check_svg(chinese.content)
+    texts = svg_texts(chinese.content)
+    assert texts[0] == "生存"
+    assert {"Kaplan–Meier 生存曲线（各站点合并）", "时间", "生存概率"} <= set(texts)
+    english = client.get(base + "/chart/survival.svg?lang=en")
+    assert english.headers["content-language"] == "en"
+    assert {"Survival", "Kaplan–Meier survival (pooled over sites)", "time"} <= set(
+        svg_texts(english.content))
+    # without ?lang= the language cookie decides; the query still wins over it
+    client.post("/console/language", data={"lang": "zh", "next": "/console/dashboard"})
+    assert svg_texts(client.get(base + "/chart/survival.svg").content) == texts
+    assert svg_texts(client.get(base + "/chart/survival.svg?lang=en").content)[0] == "Survival"
+    png = client.get(base + "/chart/survival.png?download=1&lang=zh")
+    assert png.headers["content-language"] == "zh-Hans" and check_png(png.content)[0] > 400
+    assert len(accesses(space.hub, study_id)) == before + 5
+    # unknown charts and formats are 404 pages (in the viewer's language), never an image
+    for path in ("/chart/nothing.svg?lang=zh", "/chart/survival.gif?lang=zh",
+                 "/chart/survival.SVG", "/chart/hazard_ratios.svg"):
+        missing = client.get(base + path)
+        assert missing.status_code == 404, path
+        assert "image" not in missing.headers["content-type"]
+        assert "该研究结果没有图表" in missing.text
+    assert len(accesses(space.hub, study_id)) == before + 5
 
 
 # ---------------------------------------------------------------- translations

@@ -169,19 +169,27 @@ def result_csv(study_id: int, request: Request,
 @router.get("/studies/{study_id}/chart/{name}.{fmt}")
 def chart(study_id: int, name: str, fmt: str, request: Request, download: bool = False,
           viewer: Viewer = Depends(page())) -> Response:
+    """A chart in the viewer's language. The page links it with ``?lang=`` (the viewer's
+    ``language`` reads the query first), so each language is its own URL and no cache can
+    hand one language's figure to another; without it the cookie or Accept-Language decide,
+    which ``Vary`` says."""
+    drawn = charts.drawing_translator(viewer.t)  # English when the language's font is missing
     try:
         view = _study(request, viewer, study_id, released=True)
         assert view.result is not None
         if fmt not in charts.FORMATS:
             raise LookupError(fmt)
-        body = charts.render(view.analysis, view.result, view.params, name, fmt)
+        body = charts.render(view.analysis, view.result, view.params, name, fmt, drawn)
     except _Refusal as exc:
         return _refused(request, viewer, study_id, exc)
     except (LookupError, *SHAPE_ERRORS):  # no such chart, or none this result can draw
         return _refused(request, viewer, study_id, _Refusal(
             404, viewer.t("This study's result has no chart {name}.", name=f"{name}.{fmt}")))
     _accessed(request, viewer, view, f"chart:{name}.{fmt}")
-    headers = _attachment(f"study-{study_id}-{name}.{fmt}") if download else {}
+    headers = {"Content-Language": "zh-Hans" if drawn.lang == "zh" else drawn.lang,
+               "Vary": "Cookie, Accept-Language"}
+    if download:
+        headers.update(_attachment(f"study-{study_id}-{name}.{fmt}"))
     return Response(body, media_type=charts.FORMATS[fmt], headers=headers)
 
 

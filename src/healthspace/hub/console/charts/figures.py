@@ -1,40 +1,25 @@
-"""Charts of released study results for the console: matplotlib figures as SVG or PNG bytes.
+"""The figures of each analysis' result, drawn with matplotlib in the viewer's language.
 
-Drawn from the result a viewer may already read, never from rows. The SVG is rewritten to
-carry presentation attributes instead of ``style`` attributes and ``<style>`` elements, so it
-renders under the console's strict Content-Security-Policy. Figures that the package already
-draws (the Kaplan–Meier plot of :mod:`healthspace.analyses.plots`, the drug-value cost plot of
-:mod:`healthspace.payer.value_report`) are reused as they are, which makes them PNG only.
-Text inside the figures stays English (the bundled font has no CJK glyphs); the page's
-captions and alt texts are translated.
+Drawn from the result a viewer may already read, never from rows; every text goes through
+the viewer's :class:`~healthspace.hub.console.i18n.Translator` (numbers through its
+``number``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import tempfile
-import threading
-import xml.etree.ElementTree as ET
-from collections import OrderedDict
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from healthspace.hub.console.charts.svg import clean_svg
+from healthspace.hub.console.i18n import Translator
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FORMATS = {"svg": "image/svg+xml", "png": "image/png"}
 BOTH = ("svg", "png")
-_LOCK = threading.Lock()
-CACHED = 64
-_DRAWN: OrderedDict[str, bytes] = OrderedDict()
-_SVG = "http://www.w3.org/2000/svg"
-# Serialise SVG as SVG is written (default namespace, xlink:) rather than as ns0:, ns1:.
-ET.register_namespace("", _SVG)
-ET.register_namespace("xlink", "http://www.w3.org/1999/xlink")
 
 
 @dataclass(frozen=True)
@@ -47,37 +32,9 @@ class Chart:
     formats: tuple[str, ...] = BOTH
 
 
-Producer = Callable[[str], bytes]
+Producer = Callable[[str, str], bytes]  # (format, the SVG's <title>) -> bytes
 Result = dict[str, Any]
-
-
-def charts_for(analysis: str, result: Result, params: Result) -> list[Chart]:
-    return [chart for chart, _ in _BUILDERS.get(analysis, _none)(result, params)]
-
-
-def render(analysis: str, result: Result, params: Result, name: str, fmt: str) -> bytes:
-    """The chart ``name`` as ``fmt`` bytes; LookupError if the result has no such chart.
-
-    A released result never changes, so drawings are kept (a few dozen, by content digest)
-    for the next view of the same page.
-    """
-    key = hashlib.sha256(json.dumps([analysis, result, params, name, fmt], sort_keys=True,
-                                    default=str).encode()).hexdigest()
-    with _LOCK:
-        if key in _DRAWN:
-            _DRAWN.move_to_end(key)
-            return _DRAWN[key]
-    for chart, produce in _BUILDERS.get(analysis, _none)(result, params):
-        if chart.name == name and fmt in chart.formats:
-            with _LOCK:  # pyplot (used by the reused figures) keeps global state
-                body = _DRAWN[key] = produce(fmt)
-                while len(_DRAWN) > CACHED:
-                    _DRAWN.popitem(last=False)
-            return body
-    raise LookupError(f"no chart {name}.{fmt}")
-
-
-# --- output --------------------------------------------------------------------------------
+Builder = Callable[[Result, Result, Translator], list[tuple[Chart, Producer]]]
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -87,49 +44,22 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(draw: Callable[[], Figure]) -> Producer:
-    def produce(fmt: str) -> bytes:
+    def produce(fmt: str, title: str) -> bytes:
         buffer = io.BytesIO()
         draw().savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
-        return clean_svg(buffer.getvalue()) if fmt == "svg" else buffer.getvalue()
+        return clean_svg(buffer.getvalue(), title) if fmt == "svg" else buffer.getvalue()
     return produce
 
 
-def _reuse(write: Callable[[Path], Path]) -> Producer:
-    """A package figure that writes its own PNG file."""
-    def produce(fmt: str) -> bytes:
-        with tempfile.TemporaryDirectory() as folder:
-            return write(Path(folder) / "chart.png").read_bytes()
-    return produce
+def _shown(t: Translator, value: Any, digits: int | None = None) -> str:
+    """A number as the viewer's language writes it; anything else (a suppressed "<k") as is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return t.number(value, digits)
+    return "–" if value is None else str(value)
 
 
-def clean_svg(data: bytes) -> bytes:
-    """The SVG with every ``style`` attribute and ``<style>`` rule turned into presentation
-    attributes (matplotlib's properties are all presentation attributes too), without its
-    metadata."""
-    root = ET.fromstring(data)  # noqa: S314 - matplotlib's own output, never outside input
-    for parent in list(root.iter()):
-        for child in list(parent):
-            if child.tag == f"{{{_SVG}}}style":
-                for rule in (child.text or "").split("}"):
-                    selector, _, body = rule.partition("{")
-                    if selector.strip() == "*":
-                        _apply(root, body, override=False)
-                parent.remove(child)
-            elif child.tag == f"{{{_SVG}}}metadata":
-                parent.remove(child)
-    for element in root.iter():
-        style = element.attrib.pop("style", None)
-        if style:
-            _apply(element, style, override=True)
-    return ('<?xml version="1.0" encoding="utf-8"?>\n'
-            + ET.tostring(root, encoding="unicode")).encode()
-
-
-def _apply(element: ET.Element, declarations: str, override: bool) -> None:
-    for item in declarations.split(";"):
-        key, _, value = item.partition(":")
-        if key.strip() and (override or key.strip() not in element.attrib):
-            element.set(key.strip(), value.strip())
+def _p(t: Translator, p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else t.number(p, 4)  # as the result tables write it
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -162,11 +92,36 @@ def _forest(labels: list[str], est: list[float], lo: list[float], hi: list[float
     return draw
 
 
-def _none(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
+def _survival(curves: dict[str, Result], label: Callable[[str], str], heading: str,
+              t: Translator, p: float | None) -> Callable[[], Figure]:
+    """Step curves with shaded 95 % bands, one per group, and the log-rank p in the title."""
+    def draw() -> Figure:
+        fig = _figure(6.4, 4.2)
+        ax = fig.subplots()
+        for name, curve in curves.items():
+            keep = [i for i, s in enumerate(curve["survival"]) if s is not None]
+            x, s, lo, hi = ([curve[k][i] for i in keep]
+                            for k in ("timeline", "survival", "ci_lower", "ci_upper"))
+            (line,) = ax.step(x, s, where="post", label=label(name))
+            ax.fill_between(x, lo, hi, step="post", alpha=0.2, color=line.get_color())
+        ax.set_title(heading if p is None else
+                     heading + "\n" + t("log-rank p = {p}", p=_p(t, p)), fontsize=11)
+        ax.set_xlabel(t("time"))
+        ax.set_ylabel(t("survival probability"))
+        ax.set_ylim(0.0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+        fig.tight_layout()
+        return fig
+    return draw
+
+
+def no_charts(result: Result, params: Result, t: Translator) -> list[tuple[Chart, Producer]]:
     return []
 
 
-def _cohort_count(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
+def _cohort_count(result: Result, params: Result, t: Translator
+                  ) -> list[tuple[Chart, Producer]]:
     sites = result.get("sites") or {}
     if not sites:
         return []
@@ -181,10 +136,11 @@ def _cohort_count(result: Result, params: Result) -> list[tuple[Chart, Producer]
                       yerr=[errors.get(n, 0) for n in names] if errors else None, capsize=6)
         for bar, value in zip(bars, sites.values(), strict=True):
             if not isinstance(value, (int, float)):
-                ax.annotate("withheld" if value is None else str(value),
+                ax.annotate(t("not released") if value is None else str(value),
                             (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom")
-        ax.set_ylabel("persons")
-        ax.set_title(f"Cohort count per site (total {result.get('total')})")
+        ax.set_ylabel(t("persons"))
+        ax.set_title(t("Cohort count per site (total {total})",
+                       total=_shown(t, result.get("total"))))
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         return fig
@@ -194,46 +150,48 @@ def _cohort_count(result: Result, params: Result) -> list[tuple[Chart, Producer]
              _save(draw))]
 
 
-def _glm(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
-    import math
-
-    terms = [t for t in result.get("params", {}) if t != "Intercept"]
+def _glm(result: Result, params: Result, t: Translator) -> list[tuple[Chart, Producer]]:
+    terms = [term for term in result.get("params", {}) if term != "Intercept"]
     if not terms:
         return []
     family = result.get("family", "gaussian")
     log = family in ("binomial", "poisson")
     f: Callable[[float], float] = math.exp if log else float
-    est = [f(result["params"][t]) for t in terms]
-    lo = [f(result["conf_int"][t][0]) for t in terms]
-    hi = [f(result["conf_int"][t][1]) for t in terms]
-    label = {"binomial": "odds ratio", "poisson": "rate ratio"}.get(family, "coefficient")
-    draw = _forest(terms, est, lo, hi, ref=1.0 if log else 0.0, log=log,
-                   xlabel=f"{label} (95 % CI)", title=f"GLM ({family}): {label}s")
+    est = [f(result["params"][term]) for term in terms]
+    lo = [f(result["conf_int"][term][0]) for term in terms]
+    hi = [f(result["conf_int"][term][1]) for term in terms]
+    xlabel, title = {
+        "binomial": (t("odds ratio (95 % CI)"), t("GLM ({family}): odds ratios", family=family)),
+        "poisson": (t("rate ratio (95 % CI)"), t("GLM ({family}): rate ratios", family=family)),
+    }.get(family, (t("coefficient (95 % CI)"), t("GLM ({family}): coefficients",
+                                                 family=family)))
+    draw = _forest(terms, est, lo, hi, ref=1.0 if log else 0.0, log=log, xlabel=xlabel,
+                   title=title)
     return [(Chart("coefficients", "Coefficients", "Forest plot of the model coefficients "
                    "with 95 % confidence intervals."), _save(draw))]
 
 
-def _km(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
-    from healthspace.analyses.plots import plot_km
-
+def _km(result: Result, params: Result, t: Translator) -> list[tuple[Chart, Producer]]:
     if not result.get("timeline") and not result.get("groups"):
         return []
     group = params.get("group")
+    draw = _survival(result.get("groups", {"all": result}),
+                     lambda name: f"{group}={name}" if group is not None else t("all"),
+                     t("Kaplan–Meier survival (pooled over sites)"), t,
+                     result.get("logrank_p"))
     return [(Chart("survival", "Survival", "Kaplan–Meier survival curves with 95 % "
-                   "confidence bands.", ("png",)),
-             _reuse(lambda path: plot_km(result, path, group=group)))]
+                   "confidence bands."), _save(draw))]
 
 
-def _cox(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
-    import math
-
+def _cox(result: Result, params: Result, t: Translator) -> list[tuple[Chart, Producer]]:
     terms = list(result.get("hazard_ratios", {}))
     if not terms:
         return []
-    draw = _forest(terms, [result["hazard_ratios"][t] for t in terms],
-                   [math.exp(result["conf_int"][t][0]) for t in terms],
-                   [math.exp(result["conf_int"][t][1]) for t in terms], ref=1.0, log=True,
-                   xlabel="hazard ratio (95 % CI)", title="Cox model: hazard ratios")
+    draw = _forest(terms, [result["hazard_ratios"][term] for term in terms],
+                   [math.exp(result["conf_int"][term][0]) for term in terms],
+                   [math.exp(result["conf_int"][term][1]) for term in terms], ref=1.0,
+                   log=True, xlabel=t("hazard ratio (95 % CI)"),
+                   title=t("Cox model: hazard ratios"))
     return [(Chart("hazard_ratios", "Hazard ratios", "Forest plot of the hazard ratios with "
                    "95 % confidence intervals."), _save(draw))]
 
@@ -284,28 +242,30 @@ def roc_points(block: Result, events: int | None) -> list[tuple[float, float, fl
     return points
 
 
-def _fl_train(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
+def _fl_train(result: Result, params: Result, t: Translator) -> list[tuple[Chart, Producer]]:
     out: list[tuple[Chart, Producer]] = []
+    blocks = {"training": t("training"), "validation": t("validation")}
     rounds = [r for r in result.get("rounds") or [] if r.get("loss") is not None]
     if rounds:
         def training() -> Figure:
             fig = _figure(6.4, 3.8)
             ax = fig.subplots()
             x = [r["round"] for r in rounds]
-            ax.plot(x, [r["loss"] for r in rounds], marker="o", color="#c0504d", label="loss")
+            ax.plot(x, [r["loss"] for r in rounds], marker="o", color="#c0504d",
+                    label=t("loss"))
             if any(r.get("validation_loss") is not None for r in rounds):
                 ax.plot(x, [r.get("validation_loss") for r in rounds], marker="o",
-                        linestyle="--", color="#c0504d", label="validation loss")
-            ax.set_xlabel("round")
-            ax.set_ylabel("log loss")
+                        linestyle="--", color="#c0504d", label=t("validation loss"))
+            ax.set_xlabel(t("round"))
+            ax.set_ylabel(t("log loss"))
             right = ax.twinx()
             right.plot(x, [r.get("auc") for r in rounds], marker="s", color="#4f81bd",
-                       label="AUC")
-            right.set_ylabel("AUC")
+                       label=t("AUC"))
+            right.set_ylabel(t("AUC"))
             lines = ax.get_legend_handles_labels()
             more = right.get_legend_handles_labels()
             ax.legend(lines[0] + more[0], lines[1] + more[1], loc="best")
-            ax.set_title("Training per round")
+            ax.set_title(t("Training per round"))
             ax.grid(alpha=0.3)
             fig.tight_layout()
             return fig
@@ -324,14 +284,15 @@ def _fl_train(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
             ax = fig.subplots()
             for name, (block, pts) in drawable.items():
                 auc = block.get("auc")
-                label = f"{name} (AUC {auc:.3f})" if auc is not None else name
+                label = (blocks[name] if auc is None else
+                         t("{name} (AUC {auc})", name=blocks[name], auc=t.number(auc, 3)))
                 ax.errorbar([p[0] for p in pts], [p[1] for p in pts], xerr=[p[2] for p in pts],
                             yerr=[p[3] for p in pts], marker="o", capsize=2, label=label)
             ax.plot([0, 1], [0, 1], color="#5b6475", linestyle="--", linewidth=1)
-            ax.set_xlabel("false positive rate")
-            ax.set_ylabel("true positive rate")
-            ax.set_title("ROC at the calibration-bin thresholds\n(bars: where suppressed "
-                         "bins leave a point)", fontsize=10)
+            ax.set_xlabel(t("false positive rate"))
+            ax.set_ylabel(t("true positive rate"))
+            ax.set_title(t("ROC at the calibration-bin thresholds\n(bars: where suppressed "
+                           "bins leave a point)"), fontsize=10)
             ax.legend(loc="lower right")
             ax.grid(alpha=0.3)
             fig.tight_layout()
@@ -348,11 +309,11 @@ def _fl_train(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
             for name, rows in shown.items():
                 if rows:
                     ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows],
-                            marker="o", label=name)
+                            marker="o", label=blocks[name])
             ax.plot([0, 1], [0, 1], color="#5b6475", linestyle="--", linewidth=1)
-            ax.set_xlabel("mean predicted risk")
-            ax.set_ylabel("observed rate")
-            ax.set_title("Calibration")
+            ax.set_xlabel(t("mean predicted risk"))
+            ax.set_ylabel(t("observed rate"))
+            ax.set_title(t("Calibration"))
             ax.legend(loc="upper left")
             ax.grid(alpha=0.3)
             fig.tight_layout()
@@ -362,40 +323,62 @@ def _fl_train(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
     return out
 
 
-def _fraud_screen(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
+def _fraud_screen(result: Result, params: Result, t: Translator
+                  ) -> list[tuple[Chart, Producer]]:
     rows = [r for r in result.get("upcoding") or [] if r.get("ratio") and r.get("ci")]
     if not rows:
         return []
     draw = _forest([r["hospital"] for r in rows], [r["ratio"] for r in rows],
                    [max(r["ci"][0], 1e-3) for r in rows], [r["ci"][1] for r in rows], ref=1.0,
-                   log=True, xlabel="observed / expected CC/MCC claims (95 % CI)",
-                   title="Upcoding signal by hospital")
+                   log=True, xlabel=t("observed / expected CC/MCC claims (95 % CI)"),
+                   title=t("Upcoding signal by hospital"))
     return [(Chart("upcoding", "Upcoding signal", "Forest plot of the hospitals' "
                    "standardised CC/MCC ratios with 95 % intervals."), _save(draw))]
 
 
-def _drug_value(result: Result, params: Result) -> list[tuple[Chart, Producer]]:
-    from healthspace.analyses.plots import plot_km
-    from healthspace.payer.value_report import plot_costs
+def _costs(result: Result, t: Translator) -> Callable[[], Figure]:
+    """Cost per patient-year per arm: bars with the CI as error bars, Δ in the title."""
+    def draw() -> Figure:
+        names = list(result["arms"])
+        cost = [result["arms"][n]["cost_per_py"] for n in names]
+        est = [c["estimate"] for c in cost]
+        fig = _figure(6.0, 4.2)
+        ax = fig.subplots()
+        ax.bar(names, est, yerr=[[e - c["ci"][0] for e, c in zip(est, cost, strict=True)],
+                                 [c["ci"][1] - e for e, c in zip(est, cost, strict=True)]],
+               capsize=8, color=["#c0504d", "#4f81bd"][:len(names)])
+        delta = result["comparison"]["delta_cost_per_py"] or {}
+        shown = _shown(t, delta.get("estimate"), 0)
+        if delta.get("ci"):
+            shown += f" ({_shown(t, delta['ci'][0], 0)} – {_shown(t, delta['ci'][1], 0)})"
+        ax.set_title(t("Cost per patient-year ({currency}, {level} % CI)",
+                       currency=result["currency"], level=round(100 * (1 - result["alpha"])))
+                     + f"\nΔ = {shown}", fontsize=11)
+        ax.set_ylabel(t("{currency} per patient-year", currency=result["currency"]))
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        return fig
+    return draw
 
+
+def _drug_value(result: Result, params: Result, t: Translator
+                ) -> list[tuple[Chart, Producer]]:
     out: list[tuple[Chart, Producer]] = []
     km = result.get("km")
     if km:
-        p = (result.get("logrank") or {}).get("p")
+        arm = result.get("arm_column")
+        draw = _survival(km["groups"], lambda name: f"{arm}={name}" if arm else name,
+                         t("Kaplan–Meier by arm (pooled over sites)"), t,
+                         (result.get("logrank") or {}).get("p"))
         out.append((Chart("survival", "Survival by arm", "Kaplan–Meier survival curves with "
-                          "95 % confidence bands.", ("png",)),
-                    _reuse(lambda path: plot_km({"groups": km["groups"], "logrank_p": p}, path,
-                                                group=result.get("arm_column"),
-                                                title="Kaplan–Meier by arm (pooled over "
-                                                      "sites)"))))
+                          "95 % confidence bands."), _save(draw)))
     if result.get("arms"):
         out.append((Chart("costs", "Cost per patient-year", "Cost per patient-year per arm "
-                          "with confidence intervals.", ("png",)),
-                    _reuse(lambda path: plot_costs(result, path))))
+                          "with confidence intervals."), _save(_costs(result, t))))
     return out
 
 
-_BUILDERS: dict[str, Callable[[Result, Result], list[tuple[Chart, Producer]]]] = {
+BUILDERS: dict[str, Builder] = {
     "cohort_count": _cohort_count,
     "glm": _glm,
     "km": _km,
