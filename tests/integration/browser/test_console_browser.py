@@ -183,6 +183,33 @@ def test_two_level_approval_in_the_inbox_and_the_result_on_the_study_page(consol
     expect(row).to_contain_text("Browser approval")
 
 
+def test_a_rejection_with_its_reason_reaches_the_consumers_timeline(console, live):
+    """The steward rejects in the inbox (after the browser's confirm dialog); the consumer's
+    study page shows the refusal and the steward's words on the node's timeline."""
+    with live.consumer() as consumer:
+        view = consumer.submit({"title": "Browser rejection", "analysis": "cohort_count",
+                                "purpose": "research", "cohort": showcase_cohort(),
+                                "nodes": ["strict_site"]})
+    steward = console.sign_in("data_holder_admin", next="/console/approvals")
+    card = steward.locator(f"#study-{view.id}-strict_site")
+    reason = card.get_by_label("Why (shown to the consumer)")
+    reason.fill("no data-sharing agreement with this sponsor yet")
+    asked = []
+    steward.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    card.get_by_role("button", name="Reject").click()
+    expect(steward.get_by_role("status")).to_have_text("Decision recorded.")
+    assert asked == ["Reject this study for this node?"]
+    expect(steward.locator(f"#study-{view.id}-strict_site")).to_have_count(0)
+    with live.consumer() as consumer:
+        final = consumer.wait(view.id, timeout=60)
+    assert final.status == StudyStatus.REJECTED
+    analyst = console.sign_in("consumer", next=f"/console/studies/{view.id}")
+    expect(analyst.get_by_test_id("study-status")).to_have_text("rejected")
+    timeline = analyst.locator(".timeline").first
+    expect(timeline).to_contain_text("no data-sharing agreement with this sponsor yet")
+    screenshot(analyst, "study-rejected")
+
+
 def test_the_auditor_sees_the_verified_ledger_tile(console, live):
     page = console.sign_in("auditor")
     tile = page.locator(".tile").filter(has_text="Audit ledger")

@@ -4,6 +4,7 @@ approvals through a form, and both languages."""
 from __future__ import annotations
 
 import ast
+import html
 import re
 from pathlib import Path
 
@@ -211,6 +212,17 @@ def test_switching_to_chinese_translates_pages_and_localises_numbers(space):
     away = client.post("/console/language", data={"lang": "en", "next": "https://evil.test/"},
                        follow_redirects=False)
     assert away.headers["location"] == "/console/dashboard"
+
+
+def test_the_language_switch_comes_back_to_the_page_with_its_filters(space):
+    client = sign_in(space, space.auditor)
+    page = client.get("/console/studies", params={"status": "completed", "lang": "en"})
+    back = re.search(r'<input type="hidden" name="next" value="([^"]+)">', page.text).group(1)
+    assert html.unescape(back) == "/console/studies?status=completed"  # not ?lang=: it wins
+    done = client.post("/console/language", data={"lang": "zh", "next": html.unescape(back)},
+                       follow_redirects=False)
+    assert done.headers["location"] == "/console/studies?status=completed"
+    assert 'lang="zh-Hans"' in client.get(done.headers["location"]).text
 
 
 def _strings() -> set[str]:

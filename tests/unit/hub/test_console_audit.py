@@ -164,6 +164,22 @@ def test_verify_now_reports_a_tampered_row(busy: Space) -> None:
     assert re.search(r'id="check-proof" class="ok"', entry)  # the stored hash is still signed
 
 
+def test_the_verify_reports_address_opened_again_is_the_explorer(busy: Space) -> None:
+    """The report is a POST's page: its address opened by GET (the language switch posts it
+    as ``next``, or a reload) lands on the explorer, not on a 405."""
+    client = sign_in(busy, busy.auditor)
+    html = client.post("/console/audit/verify", data={"csrf": _csrf(
+        client.get("/console/audit").text)}).text
+    again = client.get("/console/audit/verify", follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == "/console/audit"
+    switched = client.post("/console/language", data={"lang": "zh",
+                                                      "next": "/console/audit/verify"})
+    assert switched.status_code == 200 and 'lang="zh-Hans"' in switched.text
+    assert "立即验证" in switched.text and 'name="csrf"' in html
+    refused = sign_in(busy, busy.alice).get("/console/audit/verify", follow_redirects=False)
+    assert refused.status_code == 403
+
+
 def test_rows_edited_into_nonsense_are_shown_not_a_500(busy: Space) -> None:
     client = sign_in(busy, busy.auditor)
     flush(busy)

@@ -342,6 +342,27 @@ def test_only_operators_may_change_accounts(world: World, name: str) -> None:
     assert api.status_code == 403
     assert world.hub.ok("GET", "/billing/accounts/pharma",
                         world.hub.operator)["updated_at"] is None
+    assert client.get("/console/billing/accounts/pharma").status_code == 403
+
+
+def test_a_refused_account_forms_address_opened_again_is_the_billing_page(world: World) -> None:
+    """A refused form is shown at the POST's address: opened by GET (the language switch
+    posts it as ``next``, or a reload) it is the billing page again, not a 405."""
+    client = sign_in(world.space, world.hub.operator)
+    csrf = _csrf(client.get(f"/console/billing?period={MARCH}").text)
+    words = client.post("/console/billing/accounts/pharma",
+                        data={"csrf": csrf, "deposit": "lots", "period": MARCH})
+    assert words.status_code == 422 and 'value="/console/billing/accounts/pharma"' in words.text
+    again = client.get(f"/console/billing/accounts/pharma?period={MARCH}",
+                       follow_redirects=False)
+    assert again.status_code == 303
+    assert again.headers["location"] == f"/console/billing?period={MARCH}"
+    switched = client.post("/console/language", data={
+        "lang": "zh", "next": "/console/billing/accounts/pharma"})
+    assert switched.status_code == 200 and 'lang="zh-Hans"' in switched.text
+    assert 'data-testid="statement"' in switched.text and "账单" in switched.text
+    assert world.hub.ok("GET", "/billing/accounts/pharma",
+                        world.hub.operator)["updated_at"] is None
 
 
 # ---------------------------------------------------------------- models

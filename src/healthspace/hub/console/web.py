@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -129,7 +129,17 @@ def render(request: Request, viewer: Viewer, template: str, status_code: int = 2
     return TEMPLATES.TemplateResponse(request, template, {
         "viewer": viewer, "_": viewer.t, "t": viewer.t, "lang": viewer.t.lang,
         "languages": LANGUAGES, "nav": nav, "current_nav": current_nav, "prefix": PREFIX,
-        "here": here, **context}, status_code=status_code)
+        "here": here, "back": _back(request), **context}, status_code=status_code)
+
+
+def _back(request: Request) -> str:
+    """This page's address with its query (filters, period) for the language switch to come
+    back to; without ``lang``, which would override the new choice, and only for a GET (a
+    form's answer has no address to open again)."""
+    if request.method != "GET":
+        return request.url.path
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+    return request.url.path + (f"?{urlencode(kept)}" if kept else "")
 
 
 def sign_in_redirect(exc: SignInRequired) -> RedirectResponse:

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from healthspace.core.enums import Role
 from healthspace.hub.console.i18n import Translator
-from healthspace.hub.console.web import Viewer, check_csrf, page, render
+from healthspace.hub.console.web import PREFIX, Viewer, check_csrf, page, render
 from healthspace.hub.db.models import HubKey, Node, StoredEnvelope
 from healthspace.hub.deps import HubState, get_hub
 from healthspace.hub.services import node_keys
@@ -216,6 +216,13 @@ def verify_now(request: Request, csrf: str = Form(""),
     report = verify_hub(get_hub(request))
     start = max(1, report.first_bad_seq - 2) if report.first_bad_seq else 1
     return _explorer(request, viewer, Filters(start=start), report=report)
+
+
+@router.get("/audit/verify", response_class=RedirectResponse)
+def verify_page(viewer: Viewer = Depends(page(*READERS))) -> RedirectResponse:
+    """The report's own address, opened again (the language switch, a reload without the
+    form): the explorer, where "Verify now" runs the check again."""
+    return RedirectResponse(f"{PREFIX}/audit", status_code=303)
 
 
 @router.get("/audit/entries/{seq}", response_class=HTMLResponse)

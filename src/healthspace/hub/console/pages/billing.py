@@ -202,6 +202,15 @@ def set_account(org: str, request: Request, csrf: str = Form(""), deposit: str =
                             status_code=303)
 
 
+@router.get("/billing/accounts/{org}", response_class=RedirectResponse)
+def account_page(org: str, period: str | None = None,
+                 viewer: Viewer = Depends(page(Role.OPERATOR))) -> RedirectResponse:
+    """A refused account form's address, opened again (the language switch, a reload): the
+    billing page it came from."""
+    query = f"?{urlencode({'period': period})}" if period else ""
+    return RedirectResponse(f"{PREFIX}/billing{query}", status_code=303)
+
+
 def _problem(viewer: Viewer, exc: Exception) -> str:
     if isinstance(exc, HealthspaceError):
         return exc.message
