@@ -283,6 +283,7 @@ def test_catalog_and_studies_show_what_the_api_answers(console, live):
     ("operator", "/console/dashboard"),
     ("consumer", "/console/catalog"),
     ("consumer", "/console/studies"),
+    ("consumer", "/console/studies/new"),
     ("data_holder_admin", "/console/approvals?status=pending"),
 ])
 def test_keyboard_skip_link_and_every_control_labelled(console, live, role, path):
