@@ -21,6 +21,7 @@ from playwright.sync_api import expect
 from healthspace.client.sdk import API, HubClient
 from healthspace.core.enums import Role, StudyStatus
 from healthspace.demo_data import showcase_cohort
+from healthspace.hub.console.builder_form import example_datasets
 from healthspace.hub.console.i18n import Translator
 from healthspace.hub.console.web import NAV, PREFIX
 
@@ -364,6 +365,11 @@ def test_build_a_study_with_both_previews_approve_it_and_see_its_chart(console, 
     expect(page.locator("#params-km")).to_be_visible()
     expect(page.locator("#params-glm")).to_be_hidden()  # only the chosen analysis' fields
     page.get_by_label("Analysis dataset", exact=True).select_option("gliclazide_hf_dataset")
+    # the column fields suggest that dataset's columns (a datalist the script fills)
+    columns = page.locator("#dataset-columns option").evaluate_all(
+        "(els) => els.map((e) => e.value)")
+    assert columns == example_datasets()["gliclazide_hf_dataset"][2]
+    expect(page.locator("#f-km-duration")).to_have_attribute("list", "dataset-columns")
     page.locator("#f-km-duration").fill("time")
     page.locator("#f-km-event").fill("event")
     page.locator("#f-km-group").fill("drug")

@@ -319,6 +319,9 @@ def test_study_options_and_advanced_parameters_are_stored_as_given(space: Space)
     client = sign_in(space, space.alice)
     page = client.get(NEW)
     assert 'id="f-fl_train-hidden"' in page.text and "More settings" in page.text
+    assert re.search(r'id="f-cox-duration" name="cox.duration" value="[^"]*" '
+                     r'list="dataset-columns"', page.text)
+    assert '<option value="hba1c"></option>' in page.text  # every bundled dataset's columns
     done = _post(client, **T2D, analysis="fl_train", nodes=["node-a", "node-b"],
                  dataset_choice="t2d_complication_dataset", secure_aggregation="on",
                  round_timeout="600", **{

@@ -120,6 +120,9 @@ HINTS = {"dp_epsilon": "Empty: exact counts, small ones suppressed.",
          **dict.fromkeys(("variables", "covariates", "features", "categorical"),
                          "Column names, separated by commas.")}
 NODE_PARAMS = frozenset({"payer"})  # a parameter naming one of the nodes
+# parameters naming one column of the analysis dataset: the form suggests its columns
+COLUMN_PARAMS = frozenset({"duration", "event", "group", "target", "offset", "weights", "arm",
+                           "cost"})
 STATIC_LABELS = {
     "entry_kind": "Entry event", "entry_codes": "Entry codes", "age_min": "Age from",
     "age_max": "Age to", "sex": "Sex", "prior_days": "Prior observation (days)",

@@ -20,6 +20,7 @@ from healthspace.core.errors import HealthspaceError
 from healthspace.core.models import StudyView
 from healthspace.hub.console.builder_form import (
     ANALYSES,
+    COLUMN_PARAMS,
     GROUPS,
     HINTS,
     OPS,
@@ -72,7 +73,8 @@ def _form(request: Request, viewer: Viewer, values: Values, chosen: list[str],
                   cohortless={n: o.cohortless for n, o in ANALYSES.items()
                               if not uses_cohort(registry.get(n))},
                   purposes=studies.PURPOSES, kinds=EVENT_KINDS, ops=OPS, rows=range(ROWS),
-                  groups=GROUPS,
+                  groups=GROUPS, column_params=COLUMN_PARAMS,
+                  examples_columns=json.dumps({k: v[2] for k, v in example_datasets().items()}),
                   **extra)
 
 

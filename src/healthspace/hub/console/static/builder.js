@@ -9,6 +9,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (form) {
     showChosenAnalysis(form);
     for (const input of form.querySelectorAll("input[data-codesearch]")) searchCodes(form, input);
+    suggestColumns(form);
     inPlace(form);
   }
   const running = document.querySelector("[data-status-url][data-terminal='false']");
@@ -119,4 +120,20 @@ function poll(element, delay = 1500, left = 60) {
     element.replaceWith(fresh);
     if (!answer.terminal) poll(fresh, Math.min(delay * 1.5, 15000), left - 1);
   }, delay);
+}
+
+// Suggest the chosen bundled dataset's columns in the column fields (every bundled
+// dataset's columns when none or a pasted spec is chosen).
+function suggestColumns(form) {
+  const list = document.getElementById("dataset-columns");
+  const select = form.querySelector("select[name=dataset_choice]");
+  if (!list || !select) return;
+  const byDataset = JSON.parse(list.dataset.columns || "{}");
+  const every = [...new Set(Object.values(byDataset).flat())];
+  const fill = () => {
+    const columns = byDataset[select.value] || every;
+    list.replaceChildren(...columns.map((name) => Object.assign(document.createElement("option"), { value: name })));
+  };
+  select.addEventListener("change", fill);
+  fill();
 }
