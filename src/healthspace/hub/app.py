@@ -38,6 +38,7 @@ from healthspace.hub.routers import (
 )
 from healthspace.hub.services import hub_keys, timeline
 from healthspace.hub.services.audit import AuditTrail
+from healthspace.hub.services.ledger_check import LedgerCheck
 from healthspace.hub.services.sla import SlaSweeper
 from healthspace.hub.settings import HubSettings
 from healthspace.hub.webhooks import WebhookSender
@@ -153,6 +154,7 @@ def create_app(
         notifier=Notifier(),
         webhooks=_webhooks(sessions, settings, signing_key),
         audit=trail,
+        ledger_check=LedgerCheck(settings.ledger_full_check_seconds),
     )
     app.add_exception_handler(HealthspaceError, _healthspace_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy import Engine
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from healthspace.core.clock import Clock
 from healthspace.hub.notifier import Notifier
 from healthspace.hub.services.audit import AuditTrail
+from healthspace.hub.services.ledger_check import LedgerCheck
 from healthspace.hub.settings import HubSettings
 from healthspace.hub.webhooks import WebhookSender
 
@@ -25,6 +26,7 @@ class HubState:
     notifier: Notifier
     webhooks: WebhookSender
     audit: AuditTrail
+    ledger_check: LedgerCheck = field(default_factory=LedgerCheck)
 
 
 def get_hub(request: Request) -> HubState:

@@ -30,6 +30,9 @@ class HubSettings:
     # Check service levels in the background this often (None: only when the KPI or SLA
     # endpoints are read, as in tests that move the clock by hand).
     sla_sweep_seconds: float | None = None
+    # The KPI report's ledger verification walks the whole ledger at most this often and in
+    # between only what was appended (hub/services/ledger_check.py).
+    ledger_full_check_seconds: float = 60.0
 
     @property
     def min_cell_size(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from healthspace.ledger.checkpoint import Checkpoint, verify_checkpoint
@@ -60,10 +60,34 @@ def _check_roots(cps: list[Checkpoint], root: bytes, good_size: int) -> None:
             )
 
 
-def _scan(store: LedgerStore, by_size: dict[int, list[Checkpoint]], sig: dict[int, str]) -> int:
-    """Walk every entry once; raise _Bad at the first problem; return the head seq."""
-    frontier = Frontier()
-    good = 0  # size of the last checkpoint verified so far
+@dataclass(frozen=True)
+class Progress:
+    """Where a successful pass stopped: the head it verified (its hash, and the one before
+    it), the Merkle frontier there and the checkpoint sizes it matched, so a later pass can
+    verify only what was appended since (see :func:`verify_from`)."""
+
+    seq: int = 0
+    prev: str = GENESIS_HASH
+    prev2: str = ""
+    frontier: Frontier = field(default_factory=Frontier)
+    good: int = 0  # size of the last checkpoint matched
+    checked: frozenset[int] = frozenset()
+
+
+class _Restart(Exception):
+    """A checkpoint for entries a resumed pass did not walk again: walk them all."""
+
+
+def _scan(store: LedgerStore, by_size: dict[int, list[Checkpoint]], sig: dict[int, str],
+          start: Progress) -> Progress:
+    """Walk every entry after ``start`` once; raise _Bad at the first problem; return where
+    the walk ended."""
+    frontier = start.frontier.copy()  # ``start`` stays as it was if this pass fails
+    good = start.good
+    checked = set(start.checked)
+    for size in by_size:
+        if size < start.seq and size not in checked:
+            raise _Restart
 
     def at_checkpoint(size: int) -> None:
         nonlocal good
@@ -71,11 +95,12 @@ def _scan(store: LedgerStore, by_size: dict[int, list[Checkpoint]], sig: dict[in
             raise _Bad(good + 1, sig[size], size)
         _check_roots(by_size[size], frontier.root(), good)
         good = size
+        checked.add(size)
 
-    if 0 in by_size:
-        at_checkpoint(0)
-    seq, prev, prev2 = 0, GENESIS_HASH, ""
-    for e in store.entries():
+    if start.seq in by_size and start.seq not in checked:
+        at_checkpoint(start.seq)
+    seq, prev, prev2 = start.seq, start.prev, start.prev2
+    for e in store.entries(start.seq + 1):
         seq += 1
         if e.seq != seq:
             raise _Bad(seq, f"entry {seq} is missing (next stored entry is {e.seq})")
@@ -96,7 +121,7 @@ def _scan(store: LedgerStore, by_size: dict[int, list[Checkpoint]], sig: dict[in
     if beyond:
         raise _Bad(seq + 1, f"truncated: checkpoint at size {max(beyond)} but only {seq} entries",
                    max(beyond))
-    return seq
+    return Progress(seq, prev, prev2, frontier, good, frozenset(checked))
 
 
 def verify(
@@ -108,17 +133,40 @@ def verify(
 ) -> VerifyReport:
     """Verify everything in ``store``; ``extra_checkpoints`` (e.g. copies published to the hub)
     are held to the same entries, which catches truncation of entries and checkpoints together."""
+    return verify_from(store, trusted_keys, ledger_id=ledger_id,
+                       extra_checkpoints=extra_checkpoints)[0]
+
+
+def verify_from(
+    store: LedgerStore,
+    trusted_keys: Collection[str],
+    resume: Progress | None = None,
+    *,
+    ledger_id: str | None = None,
+    extra_checkpoints: Iterable[Checkpoint] = (),
+) -> tuple[VerifyReport, Progress | None]:
+    """As :func:`verify`, and where the pass ended (None if it failed). With ``resume`` (a
+    previous pass's progress over the same store) only the entries appended since are
+    walked; every checkpoint's signature is still checked, and a checkpoint over entries
+    before ``resume`` that it never matched makes it walk everything again. Entries edited
+    *before* ``resume`` are not seen by a resumed pass: a full pass (no ``resume``) is what
+    re-checks the whole history."""
     cps = sorted([*store.checkpoints(), *extra_checkpoints], key=lambda cp: cp.size)
     by_size: dict[int, list[Checkpoint]] = {}
     for cp in cps:
         by_size.setdefault(cp.size, []).append(cp)
     sig = _static_checks(cps, trusted_keys, ledger_id)
     try:
-        head = _scan(store, by_size, sig)
+        try:
+            progress = _scan(store, by_size, sig, resume or Progress())
+        except _Restart:
+            progress = _scan(store, by_size, sig, Progress())
     except _Bad as bad:
-        return VerifyReport(False, store.count(), len(cps), bad.seq, bad.problem, bad.checkpoint)
+        return VerifyReport(False, store.count(), len(cps), bad.seq, bad.problem,
+                            bad.checkpoint), None
+    head = progress.seq
     covered = cps[-1].size if cps else 0
     warning = None
     if covered < head:
         warning = f"head not checkpointed: entries {covered + 1}..{head} are only hash-chained"
-    return VerifyReport(True, head, len(cps), warning=warning)
+    return VerifyReport(True, head, len(cps), warning=warning), progress

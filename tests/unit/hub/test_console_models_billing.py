@@ -9,6 +9,7 @@ that every study settles; then a count in the next month. Each test copies it.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -188,6 +189,32 @@ def test_statement_totals_equal_the_apis_for_each_viewer(world: World, name: str
     rows = re.findall(r'<tr data-study="(\d+)" data-node="([^"]+)">', page.text)
     assert rows == [(str(ln["study_id"]), ln["node"]) for ln in api["lines"]]
     assert _total(page.text, "balanced") == "balanced"
+
+
+def test_long_statements_show_their_lines_a_page_at_a_time(world: World, monkeypatch) -> None:
+    from healthspace.hub.console.pages import billing
+
+    monkeypatch.setattr(billing, "LINES_PER_PAGE", 2)
+    who = world.hub.operator
+    api = world.hub.ok("GET", f"/billing/statement?period={MARCH}", who)
+    wanted = [(str(ln["study_id"]), ln["node"]) for ln in api["lines"]]
+    assert len(wanted) > 2
+    client = sign_in(world.space, who)
+    seen = []
+    pages = -(-len(wanted) // 2)
+    for number in range(1, pages + 1):
+        page = client.get(f"/console/billing?period={MARCH}&lines={number}").text
+        seen += re.findall(r'<tr data-study="(\d+)" data-node="([^"]+)">', page)
+        last = min(2 * number, len(wanted))
+        assert f"Lines {2 * number - 1}–{last} of {len(wanted)}" in html.unescape(page)
+        assert ('data-testid="lines-next"' in page) == (number < pages)
+        assert ('data-testid="lines-prev"' in page) == (number > 1)
+        assert _amount(_total(page, "invoiced")) == Decimal(str(api["totals"]["invoiced"]))
+    assert seen == wanted  # every line once, in the API's order
+    beyond = client.get(f"/console/billing?period={MARCH}&lines=999").text
+    shown = re.findall(r'<tr data-study="(\d+)" data-node="([^"]+)">', beyond)
+    assert shown == wanted[2 * (pages - 1):]  # the last page, whatever is asked beyond it
+    assert client.get(f"/console/billing?period={MARCH}&lines=0").status_code == 422
 
 
 def test_the_numbers_are_what_the_nodes_metered(world: World) -> None:

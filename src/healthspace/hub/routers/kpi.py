@@ -10,23 +10,20 @@ from sqlalchemy.orm import Session
 
 from healthspace.core.enums import Role
 from healthspace.hub.auth import require
-from healthspace.hub.db.models import HubKey, SlaBreach, Study
+from healthspace.hub.db.models import SlaBreach, Study
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.principal import Principal
 from healthspace.hub.services import kpi, sla
 from healthspace.hub.services.periods import month_range
-from healthspace.ledger.verify import verify
 
 router = APIRouter(tags=["kpi"])
 READERS = (Role.OPERATOR, Role.AUDITOR)
 
 
 def _ledger(session: Session, hub: HubState) -> dict[str, Any]:
-    hub.audit.flush()
-    keys = [k.public_key for k in session.scalars(select(HubKey))]
-    report = verify(hub.audit.store, keys)
-    return {"ok": report.ok, "entries": report.entries, "checkpoints": report.checkpoints,
-            "problem": report.problem}
+    """The ledger's verification: whole at most every ``ledger_full_check_seconds``, else
+    resumed over what was appended since (hub/services/ledger_check.py)."""
+    return hub.ledger_check.report(session, hub.audit, hub.clock.now())
 
 
 @router.get("/kpi", response_model=dict[str, Any])

@@ -61,8 +61,10 @@ def _line(line: SettlementLine, settlement: Settlement, title: str | None, purpo
 
 def statement(
     session: Session, settings: HubSettings, principal: Principal, org_name: str | None,
-    period: str, kind: Kind | None = None,
+    period: str, kind: Kind | None = None, study_id: int | None = None,
 ) -> Statement:
+    """``org_name``'s statement of ``period`` (``kind``: its default for the organisation);
+    ``study_id`` keeps only that study's lines (and totals over them)."""
     org_name = org_name or principal.org
     org = session.scalar(select(Organisation).where(Organisation.name == org_name))
     if org is None:
@@ -77,6 +79,8 @@ def statement(
         query = query.where(Settlement.consumer_org_id == org.id)
     elif kind == "earnings":
         query = query.where(SettlementLine.holder_org_id == org.id)
+    if study_id is not None:
+        query = query.where(SettlementLine.study_id == study_id)
     rows = session.execute(query.order_by(Settlement.settled_at, SettlementLine.id)).all()
     studies = {sid: (title, purpose) for sid, title, purpose in session.execute(
         select(Study.id, Study.title, Study.purpose).where(

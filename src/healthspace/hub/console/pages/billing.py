@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from babel.dates import format_skeleton
 from babel.numbers import format_currency, format_percent
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -32,6 +32,7 @@ from healthspace.hub.services.statements import Kind
 router = APIRouter()
 KINDS: dict[str, Kind] = {"invoice": "invoice", "earnings": "earnings", "platform": "platform"}
 OVERSEERS = (Role.OPERATOR, Role.AUDITOR)
+LINES_PER_PAGE = 100  # statement lines per page; the downloads hold them all
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _accounts(session: Session, hub: HubState, viewer: Viewer) -> list[AccountVi
 
 
 def _page(request: Request, viewer: Viewer, choice: Choice, code: int = 200,
-          problem: str | None = None) -> HTMLResponse:
+          problem: str | None = None, lines: int = 1) -> HTMLResponse:
     """The billing page; ``problem`` is a refused account form (shown above the statement)."""
     hub = get_hub(request)
     assert viewer.principal is not None
@@ -110,13 +111,20 @@ def _page(request: Request, viewer: Viewer, choice: Choice, code: int = 200,
             if overseer else []
     money = Money(viewer, hub.settings.currency)
     valid = _is_period(choice.period)
+    count = len(statement.lines) if statement is not None else 0
+    pages = max(1, -(-count // LINES_PER_PAGE))
+    shown = min(lines, pages)
+    first = (shown - 1) * LINES_PER_PAGE
     return render(request, viewer, "billing.html", status_code=code,
                   title=viewer.t("Billing"), st=statement, choice=choice, error=error,
                   accounts=accounts, orgs=orgs, kinds=list(KINDS), money=money,
                   month=money.month(choice.period) if valid else choice.period,
                   earlier=previous(choice.period) if valid else None,
                   later=_next(choice.period) if valid else None,
-                  overseer=overseer, operator=viewer.principal.is_operator)
+                  overseer=overseer, operator=viewer.principal.is_operator,
+                  shown_lines=statement.lines[first:first + LINES_PER_PAGE] if statement
+                  else [], line_page=shown, line_pages=pages, line_first=first + 1,
+                  line_last=min(first + LINES_PER_PAGE, count), line_count=count)
 
 
 def _is_period(period: str) -> bool:
@@ -129,9 +137,11 @@ def _is_period(period: str) -> bool:
 
 @router.get("/billing", response_class=HTMLResponse)
 def billing_page(request: Request, period: str | None = None, org: str | None = None,
-                 kind: str | None = None,
+                 kind: str | None = None, lines: int = Query(1, ge=1, le=100_000),
                  viewer: Viewer = Depends(page())) -> HTMLResponse:
-    return _page(request, viewer, _choice(get_hub(request), period, org, kind))
+    """``lines``: which page of LINES_PER_PAGE statement lines to show (the totals and the
+    downloads are always the whole statement's)."""
+    return _page(request, viewer, _choice(get_hub(request), period, org, kind), lines=lines)
 
 
 def _statement(request: Request, viewer: Viewer, choice: Choice) -> Statement:

@@ -319,7 +319,7 @@ def usage(session: Session, settings: HubSettings, principal: Principal,
     if cost is not None and cost.settled_at is not None and kind is not None:
         try:
             found = statements.statement(session, settings, principal, None,
-                                         period_of(cost.settled_at), kind)
+                                         period_of(cost.settled_at), kind, study_id=view.id)
         except HealthspaceError:
             found = None
         lines = [line for line in (found.lines if found else []) if line.study_id == view.id]
