@@ -82,7 +82,10 @@ def _studies(session: Session, period: str) -> list[Study]:
         load_only(Study.id, Study.status, Study.purpose, Study.created_at, Study.finished_at,
                   Study.submitted_by),
         lazyload(Study.tasks), lazyload(Study.events), lazyload(Study.feedback),
-        selectinload(Study.targets)).where(Study.created_at >= start,
+        # a target's node (its catalog and policy documents) is not needed: only its id
+        selectinload(Study.targets).options(
+            load_only(StudyNode.study_id, StudyNode.node_id, StudyNode.approval),
+            lazyload(StudyNode.node))).where(Study.created_at >= start,
                                            Study.created_at < end)))
 
 
