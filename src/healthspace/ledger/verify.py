@@ -147,19 +147,23 @@ def verify_from(
 ) -> tuple[VerifyReport, Progress | None]:
     """As :func:`verify`, and where the pass ended (None if it failed). With ``resume`` (a
     previous pass's progress over the same store) only the entries appended since are
-    walked; every checkpoint's signature is still checked, and a checkpoint over entries
-    before ``resume`` that it never matched makes it walk everything again. Entries edited
+    walked and only new checkpoints' signatures checked; a checkpoint over entries before
+    ``resume`` that it never matched makes it walk everything again. Entries edited
     *before* ``resume`` are not seen by a resumed pass: a full pass (no ``resume``) is what
     re-checks the whole history."""
     cps = sorted([*store.checkpoints(), *extra_checkpoints], key=lambda cp: cp.size)
     by_size: dict[int, list[Checkpoint]] = {}
     for cp in cps:
         by_size.setdefault(cp.size, []).append(cp)
-    sig = _static_checks(cps, trusted_keys, ledger_id)
+    owner = ledger_id if ledger_id is not None else (cps[0].ledger_id if cps else None)
+    # a resumed pass signature-checks only the checkpoints the previous pass did not match
+    seen = resume.checked if resume is not None else frozenset()
+    sig = _static_checks([cp for cp in cps if cp.size not in seen], trusted_keys, owner)
     try:
         try:
             progress = _scan(store, by_size, sig, resume or Progress())
         except _Restart:
+            sig = _static_checks(cps, trusted_keys, owner)
             progress = _scan(store, by_size, sig, Progress())
     except _Bad as bad:
         return VerifyReport(False, store.count(), len(cps), bad.seq, bad.problem,

@@ -58,3 +58,17 @@ def test_an_edit_before_the_resume_point_needs_a_full_pass(backend: Backend) -> 
     assert resumed.ok  # by design: the resumed pass does not walk 1..20 again
     full = verify(store, TRUSTED)
     assert not full.ok and full.first_bad_seq == 5
+
+
+def test_a_forged_signature_on_a_new_checkpoint_is_caught(backend: Backend) -> None:
+    store = backend.store()
+    ledger = make_ledger(store, every=10)
+    _fill(ledger, 0, 12)
+    _, progress = verify_from(store, TRUSTED)
+    _fill(ledger, 12, 10)  # a checkpoint at 20 among the new entries
+    sig = str(backend.rows("SELECT signature FROM ledger_checkpoints WHERE size = 20")[0][0])
+    flipped = ("1" if sig[0] == "0" else "0") + sig[1:]
+    backend.sql("UPDATE ledger_checkpoints SET signature = ? WHERE size = 20", (flipped,))
+    report, after = verify_from(store, TRUSTED, progress)
+    assert not report.ok and report.bad_checkpoint == 20 and after is None
+    assert report == verify(store, TRUSTED)
