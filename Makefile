@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast check lint typecheck bench clean install browser
+.PHONY: demo test test-fast check lint typecheck bench clean install browser postgres
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,18 +13,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[test,ml]'
 	touch $(STAMP)
 
-install: $(STAMP) browser
+install: $(STAMP) browser postgres
 
 # The browser tests drive Debian's Chromium (apt-get, only when it is missing); never a
 # browser that Playwright would download.
 browser:
 	@sh tests/integration/browser/install-chromium.sh
 
+# The hub's tests also run on PostgreSQL: Debian's server (apt-get, only when it is missing);
+# the tests start their own throw-away cluster on 127.0.0.1.
+postgres:
+	@sh tests/install-postgresql.sh
+
 demo: $(STAMP)
 	$(VENV)/bin/healthspace demo
 
-test: $(STAMP) browser
+# Everything on the default backends, then the hub's own suite again with every hub on
+# PostgreSQL (HEALTHSPACE_HUB_TEST_DB, tests/unit/hub/hubkit.py).
+test: $(STAMP) browser postgres
 	$(PY) -m pytest -n 2 --dist loadgroup -q
+	HEALTHSPACE_HUB_TEST_DB=postgresql $(PY) -m pytest -n 2 -q -p no:cacheprovider tests/unit/hub
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q -m "not slow"

@@ -216,7 +216,10 @@ class DrgWeights(SummedAnalysis):
             groups.append({"cases": n, "mean": mean, "sd": sd, "median": med,
                            "los_median": _quantile(los_hist[i], 0.5, None),
                            "los_mean": float(sums["los"][i]) / n if n else None})
-        state = {"groups": groups, "lower": lower.tolist(), "upper": upper.tolist(),
+        # the state is stored as JSON, which has no infinities: an open bound is None
+        state = {"groups": groups,
+                 "lower": [x if math.isfinite(x) else None for x in lower.tolist()],
+                 "upper": [x if math.isfinite(x) else None for x in upper.tolist()],
                  "k": max(int(p.get("k", 10)) for p in publics.values())}
         bounded = [float(x) if math.isfinite(x) else (-1e300 if x < 0 else 1e300)
                    for x in (*lower, *upper)]
@@ -248,8 +251,8 @@ class DrgWeights(SummedAnalysis):
             lo, hi = state["lower"][i], state["upper"][i]
             row.update(
                 cases=first["cases"], trimmed_cases=int(kept[i]),
-                trim_bounds=[lo if math.isfinite(lo) else None,
-                             hi if math.isfinite(hi) else None],
+                trim_bounds=[lo if lo is not None and math.isfinite(lo) else None,
+                             hi if hi is not None and math.isfinite(hi) else None],
                 mean_charge=mean, median_charge=first["median"],
                 cv_charge=math.sqrt(max(var, 0.0)) / mean if mean else None,
                 untrimmed_mean_charge=first["mean"],

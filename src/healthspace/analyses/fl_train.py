@@ -404,7 +404,8 @@ def _track_best(state: dict[str, Any], history: list[dict[str, Any]], params: Fl
                 weights: np.ndarray) -> tuple[dict[str, Any], bool]:
     """Best model so far by validation loss (training loss without a holdout) and whether
     ``patience`` evaluated rounds passed without an improvement of ``min_delta``."""
-    best = dict(state.get("best") or {"round": 0, "monitor": math.inf, "weights": None,
+    # no best yet: monitor None (state is stored as JSON, which has no Infinity)
+    best = dict(state.get("best") or {"round": 0, "monitor": None, "weights": None,
                                       "stale": 0})
     if len(history) < 2:
         return best, False
@@ -412,7 +413,7 @@ def _track_best(state: dict[str, Any], history: list[dict[str, Any]], params: Fl
     monitor = evaluated.get("validation_loss" if params.holdout else "loss")
     if monitor is None:
         return best, False
-    if monitor < best["monitor"] - params.min_delta:
+    if best["monitor"] is None or monitor < best["monitor"] - params.min_delta:
         best = {"round": evaluated["round"], "monitor": monitor, "weights": weights.tolist(),
                 "stale": 0}
     else:

@@ -34,3 +34,13 @@ def space(space_template: Space, tmp_path: Path) -> Iterator[Space]:
     space = copy_space(space_template, tmp_path)
     yield space
     space.hub.close()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 for this test process (tests/pgcluster.py)."""
+    from tests.pgcluster import Cluster
+
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()

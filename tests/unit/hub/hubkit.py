@@ -1,7 +1,10 @@
-"""Test kit: a fresh hub over a SQLite file, driven in-process through FastAPI's TestClient."""
+"""Test kit: a fresh hub over a SQLite file (or any database URL), driven in-process through
+FastAPI's TestClient."""
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -10,6 +13,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
+from sqlalchemy import create_engine, text
 
 from healthspace.core.clock import FixedClock
 from healthspace.core.envelope import seal
@@ -125,31 +129,71 @@ class Hub:
         return self.ok("GET", f"/studies/{study_id}?wait={wait}", headers)
 
 
-def open_hub(
-    folder: Path, operator: Headers, settings: HubSettings | None = None, **kw: Any
-) -> Hub:
-    """An app over the hub database already in ``folder``."""
-    url = f"sqlite:///{folder / 'hub.db'}"
+# The hub tests' database: SQLite files by default; with HEALTHSPACE_HUB_TEST_DB=postgresql
+# every hub is a database in one throw-away PostgreSQL cluster per test process
+# (tests/pgcluster.py), so the same suite is the hub's contract on both backends.
+BACKEND = os.environ.get("HEALTHSPACE_HUB_TEST_DB", "sqlite")
+_CLUSTER: Any = None
+
+
+def _cluster() -> Any:
+    global _CLUSTER
+    if _CLUSTER is None:
+        from tests.pgcluster import Cluster
+
+        _CLUSTER = Cluster()
+        atexit.register(_CLUSTER.stop)
+    return _CLUSTER
+
+
+def _new_url(folder: Path) -> str:
+    return _cluster().database() if BACKEND == "postgresql" else f"sqlite:///{folder / 'hub.db'}"
+
+
+def open_hub(url: str, operator: Headers, settings: HubSettings | None = None,
+             **kw: Any) -> Hub:
+    """An app over the hub database already at ``url``."""
     clock = FixedClock(START)
     app = create_app(url, clock=clock, settings=settings)
     return Hub(url=url, clock=clock, client=TestClient(app), operator=operator, **kw)
 
 
+def hub_at(url: str, settings: HubSettings | None = None) -> Hub:
+    """A fresh hub over the empty database at ``url`` (any backend the hub supports)."""
+    token = init_hub(url, clock=FixedClock(START))
+    return open_hub(url, bearer(token), settings)
+
+
 def make_hub(folder: Path, settings: HubSettings | None = None) -> Hub:
-    token = init_hub(f"sqlite:///{folder / 'hub.db'}", clock=FixedClock(START))
-    return open_hub(folder, bearer(token), settings)
+    return hub_at(_new_url(folder), settings)
 
 
 def copy_hub(template: Hub, folder: Path, settings: HubSettings | None = None) -> Hub:
-    """A private copy of a populated hub (much faster than building one per test)."""
+    """A private copy of a populated hub (much faster than building one per test): a file
+    copy on SQLite, ``CREATE DATABASE … TEMPLATE`` on PostgreSQL."""
     template.close()
-    for path in Path(template.url.removeprefix("sqlite:///")).parent.iterdir():
-        if path.name.startswith("hub.db"):
-            shutil.copyfile(path, folder / path.name)
+    if template.url.startswith("sqlite:///"):
+        for path in Path(template.url.removeprefix("sqlite:///")).parent.iterdir():
+            if path.name.startswith("hub.db"):
+                shutil.copyfile(path, folder / path.name)
+        url = f"sqlite:///{folder / 'hub.db'}"
+    else:
+        url = _cluster().copy(template.url)
     return open_hub(
-        folder, template.operator, settings, nodes=dict(template.nodes), keys=dict(template.keys),
+        url, template.operator, settings, nodes=dict(template.nodes), keys=dict(template.keys),
         names=dict(template.names), handed_out=dict(template.handed_out),
     )
+
+
+def execute_sql(hub: Hub, statement: str, params: dict[str, Any] | None = None) -> None:
+    """Change the hub's database underneath it (tampering tests), on either backend."""
+    hub.client.app.state.hub.audit.flush()  # type: ignore[attr-defined]
+    engine = create_engine(hub.url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(statement), params or {})
+    finally:
+        engine.dispose()
 
 
 @dataclass

@@ -5,12 +5,11 @@ hub's record, consent counts are shown to their own organisation only, in both l
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hubkit import CC_PARTIAL, Headers, Space
+from hubkit import CC_PARTIAL, Headers, Space, execute_sql
 
 from healthspace.ledger.crosscheck import crosscheck, node_actor, task_subject
 from healthspace.ledger.ledger import Ledger
@@ -146,11 +145,8 @@ def test_verify_now_reports_a_tampered_row(busy: Space) -> None:
     assert client.post("/console/audit/verify", data={"csrf": "forged"}).status_code == 403
     # edit one stored entry directly in the hub database
     victim = next(e for e in api_entries(busy) if e["action"] == "task.result")
-    flush(busy)
-    db = sqlite3.connect(busy.hub.url.removeprefix("sqlite:///"))
-    with db:
-        db.execute("UPDATE ledger_entries SET actor = 'node-z' WHERE seq = ?", (victim["seq"],))
-    db.close()
+    execute_sql(busy.hub, "UPDATE ledger_entries SET actor = 'node-z' WHERE seq = :seq",
+                {"seq": victim["seq"]})
     failed = client.post("/console/audit/verify", data={"csrf": _csrf(html)})
     assert failed.status_code == 200 and "FAILED" in failed.text and 'role="alert"' in failed.text
     assert f"entry {victim['seq']}: hash does not match its fields (edited)" in failed.text
@@ -182,12 +178,8 @@ def test_the_verify_reports_address_opened_again_is_the_explorer(busy: Space) ->
 
 def test_rows_edited_into_nonsense_are_shown_not_a_500(busy: Space) -> None:
     client = sign_in(busy, busy.auditor)
-    flush(busy)
-    db = sqlite3.connect(busy.hub.url.removeprefix("sqlite:///"))
-    with db:
-        db.execute("UPDATE ledger_entries SET time = 'yesterday' WHERE seq = 2")
-        db.execute("UPDATE ledger_entries SET hash = 'not hex' WHERE seq = 3")
-    db.close()
+    execute_sql(busy.hub, "UPDATE ledger_entries SET time = 'yesterday' WHERE seq = 2")
+    execute_sql(busy.hub, "UPDATE ledger_entries SET hash = 'not hex' WHERE seq = 3")
     listing = client.get("/console/audit?since=2025-03-01")
     assert listing.status_code == 200 and 2 not in shown_seqs(listing.text)
     assert "yesterday" in client.get("/console/audit").text

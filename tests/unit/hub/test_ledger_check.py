@@ -4,9 +4,7 @@ once; an edit of an older entry is found by the next full pass."""
 
 from __future__ import annotations
 
-import sqlite3
-
-from hubkit import Space
+from hubkit import Space, execute_sql
 
 from healthspace.demo_data import showcase_cohort
 
@@ -21,11 +19,8 @@ def _entries(space: Space) -> list[dict]:
 
 
 def _tamper(space: Space, seq: int) -> None:
-    space.hub.client.app.state.hub.audit.flush()
-    db = sqlite3.connect(space.hub.url.removeprefix("sqlite:///"))
-    with db:
-        db.execute("UPDATE ledger_entries SET actor = 'mallory' WHERE seq = ?", (seq,))
-    db.close()
+    execute_sql(space.hub, "UPDATE ledger_entries SET actor = 'mallory' WHERE seq = :seq",
+                {"seq": seq})
 
 
 def _submit(space: Space) -> None:

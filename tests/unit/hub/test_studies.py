@@ -185,7 +185,7 @@ def test_long_poll_falls_back_to_periodic_recheck(space_template: Space, tmp_pat
     """A write made by another hub process (whose wake-up we never hear) is still seen."""
     space = copy_space(space_template, tmp_path, HubSettings(recheck_seconds=0.1))
     hub = space.hub
-    other_worker = open_hub(tmp_path, hub.operator)  # same database, separate app and notifier
+    other_worker = open_hub(hub.url, hub.operator)  # same database, separate app and notifier
     thread, out = _in_thread(lambda: hub.next_task(space.node_a, wait=30))
     notifier = hub.client.app.state.hub.notifier  # type: ignore[attr-defined]
     _until(lambda: notifier.waiting(node_topic(hub.nodes["node-a"])) == 1)

@@ -113,8 +113,10 @@ def reserve(session: Session, settings: HubSettings, study: Study, rows: list[St
     """
     study.estimate_cents = estimate(study, rows, policies)
     org_id = study.submitter.org_id
-    # Row lock (PostgreSQL): concurrent submissions of one organisation check in turn.
-    account = session.get(BillingAccount, org_id, with_for_update=True)
+    # Row lock (PostgreSQL): concurrent submissions of one organisation check in turn. OF the
+    # account's own table: the eagerly joined organisation sits on an outer join's nullable
+    # side, which PostgreSQL will not lock.
+    account = session.get(BillingAccount, org_id, with_for_update={"of": BillingAccount})
     if account is None or study.estimate_cents == 0:
         return
     invoiced, reserved = _invoiced(session, org_id), _reserved(session, org_id, study.id)
