@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hubkit import Hub, Space, copy_hub, copy_space, make_hub, make_space
+from hubkit import cluster as pg_cluster_of_this_process
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +38,7 @@ def space(space_template: Space, tmp_path: Path) -> Iterator[Space]:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[object]:
-    """A throw-away PostgreSQL cluster on 127.0.0.1 for this test process (tests/pgcluster.py)."""
-    from tests.pgcluster import Cluster
-
-    cluster = Cluster()
-    yield cluster
-    cluster.stop()
+def pg_cluster() -> object:
+    """The test process's throw-away PostgreSQL cluster on 127.0.0.1 (tests/pgcluster.py),
+    the one hubkit's PostgreSQL hubs live in; stopped when the process ends."""
+    return pg_cluster_of_this_process()

@@ -136,7 +136,8 @@ BACKEND = os.environ.get("HEALTHSPACE_HUB_TEST_DB", "sqlite")
 _CLUSTER: Any = None
 
 
-def _cluster() -> Any:
+def cluster() -> Any:
+    """This process's PostgreSQL cluster, started on first use."""
     global _CLUSTER
     if _CLUSTER is None:
         from tests.pgcluster import Cluster
@@ -147,7 +148,7 @@ def _cluster() -> Any:
 
 
 def _new_url(folder: Path) -> str:
-    return _cluster().database() if BACKEND == "postgresql" else f"sqlite:///{folder / 'hub.db'}"
+    return cluster().database() if BACKEND == "postgresql" else f"sqlite:///{folder / 'hub.db'}"
 
 
 def open_hub(url: str, operator: Headers, settings: HubSettings | None = None,
@@ -178,7 +179,7 @@ def copy_hub(template: Hub, folder: Path, settings: HubSettings | None = None) -
                 shutil.copyfile(path, folder / path.name)
         url = f"sqlite:///{folder / 'hub.db'}"
     else:
-        url = _cluster().copy(template.url)
+        url = cluster().copy(template.url)
     return open_hub(
         url, template.operator, settings, nodes=dict(template.nodes), keys=dict(template.keys),
         names=dict(template.names), handed_out=dict(template.handed_out),
