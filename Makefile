@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast check lint typecheck bench clean install browser postgres
+.PHONY: demo test test-fast check lint typecheck bench clean install browser postgres test-hub-postgres
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,13 @@ postgres:
 demo: $(STAMP)
 	$(VENV)/bin/healthspace demo
 
-# Everything on the default backends, then the hub's own suite again with every hub on
-# PostgreSQL (HEALTHSPACE_HUB_TEST_DB, tests/unit/hub/hubkit.py).
+# The hub's own suite with every hub on PostgreSQL: `make test-hub-postgres`
+# (HEALTHSPACE_HUB_TEST_DB, tests/unit/hub/hubkit.py); `make test` runs the migrations and
+# the PostgreSQL hub tests on both backends.
 test: $(STAMP) browser postgres
 	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+test-hub-postgres: $(STAMP) postgres
 	HEALTHSPACE_HUB_TEST_DB=postgresql $(PY) -m pytest -n 2 -q -p no:cacheprovider tests/unit/hub
 
 test-fast: $(STAMP)

@@ -108,14 +108,14 @@ class Cluster:
             # any pooled one left behind
             conn.execute(f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS false')
             try:
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE datname = %s AND pid <> pg_backend_pid()", (source,))
-                for attempt in range(50):
+                for attempt in range(200):
+                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = %s AND pid <> pg_backend_pid()", (source,))
                     try:
                         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
                         break
                     except psycopg.errors.ObjectInUse:  # a terminated session still ending
-                        if attempt == 49:
+                        if attempt == 199:
                             raise
                         time.sleep(0.05)
             finally:
