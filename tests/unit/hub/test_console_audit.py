@@ -10,31 +10,12 @@ from typing import Any
 
 import pytest
 from hubkit import CC_PARTIAL, Headers, Space, execute_sql
+from test_console import _csrf, sign_in
 
 from healthspace.ledger.crosscheck import crosscheck, node_actor, task_subject
 from healthspace.ledger.ledger import Ledger
 from healthspace.ledger.sqla_store import SqlAlchemyLedgerStore
 from healthspace.ledger.sqlite_store import SqliteLedgerStore
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html[:500]
-    return found.group(1)
-
-
-def sign_in(space: Space, headers: Headers) -> Any:
-    client = space.hub.client
-    client.cookies.clear()
-    form = client.get("/console/sign-in")
-    token = re.search(r'name="form_token" value="([^"]+)"', form.text)
-    assert token
-    done = client.post("/console/sign-in", data={
-        "form_token": token.group(1), "method": "token",
-        "token": headers["Authorization"].removeprefix("Bearer "),
-        "next": "/console/dashboard"}, follow_redirects=False)
-    assert done.status_code == 303
-    return client
 
 
 def run_task(space: Space, node: Headers, node_name: str, **spec: Any) -> dict[str, Any]:

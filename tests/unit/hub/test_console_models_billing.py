@@ -22,6 +22,7 @@ import pytest
 from babel.numbers import format_currency, format_decimal
 from flkit import SEEDS, answer, site_table
 from hubkit import CC_PARTIAL, Headers, Hub, Space, copy_space
+from test_console import _csrf, sign_in
 
 from healthspace.core.canonical import canonical_json
 from healthspace.core.envelope import seal
@@ -133,25 +134,6 @@ def world(world_template: World, tmp_path: Path) -> Iterator[World]:
 # ---------------------------------------------------------------- reading pages
 
 
-def sign_in(space: Space, headers: Headers) -> Any:
-    """The console client, signed in through the real form with ``headers``' token."""
-    client = space.hub.client
-    client.cookies.clear()
-    form = client.get("/console/sign-in")
-    token = re.search(r'name="form_token" value="([^"]+)"', form.text)
-    assert token, form.text[:500]
-    done = client.post("/console/sign-in", data={
-        "form_token": token.group(1), "method": "token",
-        "token": headers["Authorization"].removeprefix("Bearer "),
-        "next": "/console/dashboard"}, follow_redirects=False)
-    assert done.status_code == 303, done.text
-    return client
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html[:500]
-    return found.group(1)
 
 
 def _total(html: str, key: str) -> str:

@@ -31,6 +31,7 @@ import pytest
 from flkit import answer
 from hubkit import Headers, Hub, Space, copy_space
 from PIL import Image
+from test_console import sign_in
 
 from healthspace.core.canonical import canonical_json
 from healthspace.core.envelope import seal
@@ -46,22 +47,6 @@ ROWS = 160
 # ---------------------------------------------------------------- helpers
 
 
-def _form_token(html: str) -> str:
-    found = re.search(r'name="form_token" value="([^"]+)"', html)
-    assert found, html[:500]
-    return found.group(1)
-
-
-def sign_in(space: Space, headers: Headers) -> Any:
-    client = space.hub.client
-    client.cookies.clear()
-    form = client.get("/console/sign-in")
-    token = headers["Authorization"].removeprefix("Bearer ")
-    done = client.post("/console/sign-in", data={
-        "form_token": _form_token(form.text), "method": "token", "token": token,
-        "next": "/console/dashboard"}, follow_redirects=False)
-    assert done.status_code == 303
-    return client
 
 
 def report_site(seed: int) -> duckdb.DuckDBPyConnection:
