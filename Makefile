@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[test,ml]'
+	$(PIP) install -q -c constraints.txt -e '.[test,ml,spark]'
 	touch $(STAMP)
 
 install: $(STAMP) browser postgres
