@@ -25,6 +25,9 @@ from pathlib import Path
 import pytest
 
 ROLE = "healthspace"
+# Copying a template waits up to this many times 50 ms for its last sessions to end (the
+# test cluster runs without autovacuum, whose workers would otherwise visit templates).
+_COPY_ATTEMPTS = 600
 
 
 def _bindir() -> Path | None:
@@ -73,7 +76,7 @@ class Cluster:
         self._run(["pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
                    "-t", "60", "-o", f"-h 127.0.0.1 -p {self.port} -k {self.root} "
                    "-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
-                   "-c max_connections=200", "start"])
+                   "-c max_connections=200 -c autovacuum=off", "start"])
 
     def _run(self, command: Sequence[str]) -> None:
         done = subprocess.run([*self._as, str(self.bindir / command[0]), *command[1:]],
@@ -108,19 +111,28 @@ class Cluster:
             # any pooled one left behind
             conn.execute(f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS false')
             try:
-                for attempt in range(200):
+                for attempt in range(_COPY_ATTEMPTS):
                     conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                  "WHERE datname = %s AND pid <> pg_backend_pid()", (source,))
                     try:
                         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
                         break
                     except psycopg.errors.ObjectInUse:  # a terminated session still ending
-                        if attempt == 199:
-                            raise
+                        if attempt == _COPY_ATTEMPTS - 1:
+                            raise RuntimeError(f"template {source} still in use: "
+                                               f"{self._sessions(conn, source)}") from None
                         time.sleep(0.05)
             finally:
                 conn.execute(f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS true')
         return self.url(name)
+
+    @staticmethod
+    def _sessions(conn: object, database: str) -> list[tuple[object, ...]]:
+        """Who is connected to ``database`` (for the error when a copy cannot start)."""
+        rows = conn.execute(  # type: ignore[attr-defined]
+            "SELECT pid, backend_type, application_name, state, query FROM pg_stat_activity "
+            "WHERE datname = %s", (database,)).fetchall()
+        return list(rows)
 
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError):
