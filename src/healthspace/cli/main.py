@@ -12,6 +12,7 @@ from healthspace.cli import (
     admin,
     approvals,
     audit,
+    backup,
     billing,
     claims,
     demo,
@@ -45,6 +46,8 @@ app.add_typer(payer.app, name="payer")
 app.add_typer(claims.app, name="claims")
 app.add_typer(sim.app, name="sim")
 app.add_typer(audit.app, name="audit")
+app.add_typer(backup.backup_app, name="backup")
+app.add_typer(backup.restore_app, name="restore")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(billing.app, name="billing")
 app.add_typer(billing.meter_app, name="meter")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from healthspace.core.logs import configure_logging
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -23,15 +23,9 @@ def emit_json(doc: Any) -> None:
     sys.stdout.flush()
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
-    # One line per request is noise at INFO; the agent logs what matters itself.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Logs to stderr as Rich text or one JSON object per line (see core.logs)."""
+    configure_logging(level, fmt, console=err)
 
 
 @contextmanager

@@ -20,6 +20,8 @@ from healthspace.hub.auth import Permission, permission_table
 from healthspace.hub.db.session import make_engine, make_sessionmaker
 from healthspace.hub.deps import HubState
 from healthspace.hub.limits import BodyLimit
+from healthspace.hub.metrics import HubMetrics, RequestMetrics
+from healthspace.hub.metrics import router as metrics_router
 from healthspace.hub.notifier import Notifier
 from healthspace.hub.routers import (
     approvals,
@@ -64,6 +66,11 @@ ROUTERS = (
 def api_permissions() -> dict[tuple[str, str], Permission | None]:
     """Who may call each ``(METHOD, /api/v1/...)`` route, as declared beside the endpoints."""
     return permission_table(ROUTERS, API_PREFIX)
+
+
+def other_permissions() -> dict[tuple[str, str], Permission | None]:
+    """Who may call each authenticated route outside /api/v1 (today: ``GET /metrics``)."""
+    return permission_table((metrics_router,))
 
 
 def _error(status_code: int, message: str, field: str | None, **extra: Any) -> JSONResponse:
@@ -132,7 +139,7 @@ def create_app(
         title="healthspace hub",
         version=healthspace.__version__,
         description="Coordinator of the health data space. Every /api/v1 route needs a "
-        "bearer token; /healthz is the one unauthenticated route.",
+        "bearer token, as does /metrics (Prometheus); /healthz is the one unauthenticated route.",
         docs_url="/docs",
         lifespan=lifespan,
     )
@@ -165,6 +172,11 @@ def create_app(
     from healthspace.hub import console
 
     console.install(app)
+
+    app.include_router(metrics_router)
+    app.state.metrics = HubMetrics(engine, clock)
+    # Outermost, so the latency covers every other middleware (console headers, body limit).
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
 
     @app.get("/healthz", tags=["liveness"])
     def healthz() -> dict[str, str]:

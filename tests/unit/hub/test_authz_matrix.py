@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path as FilePath
 from typing import Any
 
 from hubkit import CC_PARTIAL, COHORT, Space
 from nacl.signing import SigningKey
 
 from healthspace.core.envelope import rotation_statement, seal
-from healthspace.hub.app import api_permissions
+from healthspace.hub.app import api_permissions, other_permissions
 from healthspace.ledger.checkpoint import sign_checkpoint
 from healthspace.privacy.secagg_keys import make_prekey
 
@@ -157,6 +158,13 @@ MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
 ]
 
 
+# Authenticated routes outside /api/v1: (method, path) -> expected status per principal.
+OTHER_MATRIX: list[tuple[str, str, dict[str, int]]] = [
+    ("GET", "/metrics", _only({"operator": 200, "auditor": 200})),
+]
+PUBLIC = {("GET", "/healthz")}  # liveness; the console's pages have their own sign-in
+
+
 def _setup(space: Space) -> Ctx:
     hub = space.hub
     ctx = Ctx(space)
@@ -198,6 +206,32 @@ def test_the_matrix_covers_every_route() -> None:
     assert sorted(rows) == sorted(api_permissions()), "add the new route to MATRIX"
     for method, route, _path, _body, expect in MATRIX:
         assert set(expect) == set(WHO), (method, route)
+
+
+def test_routes_outside_the_api_are_covered(space: Space) -> None:
+    """Every served route outside /api/v1 is public by design or has an OTHER_MATRIX row."""
+    rows = sorted((method, path) for method, path, _ in OTHER_MATRIX)
+    assert rows == sorted(other_permissions()), "add the new route to OTHER_MATRIX"
+    paths = space.hub.client.get("/openapi.json").json()["paths"]
+    served = {(method.upper(), path) for path, item in paths.items()
+              if not path.startswith("/api/v1/") for method in item}
+    assert served == PUBLIC | set(rows)
+    doc = (FilePath(__file__).resolve().parents[3] / "docs" / "hub-api.md").read_text("utf-8")
+    for (method, path), permission in other_permissions().items():
+        row = next((line for line in doc.splitlines() if f"`{method} {path}`" in line), "")
+        assert permission is not None and row, f"{method} {path} missing from hub-api.md"
+        assert all(who in row for who in permission.describe().split(", ")), (method, path)
+
+
+def test_every_route_outside_the_api_times_every_principal(space: Space) -> None:
+    heads = {"operator": space.hub.operator, "admin": space.admin_a,
+             "other_admin": space.admin_b, "consumer": space.alice,
+             "auditor": space.auditor, "node": space.node_a}
+    for method, path, expect in OTHER_MATRIX:
+        assert space.hub.client.request(method, path).status_code == 401, path
+        for who in WHO:
+            response = space.hub.client.request(method, path, headers=heads[who])
+            assert response.status_code == expect[who], (method, path, who, response.text)
 
 
 def test_auditors_never_write() -> None:
