@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from healthspace.cli import node_data
 from healthspace.cli.common import HubOpt, JsonOpt, StoreOpt, TokenOpt, check_min_cell, client
-from healthspace.cli.output import emit_json, err, out, setup_logging
+from healthspace.cli.output import emit_json, err, out
 from healthspace.core.errors import InvalidInput
 
 app = typer.Typer(help="Run a node at a data holder: store, state, agent.", no_args_is_help=True)
@@ -39,26 +37,87 @@ app.command("score")(node_data.score)
 
 @app.command("init")
 def init(
-    store: StoreOpt,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="The node's DuckDB CDM store file.")] = None,
     name: Annotated[
         str | None, typer.Option(help="Node name for its ledger (default: the store's stem).")
     ] = None,
+    folder: Annotated[Path | None, typer.Option(
+        "--dir", help="Write node.toml and node.pub here (a service's config folder).")] = None,
+    hub: Annotated[str | None, typer.Option("--hub", help="The hub's URL (with --dir).")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        help="Where the node's token will be kept (default: DIR/node.token).")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(
+        help="PEM CA bundle that verifies the hub (e.g. its self-signed hub.crt).")] = None,
+    state: Annotated[Path | None, typer.Option(
+        help="The node's state file (default: beside the DuckDB store).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Usage policy file for node.toml.")]
+    = None,
+    engine: Annotated[str, typer.Option(help="duckdb | postgresql | spark.")] = "duckdb",
+    url: Annotated[str | None, typer.Option(
+        help="PostgreSQL URL or Spark master URL (non-DuckDB engines).")] = None,
+    schema: Annotated[str | None, typer.Option(
+        help="PostgreSQL schema or Spark database holding the CDM.")] = None,
+    parquet: Annotated[Path | None, typer.Option(
+        help="Spark: a folder of <table>.parquet files.")] = None,
+    log_format: Annotated[str, typer.Option(help="text | json, written to node.toml.")]
+    = "text",
     json_out: JsonOpt = False,
 ) -> None:
-    """Create the node's state file (keys, vault, outbox, ledger) beside the store."""
+    """Create the node's state file (keys, vault, outbox, ledger; mode 0600). With --dir,
+    also node.toml and node.pub, the public key to give the operator for enrolment."""
+    if folder is not None:
+        _init_dir(folder, store=store, name=name, hub=hub, token_file=token_file,
+                  ca_bundle=ca_bundle, state=state, policy=policy, engine=engine, url=url,
+                  schema=schema, parquet=parquet, log_format=log_format, json_out=json_out)
+        return
+    from healthspace.deploy.files import private_sqlite, tighten
     from healthspace.node.state import NodeState
 
-    state = NodeState.init(_state_path(store), name=name)
-    doc = {"store": str(store), "state": str(state.path), "public_key": state.public_key_hex()}
+    if store is None:
+        raise InvalidInput("give --store PATH (or --dir DIR for a service's config)",
+                           field="store")
+    path = _state_path(store)
+    private_sqlite(path)
+    node_state = NodeState.init(path, name=name)
+    tighten(path)
+    doc = {"store": str(store), "state": str(node_state.path),
+           "public_key": node_state.public_key_hex()}
     if json_out:
         emit_json(doc)
     else:
-        out.print(f"node state {state.path}\npublic key {doc['public_key']}", highlight=False)
+        out.print(f"node state {node_state.path}\npublic key {doc['public_key']}",
+                  highlight=False)
+
+
+def _init_dir(folder: Path, *, hub: str | None, json_out: bool, **options: Any) -> None:
+    from healthspace.deploy.node_init import NodeInitOptions, init_node_dir
+
+    if hub is None:
+        raise InvalidInput("give --hub URL: node.toml needs the hub's address", field="hub")
+    if options["log_format"] not in ("text", "json"):
+        raise InvalidInput("the log format is text or json", field="log_format")
+    files = init_node_dir(folder, NodeInitOptions(hub_url=hub, **options))
+    doc = {"config": str(files.config), "state": str(files.state),
+           "public_key": files.public_key, "public_key_file": str(files.public_key_file),
+           "token_file": str(files.token_file)}
+    if json_out:
+        emit_json(doc)
+        return
+    out.print(f"node initialised: {files.config}\nstate (0600): {files.state}\n"
+              f"public key {files.public_key} (also in {files.public_key_file})\n"
+              f"next: the operator enrols the node with this key; save the token it prints "
+              f"in {files.token_file} (mode 0600), then: healthspace node serve --config "
+              f"{files.config}", highlight=False)
 
 
 @app.command("serve")
 def serve(
-    store: StoreOpt,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="node.toml written by 'node init --dir' (flags override it; so do "
+        "HEALTHSPACE_NODE_* variables).")] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="The node's DuckDB CDM store file.")] = None,
     hub: HubOpt = None,
     token: TokenOpt = None,
     policy: Annotated[
@@ -67,43 +126,32 @@ def serve(
     hub_key: Annotated[
         str | None, typer.Option(help="Pin this hub public key (hex) instead of first use.")
     ] = None,
-    poll_wait: Annotated[float, typer.Option(help="Long-poll seconds per request.")] = 20.0,
-    min_cell_size: Annotated[int, typer.Option(help="This node's own minimum cell size.")] = 10,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    ca_bundle: Annotated[Path | None, typer.Option(
+        help="PEM CA bundle that verifies the hub (else $HEALTHSPACE_CA_BUNDLE, else the "
+        "system store).")] = None,
+    poll_wait: Annotated[float | None, typer.Option(
+        help="Long-poll seconds per request [default: 20].")] = None,
+    min_cell_size: Annotated[int | None, typer.Option(
+        help="This node's own minimum cell size [default: 10].")] = None,
+    log_level: Annotated[str | None, typer.Option(help="Log level [default: info].")] = None,
+    log_format: Annotated[str | None, typer.Option(
+        help="text | json (one JSON object per line) [default: text].")] = None,
 ) -> None:
     """Poll the hub (outbound only) and run approved tasks until interrupted."""
-    from healthspace.client.config import resolve
-    from healthspace.governance.policy import load_policy
-    from healthspace.node import audit
-    from healthspace.node.agent import NodeAgent
-    from healthspace.node.state import NodeState
+    from healthspace.deploy.config import load_node_config
+    from healthspace.deploy.services import serve_node
 
-    setup_logging(log_level)
-    check_min_cell(min_cell_size)
-    if not store.exists():
-        raise InvalidInput(f"store {store} does not exist; run 'node ingest' first", field="store")
-    conn = resolve(hub, token)
-    state = NodeState.init(_state_path(store))
-    if policy is not None:
-        audit.set_policy(state, load_policy(policy))
-    if hub_key is not None:
-        state.pin_hub_key(hub_key.strip().lower())
-    agent = NodeAgent(hub=conn.hub, token=conn.token, store=store, state=state,
-                      poll_wait=poll_wait, min_cell_size=min_cell_size)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
-    try:
-        agent.run_forever()
-    except KeyboardInterrupt:
-        logging.getLogger("healthspace.node").info("stopped")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    if min_cell_size is not None:
+        check_min_cell(min_cell_size)
+    flags = {"store.path": _absolute(store), "hub_url": hub, "token": token,
+             "policy": _absolute(policy), "hub_key": hub_key, "ca_bundle": _absolute(ca_bundle),
+             "poll_wait": poll_wait, "min_cell_size": min_cell_size, "log_level": log_level,
+             "log_format": log_format}
+    serve_node(load_node_config(config, flags), source=config)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM as SIGINT: the pending long-poll is abandoned at once (the hub sees the
-    connection close and claims nothing for it), the task being run stops (the node's state
-    is transactional and the hub re-queues the task), and the process exits 0."""
-    raise KeyboardInterrupt
+def _absolute(path: Path | None) -> str | None:
+    return str(path.expanduser().resolve()) if path is not None else None
 
 
 @app.command("rotate-key")

@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from healthspace.core.errors import InvalidInput
+from healthspace.core.logs import configure_logging, uvicorn_log_config
 from healthspace.hub.app import create_app
 from healthspace.hub.db.session import upgrade
 from healthspace.hub.settings import HubSettings
@@ -26,14 +27,17 @@ def serve(
     platform_fee_rate: float | None = None,
     currency: str | None = None,
     sla_sweep_seconds: float | None = 60.0,
+    log_format: str = "text",
 ) -> None:
     """Serve the hub at ``db_url`` until interrupted (one process; long-polls are async).
 
     ``webhooks``: URLs that receive a signed POST on every study status change. With
     ``ssl_certfile`` and ``ssl_keyfile`` (PEM) the hub speaks HTTPS only. Pending schema
     migrations are applied first, so a hub upgraded in place starts on the current schema.
+    ``log_format`` "json" writes one JSON object per log line (healthspace.core.logs).
     """
     check_tls(ssl_certfile, ssl_keyfile)
+    configure_logging(log_level, log_format)  # migrations log before uvicorn takes over
     upgrade(db_url)
     settings = HubSettings(webhooks=list(webhooks), sla_sweep_seconds=sla_sweep_seconds)
     if max_body_bytes is not None:
@@ -42,7 +46,8 @@ def serve(
         settings = replace(settings, platform_fee_rate=platform_fee_rate)
     if currency is not None:
         settings = replace(settings, currency=currency)
-    uvicorn.run(create_app(db_url, settings=settings), host=host, port=port, log_level=log_level,
+    uvicorn.run(create_app(db_url, settings=settings), host=host, port=port,
+                log_level=log_level.lower(), log_config=uvicorn_log_config(log_level, log_format),
                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
 
