@@ -22,7 +22,10 @@ def hub_url(value: str) -> str:
     """A SQLAlchemy URL from a URL or a plain file path; a missing SQLite file is an error."""
     if "://" not in value:
         value = f"sqlite:///{Path(value).resolve()}"
-    if value.startswith("sqlite:///") and not Path(value.removeprefix("sqlite:///")).is_file():
+    from sqlalchemy.engine import make_url
+
+    url = make_url(value)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         raise NotFound(f"no hub database at {value}")
     return value
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 from healthspace.analyses.base import Analysis
 from healthspace.core.errors import InvalidInput
 
 _REGISTRY: dict[str, Analysis] = {}
 _BUILTIN_LOADED = False
+# Request threads of a freshly started hub may all look up an analysis at once: the first
+# imports the built-ins while the others wait, and none sees a half-filled registry.
+_LOAD_LOCK = threading.RLock()
 
 
 def register(analysis: Analysis) -> Analysis:
@@ -21,7 +26,13 @@ def _load_builtin() -> None:
     global _BUILTIN_LOADED
     if _BUILTIN_LOADED:
         return
-    _BUILTIN_LOADED = True
+    with _LOAD_LOCK:
+        if not _BUILTIN_LOADED:
+            _import_builtin()
+            _BUILTIN_LOADED = True
+
+
+def _import_builtin() -> None:
     from healthspace.analyses import (  # noqa: F401
         casemix,
         claim_check,

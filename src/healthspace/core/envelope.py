@@ -24,6 +24,8 @@ from healthspace.core.errors import HealthspaceError
 ENVELOPE_DOMAIN = b"healthspace-envelope-v1\n"
 ASSIGNMENT_DOMAIN = b"healthspace-assignment-v1\n"
 KEY_ROTATION_DOMAIN = b"healthspace-key-rotation-v1\n"
+# An envelope is fresh within ±REPLAY_WINDOW of the receiver's clock: node clocks may be off
+# by that much (docs/operations.md, "Failures and recovery"); beyond it the envelope is refused.
 REPLAY_WINDOW = timedelta(minutes=5)
 
 
@@ -123,11 +125,28 @@ def verify_envelope(
 
 
 def check_fresh(timestamp: datetime, *, now: datetime, window: timedelta = REPLAY_WINDOW) -> None:
-    if abs(now - timestamp) > window:
+    """Refuse an envelope sealed more than ``window`` before or after ``now``.
+
+    Inside the window a node's clock may be off (skew is tolerated); outside it the message
+    says by how much and which way, because the usual cause is a node clock that drifted.
+    """
+    skew = timestamp - now
+    if abs(skew) > window:
+        way = "ahead of" if skew > timedelta(0) else "behind"
         raise ReplayError(
-            f"envelope timestamp {iso(timestamp)} is outside the ±{window} window",
+            f"envelope timestamp {iso(timestamp)} is {_span(abs(skew))} {way} the receiver's "
+            f"clock ({iso(now)}); at most {_span(window)} of clock skew is accepted: check "
+            "the sender's clock (NTP) and re-seal the message",
             field="timestamp",
         )
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    minutes, seconds = divmod(seconds, 60)
+    if not minutes:
+        return f"{seconds} s"
+    return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
 
 
 # --- hub-signed assignments ---------------------------------------------------------------

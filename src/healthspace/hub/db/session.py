@@ -2,31 +2,77 @@
 
 from __future__ import annotations
 
+import math
+import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from fastapi import HTTPException
 from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from healthspace.core.errors import HealthspaceError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# How long a SQLite write waits for another writer's lock before giving up. SQLite's busy
+# handler retries with a growing back-off (1 ms … 100 ms) until then; ``?timeout=S`` in the
+# database URL (the pysqlite connect argument) sets another bound.
+BUSY_TIMEOUT_S = 10.0
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+class StoreBusy(HTTPException, HealthspaceError):
+    """The hub store stayed locked past its busy timeout: HTTP 503 with ``Retry-After``.
+
+    An HTTPException first, so FastAPI's own handler sends the ``Retry-After`` header; a
+    HealthspaceError too, so one-shot commands report it as a message, not a traceback.
+    The failed statement had no effect and its transaction is rolled back.
+    """
+
+    def __init__(self, waited_s: float) -> None:
+        message = (f"the hub database is busy: another writer held its lock for more than "
+                   f"{waited_s:g} s; the request was not applied, retry it shortly")
+        HealthspaceError.__init__(self, message, field="database")
+        retry = str(max(1, math.ceil(waited_s)))
+        HTTPException.__init__(self, 503, detail=self.to_detail(),
+                               headers={"Retry-After": retry})
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _sqlite_pragmas(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets long-poll readers proceed while a result is being written.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     cursor.close()
+
+
+def _locked(waited_s: float, context: ExceptionContext) -> None:
+    """Turn SQLite's "database is locked" (the busy timeout ran out) into :class:`StoreBusy`."""
+    original = context.original_exception
+    if isinstance(original, sqlite3.OperationalError) and "locked" in str(original):
+        raise StoreBusy(waited_s) from context.sqlalchemy_exception
+
+
+def busy_timeout_s(url: str) -> float:
+    """The busy bound for a SQLite ``url``: its ``timeout`` query parameter, else the default."""
+    value = make_url(url).query.get("timeout")
+    return float(value if isinstance(value, str) else BUSY_TIMEOUT_S)
 
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; dialect-specific connection settings are applied here only."""
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        waited = busy_timeout_s(url)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, int(waited * 1000)))
+        event.listen(engine, "handle_error", partial(_locked, waited))
     return engine
 
 

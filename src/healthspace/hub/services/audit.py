@@ -11,18 +11,23 @@ A hub process killed between a commit and the writer's append can lose those las
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue as queues
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nacl.signing import SigningKey
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from healthspace.core.clock import Clock
+from healthspace.hub.db.session import StoreBusy
+from healthspace.ledger.entry import Entry, payload_digest
 from healthspace.ledger.ledger import InclusionProof, Ledger
 from healthspace.ledger.sqla_store import SqlAlchemyLedgerStore
 
@@ -44,6 +49,29 @@ def task_subject(study_id: int, round: int, task_id: int) -> str:
 
 
 Item = tuple[str, str, str, dict[str, Any]]
+
+# How long the writer keeps retrying a failing ledger store before it logs the entries as
+# lost (the hub's own requests answer 503 long before: the busy bound is seconds).
+RETRY_FOR = 300.0
+_STORE_ERRORS = (SQLAlchemyError, StoreBusy)
+
+
+@dataclass
+class _Progress:
+    """How far one batch got: items appended, and the store's head seq after the last one."""
+
+    written: int = 0
+    head: int | None = None
+
+    def settle(self, last: Entry | None, items: list[Item]) -> None:
+        """Count the entry whose append raised if the store holds it after all (the commit
+        went through and only its acknowledgement was lost)."""
+        if last is None or self.head is None or self.written >= len(items):
+            return
+        actor, action, subject, payload = items[self.written]
+        if (last.seq > self.head and (last.actor, last.action, last.subject) ==
+                (actor, action, subject) and last.payload_digest == payload_digest(payload)):
+            self.written, self.head = self.written + 1, last.seq
 
 
 class AuditTrail:
@@ -101,20 +129,52 @@ class AuditTrail:
                 except queues.Empty:
                     break
             try:
-                self._write(batches)
+                self._write_retrying([item for entries in batches for item in entries])
             except Exception:  # the changes are committed; make the gap loud
                 log.exception("audit ledger append failed")
             finally:
                 for _ in batches:
                     self._pending.task_done()
 
-    def _write(self, batches: list[list[Item]]) -> None:
+    def _write_retrying(self, items: list[Item]) -> None:
+        """Append ``items`` in order, waiting out a busy or briefly unreachable database.
+
+        The changes these entries record are already committed, so giving up would leave a
+        gap in the ledger: the writer retries with backoff (up to :data:`RETRY_FOR` seconds)
+        and resumes at the first entry the store does not hold yet, never writing one twice.
+        """
+        progress = _Progress()
+        delay, deadline = 0.05, time.monotonic() + RETRY_FOR
+        while True:
+            try:
+                self._append_from(items, progress)
+                return
+            except _STORE_ERRORS as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("audit ledger store failed (%s); retrying in %.2f s",
+                            exc.__class__.__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                with self._lock:
+                    self._ledger = None  # re-read the head on the next attempt
+                    with contextlib.suppress(*_STORE_ERRORS):
+                        progress.settle(self.store.last_entry(), items)
+
+    def _append_from(self, items: list[Item], progress: _Progress) -> None:
         with self._lock:
             ledger = self._current()
-            for entries in batches:
-                for actor, action, subject, payload in entries:
-                    ledger.append(actor, action, subject, payload)
+            if progress.head is None:
+                last = self.store.last_entry()
+                progress.head = last.seq if last else 0
+            while progress.written < len(items):
+                actor, action, subject, payload = items[progress.written]
+                entry = ledger.append(actor, action, subject, payload)
+                progress.written, progress.head = progress.written + 1, entry.seq
             ledger.checkpoint()
+
+    def _write(self, batches: list[list[Item]]) -> None:
+        self._append_from([item for entries in batches for item in entries], _Progress())
 
     def proof(self, seq: int) -> InclusionProof:
         self.flush()

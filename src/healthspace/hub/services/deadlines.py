@@ -4,6 +4,11 @@ A study submitted with ``round_timeout_seconds`` fails every task still queued o
 that long after it was queued ("timed out"); the round then closes with the nodes that
 answered (a secure round is rerun without the missing ones), as for any failed node.
 Swept lazily whenever nodes poll or anyone reads a study, so no timer thread is needed.
+
+The same sweep closes rounds whose every task is already terminal but which are still open:
+a round is closed in its own transaction after the last result's, so a hub killed (or a
+database locked past its busy timeout) between the two leaves such a round behind; closing
+is idempotent, so doing it again on the next poll loses and duplicates nothing.
 """
 
 from __future__ import annotations
@@ -24,9 +29,21 @@ from healthspace.hub.settings import HubSettings
 OPEN = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
 
+def stalled(session: Session) -> set[tuple[int, int]]:
+    """(study, round) of running studies whose current round has tasks and none still open."""
+    in_round = (Task.study_id == Study.id) & (Task.round == Study.round)
+    has_tasks = select(Task.id).where(in_round).exists()
+    has_open = select(Task.id).where(in_round, Task.status.in_(OPEN)).exists()
+    rows = session.execute(
+        select(Study.id, Study.round).where(Study.status == StudyStatus.RUNNING, has_tasks,
+                                            ~has_open)
+    ).all()
+    return {(study_id, round_) for study_id, round_ in rows}
+
+
 def sweep(session: Session, clock: Clock, settings: HubSettings) -> list[int]:
-    """Fail overdue tasks of running studies and close their rounds; returns node ids given
-    new tasks."""
+    """Fail overdue tasks of running studies and close their rounds, and close rounds left
+    open by an interrupted close; returns node ids given new tasks."""
     now = clock.now()
     overdue = session.execute(
         select(Task.id, Task.study_id, Task.round, Task.queued_at, Study.round_timeout_seconds)
@@ -52,6 +69,7 @@ def sweep(session: Session, clock: Clock, settings: HubSettings) -> list[int]:
                         {"node": task.node.name, "round": round_})
             closed.add((study_id, round_))
     session.commit()
+    closed |= stalled(session)
     woken: list[int] = []
     for study_id, round_ in sorted(closed):
         woken += advance(session, clock, settings, study_id, round_)

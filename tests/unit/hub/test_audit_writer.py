@@ -1,0 +1,55 @@
+"""The hub's ledger writer waits out a locked database instead of dropping entries."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from healthspace.core.clock import FixedClock
+from healthspace.hub.bootstrap import init_hub
+from healthspace.hub.db.session import make_engine, make_sessionmaker
+from healthspace.hub.services import hub_keys
+from healthspace.hub.services.audit import AuditTrail
+from healthspace.ledger.verify import verify
+from hubkit import START
+
+
+def test_entries_committed_while_the_store_is_locked_all_reach_the_ledger(
+        tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    init_hub(f"sqlite:///{path}", clock=FixedClock(START))
+    url = f"sqlite:///{path}?timeout=0.2"  # the writer's own attempts give up after 0.2 s
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+
+    def key():  # type: ignore[no-untyped-def]
+        with sessions() as session:
+            return hub_keys.signing_key(session)
+
+    trail = AuditTrail(engine, key, FixedClock(START))
+    trail.record("hub", "test.before", "thing:0")
+    trail.flush()
+    before = trail.store.count()
+
+    blocker = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock for 1.5 s
+    release = threading.Timer(1.5, lambda: blocker.execute("COMMIT"))
+    release.start()
+    for i in range(1, 21):
+        trail.record("hub", "test.locked", f"thing:{i}", {"i": i})
+    time.sleep(0.6)  # several attempts fail while the lock is held (readers still read)
+    assert release.is_alive() and trail.store.count() == before
+    trail.flush(timeout=30)
+    release.join()
+    blocker.close()
+
+    entries = list(trail.store.entries(before + 1))
+    assert [e.subject for e in entries] == [f"thing:{i}" for i in range(1, 21)]
+    with sessions() as session:
+        public = hub_keys.public_info(session)["public_key"]
+    report = verify(trail.store, {public})
+    assert report.ok, report.problem
+    assert report.entries == before + 20
+    engine.dispose()
