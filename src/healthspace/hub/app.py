@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -82,6 +83,15 @@ def _error(status_code: int, message: str, field: str | None, **extra: Any) -> J
 async def _healthspace_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HealthspaceError)
     return _error(exc.status_code, exc.message, exc.field)
+
+
+async def _pool_exhausted(_request: Request, exc: Exception) -> JSONResponse:
+    """Every database connection stayed busy past the pool's wait: the hub is overloaded,
+    not broken — 503 with ``Retry-After``, and the request had no effect."""
+    response = _error(503, "the hub is overloaded: no database connection came free in time; "
+                      "retry shortly", "database")
+    response.headers["Retry-After"] = "2"
+    return response
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -165,6 +175,7 @@ def create_app(
     )
     app.add_exception_handler(HealthspaceError, _healthspace_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_exhausted)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)

@@ -22,6 +22,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # handler retries with a growing back-off (1 ms … 100 ms) until then; ``?timeout=S`` in the
 # database URL (the pysqlite connect argument) sets another bound.
 BUSY_TIMEOUT_S = 10.0
+POOL_SIZE = 40
+POOL_OVERFLOW = 10
+POOL_TIMEOUT_S = 10.0
 
 
 class StoreBusy(HTTPException, HealthspaceError):
@@ -68,7 +71,13 @@ def busy_timeout_s(url: str) -> float:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; dialect-specific connection settings are applied here only."""
-    engine = create_engine(url, pool_pre_ping=True)
+    # One connection per request thread (anyio's pool runs 40) plus the ledger writer and
+    # the background sweeps, so a burst of long-poll re-checks never queues for a connection.
+    parsed = make_url(url)
+    in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    pool: dict[str, Any] = {} if in_memory else {
+        "pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT_S}
+    engine = create_engine(url, pool_pre_ping=True, **pool)
     if engine.dialect.name == "sqlite":
         waited = busy_timeout_s(url)
         event.listen(engine, "connect", partial(_sqlite_pragmas, int(waited * 1000)))
