@@ -39,15 +39,19 @@ class ReplayError(EnvelopeError):
     status_code = 409
 
 
+MAX_ROW_ID = 2**31 - 1
+
+
 class Envelope(BaseModel):
     """The spec's envelope fields plus kind, signer key id and Ed25519 signature."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(min_length=1, max_length=40, description="task.result, catalog, policy, …")
-    study_id: int | None = None
-    node_id: int
-    round: int | None = None
+    # within the hub's row ids (32-bit on PostgreSQL): a larger number names no study or node
+    study_id: int | None = Field(None, ge=1, le=MAX_ROW_ID)
+    node_id: int = Field(ge=1, le=MAX_ROW_ID)
+    round: int | None = Field(None, ge=0, le=MAX_ROW_ID)
     nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
     timestamp: datetime
     payload_digest: str = Field(pattern=r"^[0-9a-f]{64}$")

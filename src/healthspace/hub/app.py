@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 import sqlalchemy.exc
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 from nacl.signing import SigningKey
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import healthspace
 from healthspace.core.clock import Clock, SystemClock
@@ -92,6 +94,21 @@ async def _pool_exhausted(_request: Request, exc: Exception) -> JSONResponse:
                       "retry shortly", "database")
     response.headers["Retry-After"] = "2"
     return response
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Errors the framework raises itself (no such path 404, wrong method 405, a body that
+    cannot be decoded 400) in the hub's error shape, keeping their headers (``Allow``)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.detail, dict) and exc.detail.get("message"):
+        detail = exc.detail
+    else:
+        message = str(exc.detail or "") or HTTPStatus(exc.status_code).phrase
+        detail = {"message": message, "field": "body" if exc.status_code == 400 else None}
+    headers = dict(exc.headers or {})
+    if exc.status_code == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -175,6 +192,7 @@ def create_app(
     )
     app.add_exception_handler(HealthspaceError, _healthspace_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_exhausted)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in ROUTERS:

@@ -166,3 +166,16 @@ def test_a_key_belongs_to_one_node(space: Space) -> None:
     assert _problem(response) == (409, "public_key")
     body["public_key"] = "zz"
     assert hub.call("POST", "/nodes", hub.operator, json=body).status_code == 422
+
+
+def test_ids_beyond_the_hubs_row_ids_are_refused_before_anything_is_stored(
+        space: Space) -> None:
+    task = _claimed(space)
+    for field, value in (("study_id", 2**70), ("round", 2**40), ("node_id", 0)):
+        envelope = space.hub.result_envelope(space.node_a, task["task_id"], **_result(task))
+        envelope[field] = value
+        response = _post(space, task["task_id"], envelope)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"]["field"].endswith(field)
+    good = space.hub.result_envelope(space.node_a, task["task_id"], **_result(task))
+    assert _post(space, task["task_id"], good).status_code == 200

@@ -131,3 +131,54 @@ def test_unknown_references_name_the_field(space: Space) -> None:
     response = hub.call("POST", "/nodes", hub.operator, json=body)
     assert _field(response) == "org"
     assert "data holder" in response.json()["detail"]["message"]
+
+
+# Ids beyond the database's integer range reached the driver and failed inside the query
+# (found by tests/integration/test_fuzz.py): they are refused as input instead.
+@pytest.mark.parametrize(
+    ("method", "path", "who"),
+    [
+        ("GET", "/studies/{id}", "alice"),
+        ("GET", "/studies/{id}/progress", "alice"),
+        ("POST", "/studies/{id}/cancel", "alice"),
+        ("POST", "/approvals/{id}/node-a/approve", "admin_a"),
+        ("GET", "/models/{id}", "alice"),
+        ("GET", "/models/{id}/weights", "alice"),
+        ("GET", "/audit/proof/{id}", "auditor"),
+    ],
+)
+@pytest.mark.parametrize("value", [2**31, 2**64, 10**40, 0])
+def test_out_of_range_ids_are_refused(
+    space: Space, method: str, path: str, who: str, value: int
+) -> None:
+    response = space.hub.call(method, path.format(id=value), getattr(space, who))
+    assert _field(response).startswith("path.")
+
+
+def test_out_of_range_task_id_is_refused(space: Space) -> None:
+    envelope = space.hub.result_envelope(space.node_a, 1, status="failed", error="x")
+    response = space.hub.call("POST", f"/node/tasks/{2**63}/result", space.node_a, json=envelope)
+    assert _field(response) == "path.task_id"
+
+
+@pytest.mark.parametrize(
+    ("path", "who", "field"),
+    [("/meter?study_id={v}", "alice", "query.study_id"),
+     ("/audit/entries?start={v}", "auditor", "query.start")],
+)
+def test_out_of_range_id_queries_are_refused(space: Space, path: str, who: str,
+                                             field: str) -> None:
+    response = space.hub.call("GET", path.format(v=2**63), getattr(space, who))
+    assert _field(response) == field
+
+
+def test_largest_id_is_still_a_plain_not_found(space: Space) -> None:
+    response = space.hub.call("GET", f"/studies/{2**31 - 1}", space.alice)
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"]["message"]
+
+
+def test_score_study_with_an_out_of_range_model_names_the_field(space: Space) -> None:
+    spec = {"analysis": "score", "params": {"model_id": 2**64}, "nodes": ["node-a"]}
+    response = space.hub.call("POST", "/studies", space.alice, json=spec)
+    assert _field(response) == "params.model_id"

@@ -12,7 +12,7 @@ from healthspace.hub.auth import require
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.notifier import node_topic, study_topic
 from healthspace.hub.principal import Principal
-from healthspace.hub.routers.common import Page, page
+from healthspace.hub.routers.common import Page, RowId, page
 from healthspace.hub.schemas import ApprovalView, ApproveSpec, RejectSpec
 from healthspace.hub.services import approvals
 from healthspace.hub.services.admission import ApprovalStatus
@@ -41,7 +41,7 @@ def list_approvals(
 
 @router.post("/{study_id}/{node}/approve", response_model=ApprovalView)
 def approve(
-    study_id: int,
+    study_id: RowId,
     node: str,
     spec: ApproveSpec | None = None,
     principal: Principal = Depends(require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, note=OWN_NODES)),
@@ -57,7 +57,7 @@ def approve(
 
 @router.post("/{study_id}/{node}/reject", response_model=ApprovalView)
 def reject(
-    study_id: int,
+    study_id: RowId,
     node: str,
     spec: RejectSpec,
     principal: Principal = Depends(require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, note=OWN_NODES)),

@@ -12,6 +12,7 @@ from healthspace.core.errors import NotFound
 from healthspace.hub.auth import require
 from healthspace.hub.deps import HubState, get_hub
 from healthspace.hub.principal import Principal
+from healthspace.hub.routers.common import MAX_ID, RowId
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 READERS = (Role.OPERATOR, Role.AUDITOR)
@@ -19,7 +20,7 @@ READERS = (Role.OPERATOR, Role.AUDITOR)
 
 @router.get("/entries", response_model=list[dict[str, Any]])
 def entries(
-    start: int = Query(1, ge=1, description="first sequence number"),
+    start: int = Query(1, ge=1, le=MAX_ID, description="first sequence number"),
     limit: int = Query(100, ge=1, le=1000),
     principal: Principal = Depends(require(*READERS)),
     hub: HubState = Depends(get_hub),
@@ -45,7 +46,7 @@ def head(
 
 @router.get("/proof/{seq}", response_model=dict[str, Any])
 async def proof(
-    seq: int,
+    seq: RowId,
     principal: Principal = Depends(require(*READERS)),
     hub: HubState = Depends(get_hub),
 ) -> dict[str, Any]:

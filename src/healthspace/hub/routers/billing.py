@@ -16,7 +16,7 @@ from healthspace.hub.auth import require, require_user
 from healthspace.hub.db.models import Organisation
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.principal import Principal
-from healthspace.hub.routers.common import Page, page
+from healthspace.hub.routers.common import MAX_ID, Page, page
 from healthspace.hub.services import billing, metering, statements
 
 router = APIRouter(tags=["billing"])
@@ -30,7 +30,7 @@ PeriodQ = Query(None, description="a month, YYYY-MM (UTC)")
 
 @router.get("/meter", response_model=MeterList)
 def list_meter(
-    study_id: int | None = Query(None, ge=1),
+    study_id: int | None = Query(None, ge=1, le=MAX_ID),
     node: str | None = Query(None, max_length=64),
     period: str | None = PeriodQ,
     principal: Principal = Depends(require_user(note=METER_SCOPE)),

@@ -1,16 +1,21 @@
-"""Shared router pieces: pagination bounds, the lazy round-deadline sweep."""
+"""Shared router pieces: id and pagination bounds, the lazy round-deadline sweep."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Query
+from fastapi import Path, Query
 
 from healthspace.hub.deps import HubState
 from healthspace.hub.notifier import node_topic
 from healthspace.hub.services import deadlines
+from healthspace.hub.services.ids import MAX_ID
 
 MAX_LIMIT = 500
+# Row ids beyond what the database holds (hub/services/ids.py) are refused as input (422):
+# the service would answer 404 for them, a client that sends one has a bug worth naming.
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id (1 … 2³¹−1)")]
 
 
 @dataclass(frozen=True)

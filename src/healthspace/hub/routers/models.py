@@ -9,7 +9,7 @@ from healthspace.core.registry_models import ModelList, ModelPackage, ModelView
 from healthspace.hub.auth import require_any, require_user
 from healthspace.hub.deps import get_session
 from healthspace.hub.principal import Principal
-from healthspace.hub.routers.common import Page, page
+from healthspace.hub.routers.common import Page, RowId, page
 from healthspace.hub.services import models
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -33,7 +33,7 @@ def list_models(
 
 @router.get("/{model_id}", response_model=ModelView)
 def get_model(
-    model_id: int,
+    model_id: RowId,
     principal: Principal = Depends(require_user(note=VISIBILITY)),
     session: Session = Depends(get_session),
 ) -> ModelView:
@@ -42,7 +42,7 @@ def get_model(
 
 @router.get("/{model_id}/weights", response_model=ModelPackage)
 def download_weights(
-    model_id: int,
+    model_id: RowId,
     principal: Principal = Depends(require_any(note=RELEASE)),
     session: Session = Depends(get_session),
 ) -> ModelPackage:

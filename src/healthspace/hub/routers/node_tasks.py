@@ -12,7 +12,7 @@ from healthspace.hub.auth import require_node
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
 from healthspace.hub.principal import Principal
-from healthspace.hub.routers.common import sweep_deadlines
+from healthspace.hub.routers.common import RowId, sweep_deadlines
 from healthspace.hub.services import nodes, tasks
 from healthspace.hub.settings import MAX_WAIT_SECONDS
 
@@ -57,7 +57,7 @@ async def next_task(
 
 @router.post("/{task_id}/result", response_model=TaskAck)
 def post_result(
-    task_id: int,
+    task_id: RowId,
     envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),

@@ -13,7 +13,7 @@ from healthspace.hub.auth import require, require_user
 from healthspace.hub.deps import HubState, get_hub, get_session
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
 from healthspace.hub.principal import Principal
-from healthspace.hub.routers.common import Page, page, sweep_deadlines
+from healthspace.hub.routers.common import Page, RowId, page, sweep_deadlines
 from healthspace.hub.schemas import CheckResult, FeedbackSpec
 from healthspace.hub.services import feedback, studies
 from healthspace.hub.settings import MAX_WAIT_SECONDS
@@ -62,7 +62,7 @@ def list_studies(
 
 @router.get("/{study_id}", response_model=StudyView)
 async def get_study(
-    study_id: int,
+    study_id: RowId,
     wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll until terminal"),
     principal: Principal = Depends(require_user(note=VISIBILITY)),
     hub: HubState = Depends(get_hub),
@@ -90,7 +90,7 @@ async def get_study(
 
 @router.get("/{study_id}/progress", response_model=StudyProgress)
 def get_progress(
-    study_id: int,
+    study_id: RowId,
     principal: Principal = Depends(require_user(note=VISIBILITY)),
     hub: HubState = Depends(get_hub),
 ) -> StudyProgress:
@@ -103,7 +103,7 @@ def get_progress(
 
 @router.post("/{study_id}/cancel", response_model=StudyView)
 def cancel_study(
-    study_id: int,
+    study_id: RowId,
     principal: Principal = Depends(
         require(Role.CONSUMER, Role.OPERATOR, note="consumer: only its own studies")
     ),
@@ -119,7 +119,7 @@ def cancel_study(
     "/{study_id}/feedback", response_model=Feedback, status_code=status.HTTP_201_CREATED
 )
 def give_feedback(
-    study_id: int,
+    study_id: RowId,
     spec: FeedbackSpec,
     principal: Principal = Depends(
         require(Role.CONSUMER, Role.OPERATOR, note="the submitter only, once, after it ends")

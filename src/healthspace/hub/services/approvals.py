@@ -20,6 +20,7 @@ from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import ApprovalView, ApproveSpec, RejectSpec
 from healthspace.hub.services import admission, timeline
 from healthspace.hub.services.admission import ApprovalStatus
+from healthspace.hub.services.ids import storable
 from healthspace.hub.services.views import approval_view
 from healthspace.hub.settings import HubSettings
 
@@ -87,7 +88,7 @@ def _open_row(
     session: Session, clock: Clock, principal: Principal, study_id: int, node_name: str
 ) -> tuple[Study, StudyNode]:
     sweep(session, clock)
-    study = session.get(Study, study_id)
+    study = session.get(Study, study_id) if storable(study_id) else None
     if study is None:
         raise NotFound(f"study {study_id} not found")
     node = session.scalar(select(Node).where(Node.name == node_name))

@@ -13,13 +13,14 @@ from healthspace.hub.db.models import Study, StudyFeedback
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import FeedbackSpec
 from healthspace.hub.services import timeline
+from healthspace.hub.services.ids import storable
 from healthspace.hub.services.views import feedback_view
 
 
 def give(
     session: Session, clock: Clock, principal: Principal, study_id: int, spec: FeedbackSpec
 ) -> Feedback:
-    study = session.get(Study, study_id)
+    study = session.get(Study, study_id) if storable(study_id) else None
     if study is None:
         raise NotFound(f"study {study_id} not found")
     if study.submitted_by != principal.id:

@@ -22,6 +22,7 @@ from healthspace.governance.policy import strictest_release
 from healthspace.hub.db.models import MeterRecord, Node, RegisteredModel, Study, Task
 from healthspace.hub.principal import Principal
 from healthspace.hub.services import audit, timeline
+from healthspace.hub.services.ids import storable
 from healthspace.hub.services.policies import node_policy
 
 TRAINING = "fl_train"
@@ -143,7 +144,7 @@ def list_models(session: Session, principal: Principal, name: str | None = None,
 
 
 def _get(session: Session, principal: Principal, model_id: int) -> RegisteredModel:
-    if session.get(RegisteredModel, model_id) is None:
+    if not storable(model_id) or session.get(RegisteredModel, model_id) is None:
         raise NotFound(f"model {model_id} not found")
     row = session.scalar(_visible(session, principal).where(RegisteredModel.id == model_id))
     if row is None:
@@ -190,7 +191,7 @@ def check_scoring(session: Session, principal: Principal, params: dict[str, Any]
     """Validate a score study's model at submission; returns the dataset to build (the
     model's own unless the study gives one)."""
     model_id = int(params["model_id"])
-    row = session.get(RegisteredModel, model_id)
+    row = session.get(RegisteredModel, model_id) if storable(model_id) else None
     if row is None:
         raise InvalidInput(f"model {model_id} is not in the registry", field="params.model_id")
     if not principal.is_operator and principal.org_id != row.owner_org_id:

@@ -30,6 +30,7 @@ from healthspace.hub.services import (
     progress,
     timeline,
 )
+from healthspace.hub.services.ids import storable
 from healthspace.hub.services.nodes import holds_persons
 from healthspace.hub.services.policies import node_policy
 from healthspace.hub.services.views import study_view
@@ -216,7 +217,7 @@ def list_studies(
 
 def visible_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> Study:
     approvals.sweep(session, clock)
-    if session.get(Study, study_id) is None:
+    if not storable(study_id) or session.get(Study, study_id) is None:
         raise NotFound(f"study {study_id} not found")
     study = session.scalar(_visible(principal).where(Study.id == study_id))
     if study is None:
@@ -234,7 +235,7 @@ def get_progress(session: Session, clock: Clock, principal: Principal,
 
 
 def cancel(session: Session, clock: Clock, principal: Principal, study_id: int) -> StudyView:
-    study = session.get(Study, study_id)
+    study = session.get(Study, study_id) if storable(study_id) else None
     if study is None:
         raise NotFound(f"study {study_id} not found")
     if not principal.is_operator and study.submitted_by != principal.id:

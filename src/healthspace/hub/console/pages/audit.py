@@ -104,6 +104,10 @@ def raw_filters(params: dict[str, str]) -> dict[str, str]:
     return {k: params.get(k, "").strip() for k in FILTER_FIELDS}
 
 
+# Ledger sequence numbers are 64-bit integers in the store; a larger one names no entry.
+MAX_SEQ = 2**63 - 1
+
+
 def parse_filters(raw: dict[str, str], t: Translator) -> Filters:
     """The typed filter; raises BadFilter naming the field that does not parse."""
     labels = {"start": t("From seq"), "to": t("To seq"), "limit": t("Per page"),
@@ -131,7 +135,7 @@ def parse_filters(raw: dict[str, str], t: Translator) -> Filters:
                               "(UTC).", field=labels[name])) from None
 
     since, until = moment("since"), moment("until")
-    start, to = number("start", 1), number("to", 1)
+    start, to = number("start", 1, MAX_SEQ), number("to", 1, MAX_SEQ)
     limit = number("limit", 1, MAX_LIMIT)
     return Filters(raw["actor"], raw["action"], raw["subject"],
                    since[0] if since else None, until[0] + until[1] if until else None,
@@ -230,7 +234,7 @@ def entry_detail(seq: int, request: Request,
                  viewer: Viewer = Depends(page(*READERS))) -> HTMLResponse:
     hub = get_hub(request)
     hub.audit.flush()
-    entry = hub.audit.store.entry(seq)
+    entry = hub.audit.store.entry(seq) if 1 <= seq <= MAX_SEQ else None
     if entry is None:
         return render(request, viewer, "error.html", status_code=404,
                       title=viewer.t("Entry {seq}", seq=seq),
