@@ -7,13 +7,14 @@ import threading
 import time
 from pathlib import Path
 
+from hubkit import START
+
 from healthspace.core.clock import FixedClock
 from healthspace.hub.bootstrap import init_hub
 from healthspace.hub.db.session import make_engine, make_sessionmaker
 from healthspace.hub.services import hub_keys
 from healthspace.hub.services.audit import AuditTrail
 from healthspace.ledger.verify import verify
-from hubkit import START
 
 
 def test_entries_committed_while_the_store_is_locked_all_reach_the_ledger(

@@ -139,3 +139,21 @@ def test_short_lived_ledgers_checkpoint_every_record(backend: Backend) -> None:
     assert [cp.size for cp in store.checkpoints()] == list(range(1, 13))
     report = verify(store, TRUSTED)
     assert report.ok and report.warning is None, report
+
+
+def test_batched_appends_chain_like_single_ones_and_survive_concurrent_writers(
+        backend: Backend) -> None:
+    batcher, single = make_ledger(backend.store(), every=10), make_ledger(backend.store(), every=10)
+    items = [("hub", "task.result", f"task:{i}", {"i": i}) for i in range(12)]
+    run = batcher.append_all(items[:7])
+    assert [e.seq for e in run] == list(range(1, 8))
+    single.append("hub", "study.submit", "study:1", {})  # moves the head under the batcher
+    run = batcher.append_all(items[7:])  # stale head: re-read, then written whole
+    assert [e.seq for e in run] == list(range(9, 14))
+    assert batcher.append_all([]) == []
+    store = backend.store()
+    assert [e.subject for e in store.entries()] == (
+        [f"task:{i}" for i in range(7)] + ["study:1"] + [f"task:{i}" for i in range(7, 12)])
+    assert [cp.size for cp in store.checkpoints()] == [13]  # the run crossing 10 signed its end
+    report = verify(store, TRUSTED)
+    assert report.ok and report.entries == 13, report

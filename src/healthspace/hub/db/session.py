@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
+import threading
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,45 @@ def _locked(waited_s: float, context: ExceptionContext) -> None:
         raise StoreBusy(waited_s) from context.sqlalchemy_exception
 
 
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|BEGIN\s+IMMEDIATE|CREATE|DROP|ALTER)\b",
+                    re.IGNORECASE)
+
+
+class WriteGate:
+    """One writer at a time among this process's SQLite connections, queued in Python.
+
+    SQLite allows one writer; the others wait in its busy handler, which sleeps in steps
+    growing to 100 ms and wakes no one when the lock frees, so under concurrent writes a
+    short transaction can wait most of a second. The gate queues writers on a lock instead:
+    a connection takes it at its first writing statement and gives it back when it returns
+    to the pool (after its commit or rollback). Reads never take it (WAL lets them run
+    beside the writer). A second connection of a thread that already holds the gate goes on
+    to SQLite's own lock, as before. Other processes on the same file still meet SQLite's
+    busy handler; waiting longer than the busy bound here is :class:`StoreBusy` too.
+    """
+
+    def __init__(self, waited_s: float) -> None:
+        self.waited_s = waited_s
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def before_execute(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "healthspace.gate" in conn.info or not _WRITE.match(statement):
+            return
+        if self._owner == threading.get_ident():
+            conn.info["healthspace.gate"] = False  # nested: this thread already writes
+            return
+        if not self._lock.acquire(timeout=self.waited_s):
+            raise StoreBusy(self.waited_s)
+        self._owner = threading.get_ident()
+        conn.info["healthspace.gate"] = True
+
+    def release(self, _dbapi_connection: Any, record: Any, *_: Any) -> None:
+        if record is not None and record.info.pop("healthspace.gate", False):
+            self._owner = None
+            self._lock.release()
+
+
 def busy_timeout_s(url: str) -> float:
     """The busy bound for a SQLite ``url``: its ``timeout`` query parameter, else the default."""
     value = make_url(url).query.get("timeout")
@@ -82,6 +123,10 @@ def make_engine(url: str) -> Engine:
         waited = busy_timeout_s(url)
         event.listen(engine, "connect", partial(_sqlite_pragmas, int(waited * 1000)))
         event.listen(engine, "handle_error", partial(_locked, waited))
+        gate = WriteGate(waited)
+        event.listen(engine, "before_cursor_execute", gate.before_execute)
+        for moment in ("checkin", "invalidate", "soft_invalidate", "detach", "close"):
+            event.listen(engine.pool, moment, gate.release)
     return engine
 
 

@@ -64,14 +64,15 @@ class _Progress:
     head: int | None = None
 
     def settle(self, last: Entry | None, items: list[Item]) -> None:
-        """Count the entry whose append raised if the store holds it after all (the commit
-        went through and only its acknowledgement was lost)."""
+        """Count the run whose append raised if the store holds it after all (the commit went
+        through and only its acknowledgement was lost): its last entry is the store's head."""
         if last is None or self.head is None or self.written >= len(items):
             return
-        actor, action, subject, payload = items[self.written]
-        if (last.seq > self.head and (last.actor, last.action, last.subject) ==
-                (actor, action, subject) and last.payload_digest == payload_digest(payload)):
-            self.written, self.head = self.written + 1, last.seq
+        actor, action, subject, payload = items[-1]
+        if (last.seq == self.head + len(items) - self.written
+                and (last.actor, last.action, last.subject) == (actor, action, subject)
+                and last.payload_digest == payload_digest(payload)):
+            self.written, self.head = len(items), last.seq
 
 
 class AuditTrail:
@@ -167,10 +168,9 @@ class AuditTrail:
             if progress.head is None:
                 last = self.store.last_entry()
                 progress.head = last.seq if last else 0
-            while progress.written < len(items):
-                actor, action, subject, payload = items[progress.written]
-                entry = ledger.append(actor, action, subject, payload)
-                progress.written, progress.head = progress.written + 1, entry.seq
+            if progress.written < len(items):
+                run = ledger.append_all(items[progress.written:])  # one transaction
+                progress.written, progress.head = len(items), run[-1].seq
             ledger.checkpoint()
 
     def _write(self, batches: list[list[Item]]) -> None:
