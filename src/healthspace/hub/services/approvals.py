@@ -21,12 +21,18 @@ from healthspace.hub.schemas import ApprovalView, ApproveSpec, RejectSpec
 from healthspace.hub.services import admission, timeline
 from healthspace.hub.services.admission import ApprovalStatus
 from healthspace.hub.services.ids import storable
+from healthspace.hub.services.throttle import Throttle
 from healthspace.hub.services.views import approval_view
 from healthspace.hub.settings import HubSettings
 
+_THROTTLE = Throttle()
+
 
 def sweep(session: Session, clock: Clock) -> list[int]:
-    """Expire every pending approval past its ``expires_at``; returns node ids given tasks."""
+    """Expire every pending approval past its ``expires_at``; returns node ids given tasks.
+    At most once per second of the hub's clock (:mod:`healthspace.hub.services.throttle`)."""
+    if not _THROTTLE.due(session, clock):
+        return []
     now = clock.now()
     due = session.execute(
         select(StudyNode.study_id, StudyNode.node_id, Node.name)

@@ -91,6 +91,7 @@ class AuditTrail:
         self.clock = clock
         self.synchronous = synchronous
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._ledger: Ledger | None = None
         self._pending: queues.Queue[list[Item]] = queues.Queue()
         self._writer: threading.Thread | None = None
@@ -109,7 +110,9 @@ class AuditTrail:
             self._write([entries])
             return
         self._pending.put(entries)
-        with self._lock:
+        # Not the ledger lock: the committing thread may still hold the database's write
+        # gate here, and the writer holds the ledger lock while it waits for that gate.
+        with self._start_lock:
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._run, name="audit-ledger",
                                                 daemon=True)

@@ -24,6 +24,7 @@ from healthspace.hub.db.models import Study, Task
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.services import audit, timeline
 from healthspace.hub.services.rounds import advance
+from healthspace.hub.services.throttle import Throttle
 from healthspace.hub.settings import HubSettings
 
 OPEN = (TaskStatus.QUEUED, TaskStatus.RUNNING)
@@ -41,9 +42,15 @@ def stalled(session: Session) -> set[tuple[int, int]]:
     return {(study_id, round_) for study_id, round_ in rows}
 
 
+_THROTTLE = Throttle()
+
+
 def sweep(session: Session, clock: Clock, settings: HubSettings) -> list[int]:
     """Fail overdue tasks of running studies and close their rounds, and close rounds left
-    open by an interrupted close; returns node ids given new tasks."""
+    open by an interrupted close; returns node ids given new tasks. At most once per second
+    of the hub's clock (:mod:`healthspace.hub.services.throttle`)."""
+    if not _THROTTLE.due(session, clock):
+        return []
     now = clock.now()
     overdue = session.execute(
         select(Task.id, Task.study_id, Task.round, Task.queued_at, Study.round_timeout_seconds)
