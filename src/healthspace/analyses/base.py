@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import duckdb
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from healthspace.core.clock import Clock, SystemClock
@@ -70,17 +71,12 @@ class LocalContext:
         # The node never releases below the floor, whatever a task asks for.
         self.min_cell_size = max(int(self.min_cell_size), MIN_CELL_FLOOR)
         if self.consent is not None and not self.consent.is_noop:
-            # Session-local temp tables: the CDM store itself stays read-only.
-            self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE _consent_flip_psv AS "
-                "SELECT unnest(CAST(? AS VARCHAR[])) AS v",
-                [sorted(self.consent.flip_source_values)],
-            )
-            self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE _consent_flip_pid AS "
-                "SELECT unnest(CAST(? AS BIGINT[])) AS v",
-                [sorted(self.consent.flip_person_ids)],
-            )
+            # Session-local temp tables: the CDM store itself stays read-only. Registered
+            # frames, not array parameters, so every engine can take them (cdm.engines).
+            _temp_values(self.con, "_consent_flip_psv", "VARCHAR",
+                         pd.Series(sorted(self.consent.flip_source_values), dtype="object"))
+            _temp_values(self.con, "_consent_flip_pid", "BIGINT",
+                         pd.Series(sorted(self.consent.flip_person_ids), dtype="int64"))
 
     def consented_persons_sql(self) -> str:
         """SQL selecting ``person_id`` of every person whose consent permits this purpose."""
@@ -120,9 +116,22 @@ class LocalContext:
             return
         if person_ids is None:
             sql, args = self.cohort_persons_sql()
-            rows = self.con.execute(f"SELECT DISTINCT person_id FROM ({sql})", args).fetchall()
+            rows = self.con.execute(f"SELECT DISTINCT person_id FROM ({sql}) AS c",
+                                    args).fetchall()
             person_ids = [int(row[0]) for row in rows]
         self.release_guard(person_ids)
+
+
+def _temp_values(con: Any, table: str, sql_type: str, values: pd.Series) -> None:
+    """``CREATE OR REPLACE TEMP TABLE table (v sql_type)`` holding ``values``."""
+    source = f"_hs_src{table}"
+    con.execute(f"DROP TABLE IF EXISTS temp.{table}")  # also ends a pending DuckDB result
+    con.register(source, pd.DataFrame({"v": values}))
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                    f"SELECT CAST(v AS {sql_type}) AS v FROM {source}")
+    finally:
+        con.unregister(source)
 
 
 def plain(value: Any) -> Any:

@@ -87,7 +87,7 @@ SELECT
   year(c.index_date) - p.year_of_birth AS age,
   count(*) AS n
 FROM cohort c JOIN person p ON p.person_id = c.person_id
-GROUP BY ALL
+GROUP BY 1, 2
 """
 
 

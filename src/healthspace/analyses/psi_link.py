@@ -84,7 +84,7 @@ class PsiLink(Analysis):
             raise Refused("this node has no identity vault for record linkage")
         sql, args = ctx.cohort_persons_sql()
         persons = [int(r[0]) for r in
-                   ctx.con.execute(f"SELECT DISTINCT person_id FROM ({sql})", args).fetchall()]
+                   ctx.con.execute(f"SELECT DISTINCT person_id FROM ({sql}) AS c", args).fetchall()]
         ctx.records_used = len(persons)
         found = ctx.linkage.national_ids(persons)
         by_id = {nid.strip().upper(): pid for pid, nid in found.items() if nid.strip()}

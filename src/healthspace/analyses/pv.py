@@ -130,7 +130,7 @@ def _build(ctx: LocalContext, params: PvParams) -> None:
                            "site has no OMOP tables (use source 'table')", field="params.source")
     if ctx.cohort is not None:
         sql, args = ctx.cohort_persons_sql()
-        persons = f"SELECT person_id FROM ({sql})"
+        persons = f"SELECT person_id FROM ({sql}) AS c"
     else:
         persons, args = ctx.consented_persons_sql(), []
     w = params.window_days

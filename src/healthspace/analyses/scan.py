@@ -1,11 +1,12 @@
 """Records scanned: which stored tables a task's queries read, and how many rows they hold.
 
-The metered connection wraps the node's read-only DuckDB connection for one task. Each
-statement is parsed (SQLGlot, DuckDB dialect) for the tables it references; the store's own
-tables among them (never session temp tables such as the consent filter or a built analysis
-dataset) are counted once per task, at their full row count. So "records scanned" is a
-deterministic, engine-independent figure: what a full read of every table the task touched
-would cover, whatever pruning the engine managed.
+The metered connection wraps the node's read-only CDM connection (DuckDB, PostgreSQL or
+Spark, see :mod:`healthspace.cdm.engines`) for one task. Each statement is parsed (SQLGlot,
+DuckDB dialect: the analyses' own SQL, before any transpiling) for the tables it references;
+the store's own tables among them (never session temp tables such as the consent filter or a
+built analysis dataset) are counted once per task, at their full row count. So "records
+scanned" is a deterministic, engine-independent figure: what a full read of every table the
+task touched would cover, whatever pruning the engine managed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import re
 from functools import lru_cache
 from typing import Any
 
-import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
+
+from healthspace.cdm.engines import tables
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -71,49 +73,41 @@ def referenced_tables(sql: str) -> frozenset[str]:
 
 
 class MeteredConnection:
-    """A DuckDB connection that records which store tables its statements read."""
+    """A CDM connection (DuckDB, or an engine adapter) recording which store tables its
+    statements read; the table listing and row counts come from :mod:`healthspace.cdm.engines
+    .tables`, so the figure is the same on every engine holding the same data."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: Any) -> None:
         self._con = con
         self._tables: dict[str, str] | None = None  # lower name -> stored name
-        self._database = ""  # the store's catalog (the connection's default database)
+        self._qualifiers: set[str] = set()  # qualifiers naming the store's tables
         self._rows: dict[str, int] = {}
         self.read: set[str] = set()
 
     def _store_tables(self) -> dict[str, str]:
         if self._tables is None:
-            row = self._con.execute("SELECT current_database()").fetchone()
-            self._database = str(row[0]) if row else ""
-            rows = self._con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE NOT temporary "
-                "AND schema_name = 'main' AND database_name = ?", [self._database]).fetchall()
-            self._tables = {str(r[0]).lower(): str(r[0]) for r in rows}
+            self._qualifiers = tables.store_qualifiers(self._con)
+            self._tables = tables.store_tables(self._con)
         return self._tables
 
-    def _temp_tables(self) -> set[str]:
-        rows = self._con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
-        return {str(r[0]).lower() for r in rows}
-
     def _store_reads(self, query: str) -> set[str]:
-        """The store tables ``query`` reads. An unqualified (or ``main.``) name resolves to a
-        session temp table of that name when there is one, as DuckDB resolves it."""
+        """The store tables ``query`` reads. A bare name resolves to a session temp table of
+        that name when there is one, as every engine resolves it."""
         stored = self._store_tables()
-        database = self._database.lower()
         default: set[str] = set()
         names: set[str] = set()
         for path, name in table_references(query):
             if name not in stored:
                 continue
-            if path in ("", "main"):
+            if path == "" or (path == "main" and tables.is_duckdb(self._con)):
                 default.add(name)
-            elif path.split(".")[0] == database:
+            elif path in self._qualifiers:
                 names.add(name)
         if default:
-            names |= default - self._temp_tables()
+            names |= default - tables.temp_tables(self._con)
         return {stored[name] for name in names}
 
-    def execute(self, query: str, parameters: Any = None) -> duckdb.DuckDBPyConnection:
+    def execute(self, query: str, parameters: Any = None) -> Any:
         self.read |= self._store_reads(query)
         if parameters is None:
             return self._con.execute(query)
@@ -122,12 +116,8 @@ class MeteredConnection:
     def records_scanned(self) -> int:
         """Rows of every store table read so far (each table once)."""
         self._store_tables()
-        database = self._database.replace('"', '""')
         for table in self.read - self._rows.keys():
-            # Fully qualified: ``main.t`` would resolve to a temp table named ``t``.
-            row = self._con.execute(
-                f'SELECT count(*) FROM "{database}".main."{table}"').fetchone()
-            self._rows[table] = int(row[0]) if row else 0
+            self._rows[table] = tables.count_rows(self._con, table)
         return sum(self._rows[t] for t in self.read)
 
     def __getattr__(self, name: str) -> Any:  # everything else is the connection's own

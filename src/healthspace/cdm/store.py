@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
+from healthspace.cdm.engines import tables
 from healthspace.cdm.schema import CDM_VERSION, TABLES, ddl
 from healthspace.core.errors import InvalidInput, NotFound
 from healthspace.core.models import Catalog
@@ -56,8 +58,15 @@ def round_count(n: int) -> int:
     return max(100, (n + 50) // 100 * 100)
 
 
-def has_table(con: duckdb.DuckDBPyConnection, name: str, schema: str | None = None) -> bool:
-    """Whether the connection sees table ``name`` (in ``schema``, or any schema incl. temp)."""
+def has_table(con: Any, name: str, schema: str | None = None) -> bool:
+    """Whether the connection sees table ``name`` (in ``schema``, or any schema incl. temp).
+
+    An engine adapter (:mod:`healthspace.cdm.engines`) has no ``main`` schema: there
+    ``schema="main"`` means the CDM's own tables."""
+    if not tables.is_duckdb(con):
+        if schema is None:
+            return tables.has_table(con, name)
+        return name.lower() in tables.store_tables(con)
     sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
     args = [name]
     if schema is not None:
@@ -67,29 +76,45 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str, schema: str | None = No
     return bool(row and row[0])
 
 
-def catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
-    """Describe the store's shape: rounded table sizes and the concept codes in use."""
-    tables: dict[str, int] = {}
+def catalog(con: Any) -> Catalog:
+    """Describe the store's shape: rounded table sizes and the concept codes in use.
+
+    Works on any engine (:mod:`healthspace.cdm.engines`); a data holder's own database may
+    lack tables of the subset, which are then simply absent from the catalog."""
+    present = tables.store_tables(con)
+    sizes: dict[str, int] = {}
     for table in TABLES:
-        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-        n = int(row[0]) if row else 0
+        n = tables.count_rows(con, present[table]) if table in present else 0
         if n:
-            tables[table] = round_count(n)
-    if has_table(con, "analysis_data", schema="main"):
-        row = con.execute("SELECT count(*) FROM main.analysis_data").fetchone()
-        tables["analysis_data"] = round_count(int(row[0]) if row else 0)
-    return Catalog(cdm_version=CDM_VERSION, tables=tables, vocabularies=_vocabularies(con))
+            sizes[table] = round_count(n)
+    if "analysis_data" in present:
+        sizes["analysis_data"] = round_count(tables.count_rows(con, present["analysis_data"]))
+    return Catalog(cdm_version=CDM_VERSION, tables=sizes,
+                   vocabularies=_vocabularies(con, present))
 
 
-def _vocabularies(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+def _columns(con: Any, table: str) -> set[str]:
+    """Lower-cased column names of a CDM table, as the engine describes an empty read."""
+    result = con.execute(f"SELECT * FROM {table} LIMIT 0")
+    description = result.description or []
+    result.fetchall()
+    return {str(d[0]).lower() for d in description}
+
+
+def _vocabularies(con: Any, present: dict[str, str]) -> dict[str, list[str]]:
     """vocabulary_id -> sorted concept codes referenced by any clinical ``*_concept_id``."""
+    if "concept" not in present:
+        return {}
     used = [
         f"SELECT DISTINCT {c.name} AS concept_id FROM {table} WHERE {c.name} IS NOT NULL"
         for table, cols in TABLES.items()
-        if table not in _VOCABULARY_TABLES
+        if table not in _VOCABULARY_TABLES and table in present
+        for columns in [_columns(con, table)]
         for c in cols
-        if c.name.endswith("_concept_id")
+        if c.name.endswith("_concept_id") and c.name in columns
     ]
+    if not used:
+        return {}
     rows = con.execute(
         f"""SELECT DISTINCT vocabulary_id, concept_code FROM concept
         WHERE concept_id IN ({" UNION ".join(used)})

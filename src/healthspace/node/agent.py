@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from healthspace import __version__
+from healthspace.cdm.engines import StoreSpec, open_engine
 from healthspace.cdm.quality import assess
 from healthspace.cdm.store import catalog, open_store
 from healthspace.client.http import HubUnavailable
@@ -32,6 +31,7 @@ from healthspace.node.state import NodeState
 
 log = logging.getLogger("healthspace.node")
 PREKEY_CHECK_S = 300.0  # also re-check the hub's prekey stock this often
+CATALOG_REFRESH_S = 3600.0  # re-publish a database engine's catalogue this often
 
 
 @dataclass
@@ -62,16 +62,19 @@ class NodeAgent:
         state: NodeState,
         poll_wait: float = 20.0,
         min_cell_size: int = 10,
+        engine: StoreSpec | None = None,
     ) -> None:
         self.client = HubClient(hub, token, timeout=poll_wait + 30)
         self.store = Path(store)
+        # None: the DuckDB store file ``store``; else the data holder's database, read in place.
+        self.engine = engine.validate() if engine is not None else None
         self.state = state
         self.poll_wait = poll_wait
         self.min_cell_size = min_cell_size
         self.stop_event = threading.Event()
         self._published: tuple[float, str] | None = None
         self._checkpoint_size = -1
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._con: Any = None  # a DuckDB connection or an engine adapter
         self._con_mtime: float | None = None
         self._backoff = Backoff()
         self._prekeys_due = True
@@ -115,9 +118,26 @@ class NodeAgent:
             "quality": self._quality_summary(),
         })
 
+    def _store_version(self) -> float:
+        """When the CDM changed: the store file's mtime; for a data holder's database, which
+        changes without telling the node, the current refresh period."""
+        if self.engine is None or self.engine.engine == "duckdb":
+            return self._store_file().stat().st_mtime
+        return float(int(time.time() // CATALOG_REFRESH_S))
+
+    def _store_file(self) -> Path:
+        if self.engine is not None and self.engine.path is not None:
+            return self.engine.path
+        return self.store
+
     def _quality_summary(self) -> dict[str, Any] | None:
-        """The store's data-quality summary, assessed once per ingest (store file version)."""
-        mtime = self.store.stat().st_mtime
+        """The store's data-quality summary, assessed once per ingest (store file version).
+
+        The quality checks are DuckDB SQL run on the store itself: a node reading another
+        engine publishes no summary (docs/engines.md)."""
+        if self.engine is not None and self.engine.engine != "duckdb":
+            return None
+        mtime = self._store_version()
         if self._quality is None or self._quality[0] != mtime:
             try:
                 self._quality = (mtime, assess(self.connection()).published())
@@ -128,7 +148,7 @@ class NodeAgent:
 
     def _publish_if_changed(self) -> None:
         policy = self.state.policy()
-        marker = (self.store.stat().st_mtime,
+        marker = (self._store_version(),
                   policy.model_dump_json() + str(consent.tier_counts(self.state)))
         if marker == self._published:
             return
@@ -172,20 +192,29 @@ class NodeAgent:
 
     # --- work -----------------------------------------------------------------------
 
-    def connection(self) -> duckdb.DuckDBPyConnection:
-        """A read-only store connection kept between tasks; reopened after a re-ingest."""
-        mtime = self.store.stat().st_mtime
+    def connection(self) -> Any:
+        """A read-only CDM connection kept between tasks: the DuckDB store (reopened after a
+        re-ingest) or the engine's adapter (:mod:`healthspace.cdm.engines`), opened once."""
+        if self.engine is not None and self.engine.engine != "duckdb":
+            if self._con is not None and getattr(self._con, "broken", False):
+                self._con.close()  # e.g. the database restarted: a new session
+                self._con = None
+            if self._con is None:
+                self._con = open_engine(self.engine)
+            return self._con
+        store = self._store_file()
+        mtime = store.stat().st_mtime
         if self._con is None or mtime != self._con_mtime:
             if self._con is not None:
                 self._con.close()
-            self._con, self._con_mtime = open_store(self.store, read_only=True), mtime
+            self._con, self._con_mtime = open_store(store, read_only=True), mtime
         return self._con
 
     def _handle(self, task: TaskAssignment) -> None:
         log.info("task %s: study %s round %s %s", task.task_id, task.study_id, task.round,
                  task.analysis)
         if self.state.has_result(task.task_id) is None:
-            execution = execute_task(self.store, task, site=self.site, state=self.state,
+            execution = execute_task(self._store_file(), task, site=self.site, state=self.state,
                                      min_cell_size=self.min_cell_size,
                                      connection=self.connection())
             result, meter = execution.result, execution.meter.model_dump(mode="json")

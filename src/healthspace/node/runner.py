@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from healthspace.analyses.base import Linkage
 from healthspace.analyses.execute import LocalRun, run_local
 from healthspace.analyses.secure import Masker
@@ -58,14 +56,15 @@ def execute_task(
     min_cell_size: int = 10,
     clock: Clock | None = None,
     require_hub_signature: bool = True,
-    connection: duckdb.DuckDBPyConnection | None = None,
+    connection: Any = None,
 ) -> Execution:
     """Never raises: a refusal or failure becomes a TaskResult the hub can report per node.
 
     With a ``state`` (always, in the agent), the node re-checks the task against its own
     policy and applies its patient-consent filter. The minimum cell size is the strictest of
-    the node's own, its policy's and the task's. ``connection`` is an open read-only connection
-    to ``store`` the caller keeps between tasks; without it the store is opened for this task.
+    the node's own, its policy's and the task's. ``connection`` is an open read-only CDM
+    connection the caller keeps between tasks — the DuckDB store or an engine adapter
+    (:mod:`healthspace.cdm.engines`); without it the DuckDB store is opened for this task.
 
     A task asking for ``dp_epsilon`` is charged to the consumer's ε budget before it runs
     (refused when the budget would be exceeded) and refunded if it then fails. An exact count
