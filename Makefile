@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast check lint typecheck bench clean install browser postgres test-hub-postgres
+.PHONY: demo test test-fast check lint typecheck bench clean install browser postgres java test-hub-postgres
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[test,ml,spark]'
 	touch $(STAMP)
 
-install: $(STAMP) browser postgres
+install: $(STAMP) browser postgres java
 
 # The browser tests drive Debian's Chromium (apt-get, only when it is missing); never a
 # browser that Playwright would download.
@@ -25,6 +25,10 @@ browser:
 postgres:
 	@sh tests/install-postgresql.sh
 
+# Nodes on Spark SQL are tested in a local Spark session: Debian's Java runtime, when missing.
+java:
+	@sh tests/install-java.sh
+
 demo: $(STAMP)
 	$(VENV)/bin/healthspace demo
 
@@ -34,7 +38,7 @@ demo: $(STAMP)
 # the two files that already cover both backends are not repeated.
 HUB_PG_TESTS := tests/unit/hub --ignore-glob='tests/unit/hub/test_console*.py' \
 	--ignore=tests/unit/hub/test_migrations.py --ignore=tests/unit/hub/test_postgres_hub.py
-test: $(STAMP) browser postgres
+test: $(STAMP) browser postgres java
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 	$(MAKE) --no-print-directory test-hub-postgres
 

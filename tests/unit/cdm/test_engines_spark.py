@@ -44,7 +44,17 @@ SMALL_HF = {
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One local Spark session for the module: two cores, few shuffle partitions, no UI."""
+    import os
+    import shutil
+
     from pyspark.sql import SparkSession
+
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        message = ("Spark tests need a Java runtime, 17 or newer (`make test` installs "
+                   "Debian's default-jre-headless)")
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
 
     warehouse = tmp_path_factory.mktemp("spark_warehouse")
     session = (SparkSession.builder.master("local[2]").appName("healthspace-tests")
