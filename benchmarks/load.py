@@ -129,6 +129,8 @@ class LoadReport:
             "wrong_results": len(self.problems), "target_p95_s": 1.0,
             "target_met": added["p95_s"] < 1.0, "db": "postgresql" if c.db else "sqlite",
             "setup_s": round(self.setup_s, 1),
+            "http_statuses": {str(code): n for code, n in sorted(
+                (self.consumer_http.statuses + self.agent_http.statuses).items())},
         }
 
 

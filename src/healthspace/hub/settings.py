@@ -15,8 +15,10 @@ class HubSettings:
 
     default_min_cell_size: int = DEFAULT_MIN_CELL
     # Long-polls re-check the database this often even without an in-process wake-up,
-    # so several hub worker processes sharing one database still see each other's writes.
-    recheck_seconds: float = 1.0
+    # so several hub worker processes sharing one database still see each other's writes
+    # (within this many seconds). Within one process the notifier wakes them at once; a
+    # shorter interval only costs a check per waiting node and consumer per interval.
+    recheck_seconds: float = 5.0
     # Study status changes are POSTed (signed by the hub key) to each of these URLs.
     webhooks: list[str] = field(default_factory=list)
     webhook_timeout: float = 5.0

@@ -72,15 +72,18 @@ async def get_study(
         with hub.sessions() as session:
             return studies.get_study(session, hub.clock, principal, study_id)
 
-    view = await long_poll(
-        hub.notifier,
-        study_topic(study_id),
-        check,
-        lambda view: view.status.terminal,
-        wait=wait,
-        recheck=hub.settings.recheck_seconds,
-    )
-    if view is None:
+    def state() -> StudyStatus | None:
+        """While waiting only the status is read (every result of a many-node study wakes
+        the waiter); the whole view is built once, when it returns."""
+        sweep_deadlines(hub)
+        with hub.sessions() as session:
+            return studies.status_of(session, study_id)
+
+    view = await run_in_threadpool(check)  # visibility first: 404 / 403 before any wait
+    if wait > 0 and not view.status.terminal:
+        await long_poll(hub.notifier, study_topic(study_id), state,
+                        lambda found: found is None or found.terminal,
+                        wait=wait, recheck=hub.settings.recheck_seconds)
         view = await run_in_threadpool(check)
     if view.result is not None:  # every read of a released result is on the record
         await run_in_threadpool(hub.audit.record, principal.name, "study.result_access",

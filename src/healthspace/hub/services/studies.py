@@ -229,6 +229,13 @@ def get_study(session: Session, clock: Clock, principal: Principal, study_id: in
     return study_view(visible_study(session, clock, principal, study_id), principal)
 
 
+def status_of(session: Session, study_id: int) -> StudyStatus | None:
+    """The study's status alone (one indexed read), for long-polls that already checked the
+    reader may see it."""
+    value = session.scalar(select(Study.status).where(Study.id == study_id))
+    return StudyStatus(value) if value is not None else None
+
+
 def get_progress(session: Session, clock: Clock, principal: Principal,
                  study_id: int) -> StudyProgress:
     return progress.view(session, visible_study(session, clock, principal, study_id))
