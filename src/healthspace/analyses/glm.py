@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from scipy import special, stats
 
 from healthspace.analyses.base import (
@@ -32,8 +32,13 @@ _SCALARS = ("deviance", "pearson", "llf", "sum_log_w")
 MAX_PARAM_RATIO = 0.33  # refuse near-saturated models: parameters / rows above this
 
 
+# A model with more terms than this is not a federated GLM anyone fits (and parsing a
+# formula of thousands of terms would tie up the hub for seconds).
+MAX_TERMS = 200
+
+
 class GlmParams(Params):
-    formula: str
+    formula: str = Field(max_length=20_000)
     family: Literal["gaussian", "binomial", "poisson"] = "gaussian"
     offset: str | None = None
     weights: str | None = None  # statsmodels ``var_weights`` semantics
@@ -47,6 +52,8 @@ class GlmParams(Params):
 
         if "~" not in value:
             raise ValueError("formula must look like 'y ~ x1 + x2'")
+        if value.count("+") + value.count("*") + value.count(":") >= MAX_TERMS:
+            raise ValueError(f"formula has more than {MAX_TERMS} terms")
         try:
             formula = formulaic.Formula(value)
         except Exception as exc:  # formulaic raises several error types

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
 from healthspace.analyses.registry import register
@@ -54,12 +54,16 @@ NOTES = {
 }
 
 
+# Bounds that no real summary meets and that keep a request small to validate and run.
+MAX_VARIABLES = 200
+
+
 class SummaryParams(Params):
-    variables: list[str]
-    categorical: list[str] = []
+    variables: list[str] = Field(max_length=MAX_VARIABLES)
+    categorical: list[str] = Field(default=[], max_length=MAX_VARIABLES)
     by: str | None = None
-    crosstabs: list[tuple[str, str]] = []
-    quantiles: list[float] = [0.25, 0.5, 0.75]
+    crosstabs: list[tuple[str, str]] = Field(default=[], max_length=MAX_VARIABLES)
+    quantiles: list[float] = Field(default=[0.25, 0.5, 0.75], max_length=99)
 
     @field_validator("quantiles")
     @classmethod

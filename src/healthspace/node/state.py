@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -139,6 +140,8 @@ class NodeState:
         """
         state = cls(path, clock)
         state.path.parent.mkdir(parents=True, exist_ok=True)
+        if not state.path.exists():  # it holds the node's private key: owner-only from the start
+            os.close(os.open(state.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         ddl = sqlite3.connect(state.path, timeout=30)
         try:
             ddl.execute("PRAGMA journal_mode=WAL")

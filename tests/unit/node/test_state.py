@@ -1,6 +1,7 @@
 """The node's SQLite state file: keys, identity vault, outbox, run log."""
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,16 @@ def test_run_log_records_what_ran(tmp_path):
                   purpose="research", status="completed", records=40, seconds=0.5, error=None)
     (run,) = state.runs()
     assert run["analysis"] == "cohort_count" and run["records"] == 40
+
+
+def test_a_new_state_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    import os
+
+    previous = os.umask(0o022)  # the common default, which would leave it world-readable
+    try:
+        state = NodeState.init(tmp_path / "h1.state.sqlite")
+    finally:
+        os.umask(previous)
+    for candidate in tmp_path.iterdir():  # the database and SQLite's -wal / -shm beside it
+        assert candidate.stat().st_mode & 0o777 == 0o600, candidate
+    assert state.public_key_hex()
