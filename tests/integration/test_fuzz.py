@@ -11,7 +11,7 @@ requests (valid and invalid) under each role's token. The contract checked on ev
   a 422 names the field; a 401 carries ``WWW-Authenticate``.
 
 The run is derandomised and bounded (``HEALTHSPACE_FUZZ_EXAMPLES`` examples per operation and
-role, default 12) so it is reproducible and fits in ``make test``; raise the variable for a
+role, default 8) so it is reproducible and fits in ``make test``; raise the variable for a
 long run, e.g. ``HEALTHSPACE_FUZZ_EXAMPLES=200 pytest tests/integration/test_fuzz.py``.
 """
 
@@ -36,7 +36,7 @@ from healthspace.core.envelope import seal
 from healthspace.hub.app import api_permissions
 from healthspace.launch import LocalFederation
 
-EXAMPLES = int(os.environ.get("HEALTHSPACE_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("HEALTHSPACE_FUZZ_EXAMPLES", "8"))
 REFUSED_EXAMPLES = max(2, EXAMPLES // 4)
 # Fuzzed in this order: the operator last, so what it changes (new users, tokens, accounts)
 # cannot starve the other roles' runs of their seeded objects.
