@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agents import (
     AgentPool,
@@ -134,6 +136,16 @@ class LoadReport:
         }
 
 
+T = TypeVar("T")
+
+
+def run_in_own_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on a fresh event loop in a thread of its own, so a caller that
+    already has a loop in this thread (a test process, a notebook) can run the load too."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def run_load(config: LoadConfig, root: Path, cohort: dict[str, Any] | None = None) -> LoadReport:
     """Hub + agents + consumers on loopback; everything stopped before returning."""
     cohort = cohort or showcase_cohort()
@@ -163,7 +175,7 @@ def run_load(config: LoadConfig, root: Path, cohort: dict[str, Any] | None = Non
             plan = ConsumerPlan(nodes=names, cohort=cohort, studies=config.studies,
                                 think_s=config.think_s, targets=config.targets,
                                 max_seconds=config.timeout_s)
-            studies, consumer_http = asyncio.run(run_consumers(hub.url, tokens, plan))
+            studies, consumer_http = run_in_own_loop(run_consumers(hub.url, tokens, plan))
             wall = time.perf_counter() - started
             hub_cpu = cpu_seconds(hub.hub_process.pid) - hub_cpu
             agents_cpu = sum(map(cpu_seconds, pids)) - agents_cpu
