@@ -18,7 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from agents import TERMINAL, percentiles  # noqa: E402
-from load import LoadConfig, run_in_own_loop, run_load  # noqa: E402
+from load import LoadConfig, run_load  # noqa: E402
 
 from healthspace.cohort.compiler import compile_cohort  # noqa: E402
 from healthspace.cohort.models import load_cohort  # noqa: E402
@@ -100,12 +100,3 @@ def test_percentiles():
     assert percentiles([2.0]) == {"p50_s": 2.0, "p95_s": 2.0, "p99_s": 2.0}
     assert all(math.isnan(v) for v in percentiles([]).values())
 
-
-def test_the_consumers_run_beside_an_event_loop_already_running() -> None:
-    """A caller with a loop in its thread (as some test processes have) can run the load."""
-    import asyncio
-
-    async def caller() -> int:
-        return run_in_own_loop(asyncio.sleep(0, result=7))
-
-    assert asyncio.run(caller()) == 7
