@@ -91,3 +91,22 @@ def test_polling_records_last_seen(space: Space) -> None:
     by_name = {n["name"]: n for n in hub.ok("GET", "/nodes", space.alice)}
     assert by_name["node-a"]["last_seen_at"] == "2025-03-01T09:07:00Z"
     assert by_name["node-b"]["last_seen_at"] == "2025-03-01T09:00:00Z"
+
+
+def test_last_seen_is_written_at_most_every_five_seconds(space: Space) -> None:
+    """A node polling in a tight loop costs no write per poll: its stamp is at most 5 s old."""
+    hub = space.hub
+
+    def last_seen() -> str:
+        return {n["name"]: n for n in hub.ok("GET", "/nodes", space.alice)}["node-a"][
+            "last_seen_at"]
+
+    hub.clock.advance(minutes=7)
+    assert hub.next_task(space.node_a) is None
+    assert last_seen() == "2025-03-01T09:07:00Z"
+    hub.clock.advance(seconds=3)
+    assert hub.next_task(space.node_a) is None
+    assert last_seen() == "2025-03-01T09:07:00Z"  # within the interval: not rewritten
+    hub.clock.advance(seconds=2)
+    assert hub.next_task(space.node_a) is None
+    assert last_seen() == "2025-03-01T09:07:05Z"

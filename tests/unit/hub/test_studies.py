@@ -155,6 +155,33 @@ def test_study_long_poll_returns_as_soon_as_the_result_arrives(
     hub.close()
 
 
+def test_only_the_result_that_closes_the_round_wakes_the_study(
+    space_template: Space, tmp_path: Path
+) -> None:
+    """A many-node study's long-pollers wait for its status: the first of two results leaves
+    them asleep (no re-read per result), the last wakes them at once."""
+    space = _slow_recheck(space_template, tmp_path)
+    hub = space.hub
+    study = hub.submit(space.alice, nodes=["node-a", "node-b"])
+    first, second = hub.next_task(space.node_a), hub.next_task(space.node_b)
+    assert first is not None and second is not None
+    notifier = hub.client.app.state.hub.notifier  # type: ignore[attr-defined]
+    woken: list[str] = []
+    notify = notifier.notify
+    notifier.notify = lambda *topics: (woken.extend(topics), notify(*topics))[1]
+    thread, out = _in_thread(lambda: hub.study(space.alice, study["id"], wait=30))
+    _until(lambda: notifier.waiting(study_topic(study["id"])) == 1)
+    hub.post(space.node_a, first["task_id"], status="completed", partial=CC_PARTIAL)
+    assert study_topic(study["id"]) not in woken
+    assert thread.is_alive()
+    posted = time.monotonic()
+    hub.post(space.node_b, second["task_id"], status="completed", partial=CC_PARTIAL)
+    thread.join(timeout=10)
+    assert woken.count(study_topic(study["id"])) == 1
+    assert out["value"]["status"] == "completed" and out["done"] - posted < 5.0
+    hub.close()
+
+
 def test_node_long_poll_wakes_on_submission_and_times_out_otherwise(
     space_template: Space, tmp_path: Path
 ) -> None:

@@ -14,12 +14,14 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    Select,
     String,
     Text,
     UniqueConstraint,
     false,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, undefer_group
 
 from healthspace.core.dbnaming import NAMING
 from healthspace.hub.db.types import UTCDateTime
@@ -67,6 +69,9 @@ class ConsoleSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+NODE_DOCUMENTS = "node_documents"
+
+
 class Node(Base):
     __tablename__ = "nodes"
 
@@ -74,11 +79,15 @@ class Node(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
     public_key: Mapped[str | None] = mapped_column(String(128))
-    catalog: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The catalogue and the policy are documents (vocabularies, prices, rules): loaded when
+    # read, not with every task, target or meter row that joins its node.
+    catalog: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True,
+                                                           deferred_group=NODE_DOCUMENTS)
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The node's authoritative usage policy as it last published it (signed), for pre-checks.
-    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True,
+                                                          deferred_group=NODE_DOCUMENTS)
     policy_version: Mapped[int | None] = mapped_column(Integer)
     # envelopes.id of that publication; no FK, as envelopes already refer to nodes.
     policy_envelope_id: Mapped[int | None] = mapped_column(Integer)
@@ -470,3 +479,8 @@ class StudyProgressRow(Base):
     round: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     entry: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+def nodes_with_documents() -> Select[Node]:
+    """SELECT nodes with their catalogue and policy, for code that reads them of many nodes."""
+    return select(Node).options(undefer_group(NODE_DOCUMENTS))

@@ -64,8 +64,8 @@ def post_result(
     hub: HubState = Depends(get_hub),
 ) -> TaskAck:
     """An Envelope(kind="task.result", study_id, round, payload=TaskResult); fresh per post."""
-    ack, study_id, woken = tasks.record_result(
-        session, hub.clock, hub.settings, principal.id, task_id, envelope)
-    if not ack.duplicate:
-        hub.notifier.notify(study_topic(study_id), *(node_topic(n) for n in woken))
-    return ack
+    done = tasks.record_result(session, hub.clock, hub.settings, principal.id, task_id, envelope)
+    # A study's long-pollers wait for its status to change: only a closed round wakes them.
+    topics = [study_topic(done.study_id)] if done.moved else []
+    hub.notifier.notify(*topics, *(node_topic(n) for n in done.woken))
+    return done.ack

@@ -79,5 +79,5 @@ def sweep(session: Session, clock: Clock, settings: HubSettings) -> list[int]:
     closed |= stalled(session)
     woken: list[int] = []
     for study_id, round_ in sorted(closed):
-        woken += advance(session, clock, settings, study_id, round_)
+        woken += advance(session, clock, settings, study_id, round_).woken
     return woken

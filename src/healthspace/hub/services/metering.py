@@ -49,18 +49,19 @@ def parse(envelope: Envelope, result: TaskResult, analysis: str) -> Meter | None
     return meter
 
 
-def record(session: Session, at: datetime, task: Task, meter: Meter, envelope_id: int) -> None:
-    """Store a task's meter and put it on the ledger (the caller commits)."""
-    study = task.study
+def record(session: Session, at: datetime, task: Task, meter: Meter, envelope_id: int,
+           purpose: str) -> None:
+    """Store a task's meter (its study's ``purpose`` with it) and put it on the ledger (the
+    caller commits)."""
     session.add(MeterRecord(
-        study_id=study.id, task_id=task.id, node_id=task.node_id, round=task.round,
-        analysis=meter.analysis, purpose=study.purpose, preview=meter.preview,
+        study_id=task.study_id, task_id=task.id, node_id=task.node_id, round=task.round,
+        analysis=meter.analysis, purpose=purpose, preview=meter.preview,
         status=str(meter.status), records_scanned=meter.records_scanned,
         persons=meter.persons, persons_band=meter.persons_band, seconds=meter.seconds,
         bytes=meter.bytes, epsilon=meter.epsilon, envelope_id=envelope_id, recorded_at=at,
     ))
     audit.queue(session, task.node.name, "meter.record",
-                audit.task_subject(study.id, task.round, task.id),
+                audit.task_subject(task.study_id, task.round, task.id),
                 {**meter.model_dump(mode="json"), "envelope_id": envelope_id})
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -10,11 +12,12 @@ from healthspace.core.enums import DATA_HOLDER_KINDS, OrgKind
 from healthspace.core.envelope import Envelope
 from healthspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthspace.core.models import Catalog, NodeEnroll, NodeEnrolled, NodeView
-from healthspace.hub.db.models import Node
+from healthspace.hub.db.models import Node, nodes_with_documents
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import KeyRotated
 from healthspace.hub.services import audit, envelopes, node_keys, tokens
 from healthspace.hub.services.directory import org_by_name
+from healthspace.hub.services.throttle import Throttle
 from healthspace.hub.services.views import node_view
 
 
@@ -60,7 +63,7 @@ def enrol(session: Session, clock: Clock, principal: Principal, spec: NodeEnroll
 
 
 def list_nodes(session: Session, *, limit: int, offset: int) -> list[NodeView]:
-    rows = session.scalars(select(Node).order_by(Node.name).limit(limit).offset(offset))
+    rows = session.scalars(nodes_with_documents().order_by(Node.name).limit(limit).offset(offset))
     return [node_view(node) for node in rows]
 
 
@@ -96,9 +99,23 @@ def rotate_key(session: Session, clock: Clock, node_id: int, envelope: Envelope)
     return KeyRotated.model_validate(rotated)
 
 
+# A node's last-seen stamp is written at most this often (hub clock): a node polling in a
+# tight loop under load would otherwise cost a write transaction per poll, for a value that
+# is read against minutes ("online / not polling", the last-seen gauge).
+LAST_SEEN_EVERY = timedelta(seconds=5)
+_LAST_SEEN = Throttle(LAST_SEEN_EVERY)
+
+
+def seen(session: Session, clock: Clock, node_id: int) -> None:
+    """Stamp the node's last-seen time in the caller's transaction, if it is due."""
+    if _LAST_SEEN.due(session, clock, node_id):
+        session.execute(update(Node).where(Node.id == node_id).values(last_seen_at=clock.now()))
+
+
 def touch(session: Session, clock: Clock, node_id: int) -> None:
-    """Record that a node called in (once per poll, not per long-poll re-check)."""
-    session.execute(update(Node).where(Node.id == node_id).values(last_seen_at=clock.now()))
+    """Record that a node called in (once per poll, not per long-poll re-check; the stamp is
+    at most :data:`LAST_SEEN_EVERY` old)."""
+    seen(session, clock, node_id)
     session.commit()
 
 

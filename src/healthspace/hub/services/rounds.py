@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from healthspace.analyses import registry
@@ -174,24 +174,40 @@ def _rerun(study: Study, survivors: list[Task], tasks: list[Task],
             (survivors, round_input))
 
 
+class Advanced(NamedTuple):
+    """What :func:`advance` did: whether it closed the round (the study's status or round
+    changed), and the ids of nodes given new tasks."""
+
+    moved: bool
+    woken: list[int]
+
+
+STILL = Advanced(False, [])
+OPEN = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
 def advance(
     session: Session, clock: Clock, settings: HubSettings, study_id: int, round: int
-) -> list[int]:
+) -> Advanced:
     """Close ``round`` of a running study if all its tasks are terminal; idempotent and race-safe.
 
-    Returns the ids of nodes given new tasks. Concurrent callers may all combine, but only
-    the one whose compare-and-set on (status, round) succeeds writes anything. A study that
-    finishes with a result is settled in the same transaction (:mod:`.billing`).
+    Concurrent callers may all combine, but only the one whose compare-and-set on (status,
+    round) succeeds writes anything. A study that finishes with a result is settled in the
+    same transaction (:mod:`.billing`). Every result but a round's last finds a task still
+    open in one indexed read and stops there.
     """
     session.expire_all()
+    if session.scalar(select(exists().where(Task.study_id == study_id, Task.round == round,
+                                            Task.status.in_(OPEN)))):
+        return STILL
     study = session.get(Study, study_id)
     if study is None or study.status != StudyStatus.RUNNING or study.round != round:
-        return []
+        return STILL
     tasks = list(
         session.scalars(select(Task).where(Task.study_id == study_id, Task.round == round))
     )
     if not tasks or not all(TaskStatus(t.status).terminal for t in tasks):
-        return []
+        return STILL
     values, again = _outcome(study, tasks, _partials(session, tasks), _problems(session, study_id))
     rerun = values.pop("_rerun", None)
     entry = values.pop("_progress", None)
@@ -207,7 +223,7 @@ def advance(
     )
     if not changed:
         session.rollback()
-        return []
+        return STILL
     progress.record(session, now, study_id, round, entry)
     if "status" in values:
         timeline.status_changed(session, now, study_id, StudyStatus(values["status"]))
@@ -235,10 +251,10 @@ def advance(
         if failed is not None:
             session.rollback()
             fail(session, clock, study_id, failed)
-            return []
+            return Advanced(True, [])
         woken = [n.id for n in nodes]
     session.commit()
-    return woken
+    return Advanced(True, woken)
 
 
 def fail(session: Session, clock: Clock, study_id: int, error: str) -> None:

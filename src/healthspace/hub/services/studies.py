@@ -17,7 +17,7 @@ from healthspace.core.models import StudySpec, StudyView
 from healthspace.core.registry_models import StudyProgress
 from healthspace.governance.engine import PREVIEW_ANALYSIS, StudyRequest
 from healthspace.governance.policy import Purpose, secure_required
-from healthspace.hub.db.models import Node, Study, StudyNode
+from healthspace.hub.db.models import Node, Study, StudyNode, nodes_with_documents
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import CheckResult
@@ -82,7 +82,7 @@ def _resolve_nodes(session: Session, names: list[str] | None) -> list[Node]:
     if names is None:
         nodes = [
             node
-            for node in session.scalars(select(Node).order_by(Node.name))
+            for node in session.scalars(nodes_with_documents().order_by(Node.name))
             if node.org.kind == OrgKind.HOSPITAL and holds_persons(node)
         ]
         if not nodes:
@@ -92,7 +92,7 @@ def _resolve_nodes(session: Session, names: list[str] | None) -> list[Node]:
                 field="nodes",
             )
         return nodes
-    found = {n.name: n for n in session.scalars(select(Node).where(Node.name.in_(names)))}
+    found = {n.name: n for n in session.scalars(nodes_with_documents().where(Node.name.in_(names)))}
     for i, name in enumerate(names):
         if name not in found:
             raise InvalidInput(f"unknown node {name!r}", field=f"nodes[{i}]")
@@ -217,7 +217,8 @@ def list_studies(
 
 def visible_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> Study:
     approvals.sweep(session, clock)
-    if not storable(study_id) or session.get(Study, study_id) is None:
+    if not storable(study_id) or session.scalar(
+            select(Study.id).where(Study.id == study_id)) is None:
         raise NotFound(f"study {study_id} not found")
     study = session.scalar(_visible(principal).where(Study.id == study_id))
     if study is None:

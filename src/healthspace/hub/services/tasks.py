@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 from nacl.signing import SigningKey
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from healthspace.core.clock import Clock
@@ -11,7 +14,7 @@ from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.core.envelope import Envelope, sign_assignment
 from healthspace.core.errors import Forbidden, NotFound
 from healthspace.core.models import TaskAck, TaskAssignment, TaskResult
-from healthspace.hub.db.models import Node, Study, StudyNode, Task
+from healthspace.hub.db.models import Study, StudyNode, Task
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.services import (
     approvals,
@@ -19,14 +22,25 @@ from healthspace.hub.services import (
     envelopes,
     hub_keys,
     metering,
+    nodes,
     secagg,
     timeline,
 )
-from healthspace.hub.services.rounds import advance
+from healthspace.hub.services.rounds import STILL, advance
 from healthspace.hub.services.views import approval_record
 from healthspace.hub.settings import HubSettings
 
 OPEN = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+class Recorded(NamedTuple):
+    """A stored result: the ack, its study, whether that closed the round (the study's
+    status or round changed: its long-pollers are woken) and the nodes given new tasks."""
+
+    ack: TaskAck
+    study_id: int
+    moved: bool = False
+    woken: Sequence[int] = ()
 
 
 def _assignment(session: Session, task: Task, key: SigningKey) -> TaskAssignment:
@@ -56,13 +70,15 @@ def _assignment(session: Session, task: Task, key: SigningKey) -> TaskAssignment
     return assignment.model_copy(update={"hub_signature": signature})
 
 
-def _first(session: Session, node_id: int, status: TaskStatus) -> Task | None:
+def _first(session: Session, node_id: int) -> Task | None:
+    """This node's running task (redelivered first), else its oldest queued one."""
     return session.scalar(
         select(Task)
         .join(Study, Study.id == Task.study_id)
-        .where(Task.node_id == node_id, Task.status == status, Study.status == StudyStatus.RUNNING)
-        .order_by(Task.queued_at, Task.id)
+        .where(Task.node_id == node_id, Task.status.in_(OPEN), Study.status == StudyStatus.RUNNING)
+        .order_by(case((Task.status == TaskStatus.RUNNING, 0), else_=1), Task.queued_at, Task.id)
         .limit(1)
+        .execution_options(populate_existing=True)  # a lost race re-reads the row
     )
 
 
@@ -89,14 +105,12 @@ def next_task(session: Session, clock: Clock, node_id: int) -> TaskAssignment | 
     """
     approvals.sweep(session, clock)
     for _ in range(5):  # a lost compare-and-set race just means: look again
-        for status in (TaskStatus.RUNNING, TaskStatus.QUEUED):
-            task = _first(session, node_id, status)
-            if task is not None and _bump(session, task, status, clock):
-                session.commit()
-                session.refresh(task)
-                return _assignment(session, task, hub_keys.signing_key(session))
-        if _first(session, node_id, TaskStatus.QUEUED) is None:
+        task = _first(session, node_id)
+        if task is None:
             break
+        if _bump(session, task, TaskStatus(task.status), clock):
+            session.commit()
+            return _assignment(session, task, hub_keys.signing_key(session))
     session.commit()
     return None
 
@@ -104,9 +118,12 @@ def next_task(session: Session, clock: Clock, node_id: int) -> TaskAssignment | 
 def record_result(
     session: Session, clock: Clock, settings: HubSettings, node_id: int, task_id: int,
     envelope: Envelope,
-) -> tuple[TaskAck, int, list[int]]:
-    """Verify and store a node's signed answer once; returns the ack, the study id and node ids
-    given new work. A repeat (new envelope, task already terminal) is acknowledged as duplicate.
+) -> Recorded:
+    """Verify and store a node's signed answer once. A repeat (new envelope, task already
+    terminal) is acknowledged as duplicate.
+
+    Everything that only reads (the task, the signature, the payload's shape, its metering)
+    is checked before the first write, so the write transaction is short: on SQLite writers queue.
     """
     task = session.get(Task, task_id)
     if task is None:
@@ -114,16 +131,19 @@ def record_result(
     if task.node_id != node_id:
         raise Forbidden(f"task {task_id} is not assigned to this node")
     study_id, round_, node_name = task.study_id, task.round, task.node.name
-    stored = envelopes.accept(
+    verified = envelopes.verify(
         session, clock, node_id, envelope, kind="task.result", study_id=study_id, round=round_
     )
+    analysis, study_status, purpose = session.execute(
+        select(Study.analysis, Study.status, Study.purpose).where(Study.id == study_id)).one()
     result = envelopes.payload_as(envelope, TaskResult)
-    meter = metering.parse(envelope, result, task.study.analysis)
-    live = not StudyStatus(task.study.status).terminal
-    duplicate = TaskAck(task_id=task_id, accepted=True, duplicate=True)
+    meter = metering.parse(envelope, result, analysis)
+    live = not StudyStatus(study_status).terminal
+    stored = envelopes.store(session, clock, verified)
+    duplicate = Recorded(TaskAck(task_id=task_id, accepted=True, duplicate=True), study_id)
     if TaskStatus(task.status).terminal:  # a retry of an answer we already have
         session.commit()  # the envelope is kept, and its nonce spent
-        return duplicate, study_id, []
+        return duplicate
     now = clock.now()
     changed = rowcount(
         session,
@@ -138,7 +158,7 @@ def record_result(
             envelope_id=stored.id,
         ),
     )
-    session.execute(update(Node).where(Node.id == node_id).values(last_seen_at=now))
+    nodes.seen(session, clock, node_id)
     if changed:
         timeline.record(session, now, study_id, "task_finished", node_name,
                         round=round_, status=str(result.status))
@@ -147,9 +167,9 @@ def record_result(
                     {"status": str(result.status), "envelope_id": stored.id,
                      "payload_digest": envelope.payload_digest})
         if meter is not None:
-            metering.record(session, now, task, meter, stored.id)
+            metering.record(session, now, task, meter, stored.id, purpose)
     session.commit()
     if not changed:  # a concurrent retry won the race
-        return duplicate, study_id, []
-    woken = advance(session, clock, settings, study_id, round_) if live else []
-    return TaskAck(task_id=task_id, accepted=live), study_id, woken
+        return duplicate
+    moved, woken = advance(session, clock, settings, study_id, round_) if live else STILL
+    return Recorded(TaskAck(task_id=task_id, accepted=live), study_id, moved, woken)

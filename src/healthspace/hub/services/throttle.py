@@ -21,19 +21,22 @@ EVERY = timedelta(seconds=1)
 
 
 class Throttle:
-    """Whether a named sweep is due on the database behind a session."""
+    """Whether a named piece of work is due on the database behind a session, optionally
+    per ``key`` (a node's liveness stamp is written at most once per interval per node)."""
 
     def __init__(self, every: timedelta = EVERY) -> None:
         self.every = every
         self._lock = threading.Lock()
-        self._last: weakref.WeakKeyDictionary[object, datetime] = weakref.WeakKeyDictionary()
+        self._last: weakref.WeakKeyDictionary[object, dict[object, datetime]] = (
+            weakref.WeakKeyDictionary())
 
-    def due(self, session: Session, clock: Clock) -> bool:
+    def due(self, session: Session, clock: Clock, key: object = None) -> bool:
         bind = session.get_bind()
         now = clock.now()
         with self._lock:
-            last = self._last.get(bind)
+            seen = self._last.setdefault(bind, {})
+            last = seen.get(key)
             if last is not None and timedelta(0) <= now - last < self.every:
                 return False
-            self._last[bind] = now
+            seen[key] = now
             return True

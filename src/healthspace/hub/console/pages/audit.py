@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from healthspace.core.enums import Role
 from healthspace.hub.console.i18n import Translator
 from healthspace.hub.console.web import PREFIX, Viewer, check_csrf, page, render
-from healthspace.hub.db.models import HubKey, Node, StoredEnvelope
+from healthspace.hub.db.models import HubKey, Node, StoredEnvelope, nodes_with_documents
 from healthspace.hub.deps import HubState, get_hub
 from healthspace.hub.services import node_keys
 from healthspace.hub.services.checkpoints import KIND as CHECKPOINT_KIND
@@ -329,7 +329,7 @@ def node_ledgers(hub: HubState, t: Translator) -> list[NodeLedger]:
     with hub.sessions() as session:
         published = _published(session)
         out = []
-        for node in session.scalars(select(Node).order_by(Node.name)):
+        for node in session.scalars(nodes_with_documents().order_by(Node.name)):
             row = NodeLedger(node.name, node.org.name)
             _hold(row, published.get(node.id, []), node_keys.history(session, node.id),
                   by_node.get(node.name, []), t)

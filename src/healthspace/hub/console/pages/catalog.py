@@ -10,13 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
 from healthspace.core.errors import InvalidInput
 from healthspace.core.models import NodeView
 from healthspace.governance.policy import UsagePolicy, as_utc, load_policy, secure_required
 from healthspace.hub.console.web import Viewer, page, render
-from healthspace.hub.db.models import Node
+from healthspace.hub.db.models import nodes_with_documents
 from healthspace.hub.deps import get_hub
 from healthspace.hub.services import nodes
 from healthspace.hub.settings import MAX_WAIT_SECONDS
@@ -93,7 +92,7 @@ def catalog(request: Request, q: str = Query("", max_length=100),
     hub = get_hub(request)
     with hub.sessions() as session:
         rows = nodes.list_nodes(session, limit=500, offset=0)
-        policies = {n.name: n.policy for n in session.scalars(select(Node))}
+        policies = {n.name: n.policy for n in session.scalars(nodes_with_documents())}
     found = entries(rows, policies, hub.clock.now())
     wanted = q.strip().lower()
     if wanted:

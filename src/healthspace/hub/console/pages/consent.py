@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from healthspace.core.enums import Role
 from healthspace.governance.policy import ConsentTier
 from healthspace.hub.console.web import Viewer, page, render
-from healthspace.hub.db.models import Node, StoredEnvelope
+from healthspace.hub.db.models import Node, StoredEnvelope, nodes_with_documents
 from healthspace.hub.deps import get_hub
 from healthspace.hub.principal import Principal
 
@@ -50,7 +50,7 @@ class NodeConsent:
 def _own_nodes(session: Session, principal: Principal) -> list[Node]:
     """The viewer's organisation's nodes (every node for an operator), as the approvals inbox
     scopes them."""
-    query = select(Node).order_by(Node.name)
+    query = nodes_with_documents().order_by(Node.name)
     if not principal.is_operator:
         query = query.where(Node.org_id == principal.org_id)
     return list(session.scalars(query))
