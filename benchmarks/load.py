@@ -66,10 +66,12 @@ class BenchHub(LocalFederation):
     """The local federation's hub process, on SQLite in ``workdir`` or on the ``db`` URL."""
 
     db: str | None = None
+    synchronous: str = "full"
 
     @property
     def db_url(self) -> str:
-        return self.db or f"sqlite:///{self.workdir / 'hub.sqlite'}"
+        sqlite = f"sqlite:///{self.workdir / 'hub.sqlite'}?synchronous={self.synchronous}"
+        return self.db or sqlite
 
 
 @dataclass
@@ -85,6 +87,7 @@ class LoadConfig:
     poll_wait: float = 20.0
     timeout_s: float = 600.0
     db: str | None = None
+    synchronous: str = "full"  # a SQLite hub's synchronous level (healthspace.hub.db.session)
 
 
 @dataclass
@@ -129,7 +132,8 @@ class LoadReport:
             "transport_errors": (self.consumer_http.transport_errors
                                  + self.agent_http.transport_errors),
             "wrong_results": len(self.problems), "target_p95_s": 1.0,
-            "target_met": added["p95_s"] < 1.0, "db": "postgresql" if c.db else "sqlite",
+            "target_met": added["p95_s"] < 1.0,
+            "db": "postgresql" if c.db else f"sqlite (synchronous={c.synchronous})",
             "setup_s": round(self.setup_s, 1),
             "http_statuses": {str(code): n for code, n in sorted(
                 (self.consumer_http.statuses + self.agent_http.statuses).items())},
@@ -154,7 +158,7 @@ def run_load(config: LoadConfig, root: Path, cohort: dict[str, Any] | None = Non
     by_store = {str(s): cohort_persons(s, cohort) for s in stores}
     for stale in ("fed", "agents"):  # the stores are kept between runs, never the hub
         shutil.rmtree(root / stale, ignore_errors=True)
-    with BenchHub(root / "fed", db=config.db) as hub:
+    with BenchHub(root / "fed", db=config.db, synchronous=config.synchronous) as hub:
         hub.init_hub()
         hub.start_hub()
         specs = enrol_agents(hub.url, hub.operator_token, config.nodes, stores)
@@ -251,6 +255,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, LoadC
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds the consumers may take in all")
     parser.add_argument("--db", default=None, help="hub database URL (default: SQLite)")
+    parser.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full",
+                        help="the SQLite hub's synchronous level (docs/operations.md)")
     parser.add_argument("--workdir", type=Path, default=None, help="kept if given")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary last")
     args = parser.parse_args(argv)
@@ -261,7 +267,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, LoadC
     config = LoadConfig(nodes=args.nodes, consumers=args.consumers, studies=args.studies,
                         think_s=args.think, targets=args.targets, stores=args.stores,
                         persons=args.persons, agent_procs=args.agent_procs,
-                        poll_wait=args.poll_wait, timeout_s=args.timeout, db=args.db)
+                        poll_wait=args.poll_wait, timeout_s=args.timeout, db=args.db,
+                        synchronous=args.sqlite_synchronous)
     return args, config
 
 

@@ -106,8 +106,9 @@ def verify_hub_ledger(engine: Engine) -> VerifyReport:
 
 @contextlib.contextmanager
 def _engine(url: str) -> Any:
-    # A plain engine: no WAL switch, nothing written to a copy that is being checked.
-    engine = create_engine(url)
+    # A plain engine: no WAL switch, nothing written to a copy that is being checked (the
+    # hub's own ``synchronous`` URL parameter is not a sqlite3 connect argument).
+    engine = create_engine(make_url(url).difference_update_query(["synchronous"]))
     try:
         yield engine
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from healthspace.core.errors import InvalidInput
 from healthspace.hub.db.session import StoreBusy, make_engine
 
 
@@ -86,3 +87,18 @@ def test_reads_never_take_the_gate(tmp_path: Path, statement: str) -> None:
         assert done, "a read waited for the write gate"
         holder.rollback()
     engine.dispose()
+
+
+def test_sqlite_synchronous_level_comes_from_the_url(tmp_path: Path) -> None:
+    """``full`` (2) unless the URL asks for ``normal`` (1); the parameter never reaches
+    sqlite3.connect, and a value that is neither is a clear error naming the URL."""
+    levels = {}
+    for query in ("", "?synchronous=normal", "?synchronous=FULL&timeout=3"):
+        engine = make_engine(f"sqlite:///{tmp_path / 's.db'}{query}")
+        with engine.connect() as conn:
+            levels[query] = conn.execute(text("PRAGMA synchronous")).scalar()
+        engine.dispose()
+    assert levels == {"": 2, "?synchronous=normal": 1, "?synchronous=FULL&timeout=3": 2}
+    with pytest.raises(InvalidInput, match="synchronous='off'") as caught:
+        make_engine(f"sqlite:///{tmp_path / 's.db'}?synchronous=off")
+    assert caught.value.field == "db"

@@ -5,7 +5,7 @@ package ships; no inline code, no eval, nothing from another origin)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,8 @@ from urllib.parse import quote, urlencode
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthspace.core.enums import Role
 from healthspace.hub.console.i18n import LANGUAGES, Translator, pick
@@ -152,20 +153,31 @@ def forbidden_page(request: Request, exc: PageForbidden) -> HTMLResponse:
                   title=exc.viewer.t("Not allowed"), message=exc.message)
 
 
-class SecurityHeaders(BaseHTTPMiddleware):
-    """CSP and friends on every console response."""
+class SecurityHeaders:
+    """CSP and friends on every console response (plain ASGI: API requests pass straight
+    through, with no per-request task or stream as a ``BaseHTTPMiddleware`` would add)."""
 
-    async def dispatch(self, request: Request,
-                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        if request.url.path.startswith(PREFIX):
-            response.headers["Content-Security-Policy"] = CSP
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["X-Frame-Options"] = "DENY"
-            response.headers["Referrer-Policy"] = "same-origin"
-            if not request.url.path.startswith(PREFIX + "/static/"):
-                response.headers["Cache-Control"] = "no-store"
-        return response
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        extra = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
+                 ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin")]
+        if not path.startswith(PREFIX + "/static/"):
+            extra.append(("Cache-Control", "no-store"))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra:
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str,

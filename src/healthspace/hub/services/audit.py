@@ -3,8 +3,8 @@
 Services *queue* an entry on the SQLAlchemy session with :func:`queue`; the entries are handed
 to the ledger (``healthspace.ledger``) only after that unit of work commits, so a rolled-back
 change is never recorded. In the running hub a writer thread appends them in order and signs a
-checkpoint at the head whenever it has drained what was waiting, so ledger I/O and signatures
-stay off the request path; readers of the ledger API call :meth:`AuditTrail.flush` first.
+checkpoint at the head whenever it has drained what was waiting (gathering for
+:data:`GATHER_S` first), so ledger I/O and signatures stay off the request path; readers of the ledger API call :meth:`AuditTrail.flush` first.
 A hub process killed between a commit and the writer's append can lose those last entries
 (milliseconds of work); ``synchronous=True`` (used by one-shot commands) appends in the caller.
 """
@@ -53,6 +53,9 @@ Item = tuple[str, str, str, dict[str, Any]]
 # How long the writer keeps retrying a failing ledger store before it logs the entries as
 # lost (the hub's own requests answer 503 long before: the busy bound is seconds).
 RETRY_FOR = 300.0
+# The writer waits this long after the first waiting entry before it drains the queue, so a
+# busy hub appends (and signs a checkpoint) once per burst, not once per commit.
+GATHER_S = 0.05
 _STORE_ERRORS = (SQLAlchemyError, StoreBusy)
 
 
@@ -127,6 +130,7 @@ class AuditTrail:
     def _run(self) -> None:
         while True:
             batches = [self._pending.get()]
+            time.sleep(GATHER_S)
             while True:  # take everything already waiting: one checkpoint per drained batch
                 try:
                     batches.append(self._pending.get_nowait())
