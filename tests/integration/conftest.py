@@ -48,6 +48,18 @@ def rossi_parts(workdir: Path) -> dict[str, Path]:
     return paths
 
 
+def add_rossi_registry(fed: LocalFederation, workdir: Path) -> dict[str, Path]:
+    """Registry nodes holding a plain research table (rossi in 3 parts) under the
+    ``registry`` data centre, on the open policy; returns each node's CSV part."""
+    fed.ensure_org("registry", "data_centre")
+    parts = rossi_parts(workdir)
+    for name, part in parts.items():
+        store = workdir / "nodes" / f"{name}.duckdb"
+        ingest_table(store, part)
+        fed.add_node(name, "registry", store, policy=OPEN_POLICY)
+    return parts
+
+
 @dataclass
 class Live:
     fed: LocalFederation
@@ -95,12 +107,7 @@ def live(tmp_path_factory, synth_dir, eunomia_sites) -> Live:
             store = workdir / "nodes" / f"{site.name}.duckdb"
             ingest_dir(store, site)
             fed.add_node(site.name, "gibleed_centre", store, policy=OPEN_POLICY)
-        # Registry nodes holding a plain research table (lifelines' rossi data in 3 parts).
-        fed.ensure_org("registry", "data_centre")
-        for name, part in rossi_parts(workdir).items():
-            store = workdir / "nodes" / f"{name}.duckdb"
-            ingest_table(store, part)
-            fed.add_node(name, "registry", store, policy=OPEN_POLICY)
+        add_rossi_registry(fed, workdir)
         fed.wait_nodes_ready()
         fed.ensure_org("pharma", "consumer")
         with fed.operator() as op:

@@ -42,7 +42,7 @@ from healthspace.launch import LocalFederation
 from healthspace.node.agent import NodeAgent
 from healthspace.node.state import NodeState
 
-from .conftest import OPEN_POLICY, ROSSI_NODES, rossi_parts
+from .conftest import OPEN_POLICY, ROSSI_NODES, add_rossi_registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("faults")]
 
@@ -91,12 +91,7 @@ def faults(tmp_path_factory) -> Iterator[Fed]:
     fed.init_hub()
     fed.start_hub()
     try:
-        fed.ensure_org("registry", "data_centre")
-        parts = rossi_parts(workdir)
-        for name, part in parts.items():
-            store = workdir / "nodes" / f"{name}.duckdb"
-            ingest_table(store, part)
-            fed.add_node(name, "registry", store, policy=OPEN_POLICY)
+        parts = add_rossi_registry(fed, workdir)
         fed.wait_nodes_ready()
         fed.ensure_org("pharma", "consumer")
         with fed.operator() as op:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -338,12 +339,22 @@ class _Console:
             return self.client.request(method, path, **kw)
 
 
+@contextmanager
+def _console_as(hub: SeededHub, role: str) -> Iterator[tuple[_Console, str]]:
+    """A signed-in console session and its CSRF token; no request it sent may have failed."""
+    client, csrf = _console_client(hub, role)
+    console = _Console(client)
+    try:
+        yield console, csrf
+    finally:
+        client.close()
+    assert not console.failures, "\n".join(console.failures)
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("fuzz")
 def test_console_forms_survive_garbage(fuzzed_hub: SeededHub) -> None:
-    client, csrf = _console_client(fuzzed_hub, "operator")
-    console = _Console(client)
-    try:
+    with _console_as(fuzzed_hub, "operator") as (console, csrf):
         for value in GARBAGE:
             for path, fields in [
                 ("/console/approvals/4/node-b/approve", ["step", "comment", "ethics_ref"]),
@@ -366,20 +377,12 @@ def test_console_forms_survive_garbage(fuzzed_hub: SeededHub) -> None:
             for action in ["approve", "reject"]:
                 console.send("POST", f"/console/approvals/{big}/node-b/{action}",
                              data={"csrf": csrf, "comment": "x"})
-    finally:
-        client.close()
-    assert not console.failures, "\n".join(console.failures)
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("fuzz")
 def test_console_audit_pages_survive_huge_numbers(fuzzed_hub: SeededHub) -> None:
-    client, _csrf = _console_client(fuzzed_hub, "operator")
-    console = _Console(client)
-    try:
+    with _console_as(fuzzed_hub, "operator") as (console, _csrf):
         for big in HUGE_IDS:
             console.send("GET", f"/console/audit/entries/{big}")
             console.send("GET", "/console/audit", params={"start": str(big)})
-    finally:
-        client.close()
-    assert not console.failures, "\n".join(console.failures)

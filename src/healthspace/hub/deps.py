@@ -34,6 +34,12 @@ def get_hub(request: Request) -> HubState:
     return hub
 
 
+async def hub_state(request: Request) -> HubState:
+    """``get_hub`` as a dependency: async, so FastAPI does not hop to a worker thread to read
+    an attribute (every request would pay for that hop)."""
+    return get_hub(request)
+
+
 def get_session(request: Request) -> Iterator[Session]:
     """One session per request; services commit their own unit of work."""
     with get_hub(request).sessions() as session:

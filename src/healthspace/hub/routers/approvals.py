@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from healthspace.core.enums import Role
 from healthspace.hub.auth import require
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.notifier import node_topic, study_topic
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import Page, RowId, page
@@ -31,7 +31,7 @@ def list_approvals(
                 note="data_holder_admin: own organisation's nodes; operator, auditor: all")
     ),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
     p: Page = Depends(page),
 ) -> list[ApprovalView]:
     return approvals.list_approvals(
@@ -46,7 +46,7 @@ def approve(
     spec: ApproveSpec | None = None,
     principal: Principal = Depends(require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, note=OWN_NODES)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> ApprovalView:
     view, woken = approvals.approve(
         session, hub.clock, hub.settings, principal, study_id, node, spec or ApproveSpec()
@@ -62,7 +62,7 @@ def reject(
     spec: RejectSpec,
     principal: Principal = Depends(require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, note=OWN_NODES)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> ApprovalView:
     view, woken = approvals.reject(
         session, hub.clock, hub.settings, principal, study_id, node, spec

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from healthspace.core.enums import Role
 from healthspace.core.errors import NotFound
 from healthspace.hub.auth import require
-from healthspace.hub.deps import HubState, get_hub
+from healthspace.hub.deps import HubState, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import MAX_ID, RowId
 
@@ -23,7 +23,7 @@ def entries(
     start: int = Query(1, ge=1, le=MAX_ID, description="first sequence number"),
     limit: int = Query(100, ge=1, le=1000),
     principal: Principal = Depends(require(*READERS)),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> list[dict[str, Any]]:
     """Ledger entries from ``start`` in sequence order (hashes and digests; no payloads)."""
     hub.audit.flush()
@@ -34,7 +34,7 @@ def entries(
 @router.get("/head", response_model=dict[str, Any])
 def head(
     principal: Principal = Depends(require(*READERS)),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> dict[str, Any]:
     """The latest signed checkpoint (an RFC 6962 tree head signed by the hub key)."""
     hub.audit.flush()
@@ -48,7 +48,7 @@ def head(
 async def proof(
     seq: RowId,
     principal: Principal = Depends(require(*READERS)),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> dict[str, Any]:
     """An inclusion proof of entry ``seq`` against the latest signed checkpoint."""
     try:

@@ -14,7 +14,7 @@ from healthspace.core.metering import AccountUpdate, AccountView, MeterList, Sta
 from healthspace.governance.pricing import money
 from healthspace.hub.auth import require, require_user
 from healthspace.hub.db.models import Organisation
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import MAX_ID, Page, page
 from healthspace.hub.services import billing, metering, statements
@@ -51,7 +51,7 @@ def statement(
                           "platform for the operator"),
     principal: Principal = Depends(require_user(note=STATEMENT_SCOPE)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> Statement:
     return statements.statement(session, hub.settings, principal, org, period, kind)
 
@@ -78,7 +78,7 @@ def get_account(
     principal: Principal = Depends(require_user(note="its own organisation; operator, "
                                                       "auditor: any")),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> AccountView:
     found = _org(session, org)
     if not principal.has_role(Role.OPERATOR, Role.AUDITOR) and principal.org_id != found.id:
@@ -93,7 +93,7 @@ def set_account(
     spec: AccountUpdate,
     principal: Principal = Depends(require(Role.OPERATOR)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> AccountView:
     """Add a prepaid deposit and/or set the credit limit; a limited account is checked at
     every submission."""

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from healthspace.core.enums import Role
 from healthspace.core.models import OrgCreate, OrgView, UserCreate, UserView
 from healthspace.hub.auth import require
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import Page, page
 from healthspace.hub.services import directory
@@ -21,7 +21,7 @@ def create_org(
     spec: OrgCreate,
     principal: Principal = Depends(require(Role.OPERATOR)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> OrgView:
     return directory.create_org(session, hub.clock, spec)
 
@@ -46,7 +46,7 @@ def create_user(
         )
     ),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> UserView:
     return directory.create_user(session, hub.clock, principal, spec)
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from healthspace.core.envelope import Envelope
 from healthspace.hub.auth import require_any, require_node
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.schemas import HubKeyView, KeyRotated
 from healthspace.hub.services import hub_keys, nodes
@@ -20,7 +20,7 @@ def rotate_node_key(
     envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> KeyRotated:
     """An Envelope(kind="key.rotate") signed with the current key, payload a rotation statement."""
     return nodes.rotate_key(session, hub.clock, principal.id, envelope)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from healthspace.core.enums import Role
 from healthspace.hub.auth import require
 from healthspace.hub.db.models import SlaBreach, Study
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.services import kpi, sla
 from healthspace.hub.services.periods import month_range
@@ -31,7 +31,7 @@ def kpi_report(
     period: str = Query(..., description="a month, YYYY-MM (UTC)"),
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> dict[str, Any]:
     """Cost, efficiency, value and safety KPIs of one month (docs/metering.md#kpis)."""
     month_range(period)
@@ -44,7 +44,7 @@ def breaches(
     period: str | None = Query(None, description="a month, YYYY-MM (UTC); default: all"),
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> list[dict[str, Any]]:
     """Missed service-level targets (detected now, with the hub's clock, and before)."""
     sla.sweep(session, hub.clock)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from healthspace.core.models import Me, Wire
 from healthspace.hub.auth import require_any, require_user
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.services import console
 
@@ -32,7 +32,7 @@ def set_password(
     spec: PasswordSpec,
     principal: Principal = Depends(require_user(note="operator: any user's; others: own")),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> Response:
     """Set the password for console sign-in (stored as an Argon2id hash)."""
     console.set_password(session, hub.clock, principal, spec.user or principal.name,

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from healthspace.core.envelope import Envelope
 from healthspace.core.models import TaskAck, TaskAssignment
 from healthspace.hub.auth import require_node
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import RowId, sweep_deadlines
@@ -28,7 +28,7 @@ async def next_task(
     request: Request,
     wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll seconds"),
     principal: Principal = Depends(require_node()),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> TaskAssignment | Response:
     def touch() -> None:
         with hub.sessions() as session:
@@ -61,7 +61,7 @@ def post_result(
     envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> TaskAck:
     """An Envelope(kind="task.result", study_id, round, payload=TaskResult); fresh per post."""
     done = tasks.record_result(session, hub.clock, hub.settings, principal.id, task_id, envelope)

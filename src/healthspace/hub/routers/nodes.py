@@ -9,7 +9,7 @@ from healthspace.core.enums import Role
 from healthspace.core.envelope import Envelope
 from healthspace.core.models import NodeEnroll, NodeEnrolled, NodeView
 from healthspace.hub.auth import require, require_node, require_user
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import Page, page
 from healthspace.hub.schemas import PolicyPublished
@@ -31,7 +31,7 @@ def enrol_node(
         require(Role.OPERATOR, Role.DATA_HOLDER_ADMIN, note="data_holder_admin: own organisation")
     ),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> NodeEnrolled:
     enrolled = nodes.enrol(session, hub.clock, principal, spec)
     if not enrolled.created:
@@ -53,7 +53,7 @@ def publish_catalog(
     envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> NodeView:
     """An Envelope(kind="catalog", payload=Catalog); the first one may register the node key."""
     return nodes.publish_catalog(session, hub.clock, principal.id, envelope)
@@ -64,7 +64,7 @@ def publish_policy(
     envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> PolicyPublished:
     """An Envelope(kind="policy", payload={"policy": UsagePolicy}): the hub's pre-check copy."""
     return policies.publish(session, hub.clock, principal.id, envelope)
@@ -75,7 +75,7 @@ def publish_checkpoint(
     envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> dict[str, int]:
     """An Envelope(kind="ledger.checkpoint", payload=the node ledger's signed tree head)."""
     return checkpoints.publish(session, hub.clock, principal.id, envelope)

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from healthspace.core.envelope import Envelope
 from healthspace.hub.auth import require_node
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.services import secagg
 from healthspace.hub.services.secagg import PrekeyStock
@@ -29,7 +29,7 @@ def upload_prekeys(
     envelope: Envelope,
     principal: Principal = Depends(require_node()),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> PrekeyStock:
     """An Envelope(kind="secagg.prekeys", payload={"prekeys": [Prekey, …]})."""
     return secagg.upload(session, hub.clock, principal.id, envelope)

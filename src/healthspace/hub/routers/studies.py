@@ -10,7 +10,7 @@ from healthspace.core.enums import Role, StudyStatus
 from healthspace.core.models import Feedback, StudyList, StudySpec, StudyView
 from healthspace.core.registry_models import StudyProgress
 from healthspace.hub.auth import require, require_user
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import Page, RowId, page, sweep_deadlines
@@ -28,7 +28,7 @@ def check_study(
     spec: StudySpec,
     principal: Principal = Depends(require(Role.CONSUMER, Role.OPERATOR)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> CheckResult:
     """What submitting ``spec`` would decide at each node; stores nothing."""
     return studies.check(session, hub.clock, principal, spec)
@@ -39,7 +39,7 @@ def submit_study(
     spec: StudySpec,
     principal: Principal = Depends(require(Role.CONSUMER, Role.OPERATOR)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> StudyView:
     view, woken = studies.submit(session, hub.clock, hub.settings, principal, spec)
     hub.notifier.notify(*(node_topic(n) for n in woken))
@@ -51,7 +51,7 @@ def list_studies(
     status_: StudyStatus | None = Query(None, alias="status"),
     principal: Principal = Depends(require_user(note=VISIBILITY)),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
     p: Page = Depends(page),
 ) -> StudyList:
     rows = studies.list_studies(
@@ -65,7 +65,7 @@ async def get_study(
     study_id: RowId,
     wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll until terminal"),
     principal: Principal = Depends(require_user(note=VISIBILITY)),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> StudyView:
     def check() -> StudyView:
         sweep_deadlines(hub)
@@ -95,7 +95,7 @@ async def get_study(
 def get_progress(
     study_id: RowId,
     principal: Principal = Depends(require_user(note=VISIBILITY)),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> StudyProgress:
     """What the study reported round by round (a training round's loss, AUC, nodes
     reporting and nodes dropped), for live progress."""
@@ -111,7 +111,7 @@ def cancel_study(
         require(Role.CONSUMER, Role.OPERATOR, note="consumer: only its own studies")
     ),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> StudyView:
     view = studies.cancel(session, hub.clock, principal, study_id)
     hub.notifier.notify(study_topic(study_id))
@@ -128,6 +128,6 @@ def give_feedback(
         require(Role.CONSUMER, Role.OPERATOR, note="the submitter only, once, after it ends")
     ),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> Feedback:
     return feedback.give(session, hub.clock, principal, study_id, spec)

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from healthspace.core.models import TokenIssue, TokenView
 from healthspace.hub.auth import require_user
-from healthspace.hub.deps import HubState, get_hub, get_session
+from healthspace.hub.deps import HubState, get_session, hub_state
 from healthspace.hub.principal import Principal
 from healthspace.hub.services import tokens
 
@@ -19,6 +19,6 @@ def issue_token(
     spec: TokenIssue,
     principal: Principal = Depends(require_user(note="non-operators: only for themselves")),
     session: Session = Depends(get_session),
-    hub: HubState = Depends(get_hub),
+    hub: HubState = Depends(hub_state),
 ) -> TokenView:
     return tokens.issue_for_user(session, hub.clock, principal, spec)

@@ -4,9 +4,10 @@ Services *queue* an entry on the SQLAlchemy session with :func:`queue`; the entr
 to the ledger (``healthspace.ledger``) only after that unit of work commits, so a rolled-back
 change is never recorded. In the running hub a writer thread appends them in order and signs a
 checkpoint at the head whenever it has drained what was waiting (gathering for
-:data:`GATHER_S` first), so ledger I/O and signatures stay off the request path; readers of the ledger API call :meth:`AuditTrail.flush` first.
-A hub process killed between a commit and the writer's append can lose those last entries
-(milliseconds of work); ``synchronous=True`` (used by one-shot commands) appends in the caller.
+:data:`GATHER_S` first), so ledger I/O and signatures stay off the request path; readers
+of the ledger API call :meth:`AuditTrail.flush` first. A hub process killed between a commit
+and the writer's append can lose those last entries (milliseconds of work);
+``synchronous=True`` (used by one-shot commands) appends in the caller.
 """
 
 from __future__ import annotations
