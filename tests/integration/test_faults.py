@@ -179,8 +179,16 @@ def status_is(f: Fed, study_id: int, node: str, status: str, round_: int = 1) ->
     return row is not None and row["status"] == status
 
 
+def flush_hub_ledger(f: Fed) -> None:
+    """Have the running hub append every entry its writer holds (a ledger read through the
+    API flushes first), so the file read next holds everything committed so far."""
+    httpx.get(f"{f.fed.url}/api/v1/audit/entries?limit=1", timeout=30,
+              headers={"Authorization": f"Bearer {f.fed.operator_token}"}).raise_for_status()
+
+
 def hub_results(f: Fed, study_id: int) -> dict[int, int]:
     """task id -> task.result entries in the hub's audit ledger (one per accepted result)."""
+    flush_hub_ledger(f)
     rows = query(f.fed.hub_file, "SELECT subject FROM ledger_entries WHERE action = 'task.result'"
                  " AND subject LIKE ?", f"study:{study_id}/%")
     counts: dict[int, int] = {}
@@ -235,6 +243,7 @@ def cli(*args: str) -> dict[str, Any]:
 def assert_ledgers_consistent(f: Fed, nodes: list[str], *, through_cli: bool = False) -> None:
     """The hub ledger verifies; each node's ledger verifies against the checkpoints it
     published and records the same executions as the hub (``healthspace audit``)."""
+    flush_hub_ledger(f)
     hub_db = str(f.fed.hub_file)
     if through_cli:
         assert cli("audit", "verify", "--hub-db", hub_db)["ok"] is True
@@ -421,8 +430,7 @@ def test_a_locked_hub_database_delays_requests_and_past_the_bound_answers_503(fa
 
     # The ledger writer appends what the last study committed first: a writer held up past
     # the bound loses its batch ("audit ledger append failed"), which is not this test's case.
-    httpx.get(f"{f.fed.url}/api/v1/audit/entries?limit=1", timeout=30,
-              headers={"Authorization": f"Bearer {f.fed.operator_token}"}).raise_for_status()
+    flush_hub_ledger(f)
     with write_locked(f.fed.hub_file):  # longer than the bound
         counts = {t: _count(f, t) for t in ("studies", "tasks", "study_events",
                                             "ledger_entries")}

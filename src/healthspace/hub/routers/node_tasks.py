@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from healthspace.core.envelope import Envelope
 from healthspace.core.models import TaskAck, TaskAssignment
 from healthspace.hub.auth import require_node
-from healthspace.hub.deps import HubState, get_session, hub_state
+from healthspace.hub.deps import HubState, hub_state
 from healthspace.hub.notifier import long_poll, node_topic, study_topic
 from healthspace.hub.principal import Principal
 from healthspace.hub.routers.common import RowId, sweep_deadlines
@@ -60,11 +59,14 @@ def post_result(
     task_id: RowId,
     envelope: Envelope,
     principal: Principal = Depends(require_node()),
-    session: Session = Depends(get_session),
     hub: HubState = Depends(hub_state),
 ) -> TaskAck:
     """An Envelope(kind="task.result", study_id, round, payload=TaskResult); fresh per post."""
-    done = tasks.record_result(session, hub.clock, hub.settings, principal.id, task_id, envelope)
+    # The session is opened here, not by a dependency: every result would otherwise pay two
+    # more worker-thread hops (the dependency's enter and exit).
+    with hub.sessions() as session:
+        done = tasks.record_result(session, hub.clock, hub.settings, principal.id, task_id,
+                                   envelope)
     # A study's long-pollers wait for its status to change: only a closed round wakes them.
     topics = [study_topic(done.study_id)] if done.moved else []
     hub.notifier.notify(*topics, *(node_topic(n) for n in done.woken))

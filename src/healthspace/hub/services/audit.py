@@ -6,7 +6,7 @@ change is never recorded. In the running hub a writer thread appends them in ord
 checkpoint at the head whenever it has drained what was waiting (gathering for
 :data:`GATHER_S` first), so ledger I/O and signatures stay off the request path; readers
 of the ledger API call :meth:`AuditTrail.flush` first. A hub process killed between a commit
-and the writer's append can lose those last entries (milliseconds of work);
+and the writer's append can lose those last entries (the last ~50 ms of work);
 ``synchronous=True`` (used by one-shot commands) appends in the caller.
 """
 

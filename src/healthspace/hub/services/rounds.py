@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import exists, select, update
@@ -179,10 +179,10 @@ class Advanced(NamedTuple):
     changed), and the ids of nodes given new tasks."""
 
     moved: bool
-    woken: list[int]
+    woken: Sequence[int]
 
 
-STILL = Advanced(False, [])
+STILL = Advanced(False, ())
 OPEN = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
 
