@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -51,7 +51,7 @@ def _expect(envelope: Envelope, field: str, expected: Any) -> None:
 class Verified:
     """An envelope whose sender, kind, scope and signature have been checked; not stored yet."""
 
-    node: Node
+    node_id: int
     envelope: Envelope
     first_use: bool
 
@@ -77,7 +77,7 @@ def verify(
     _expect(envelope, "node_id", node_id)
     _expect(envelope, "study_id", study_id)
     _expect(envelope, "round", round)
-    node = session.get(Node, node_id)
+    node = session.execute(select(Node.public_key).where(Node.id == node_id)).first()
     if node is None:
         raise NotFound("node not found")
     keys = node_keys.trusted(session, node_id, envelope.timestamp)
@@ -91,17 +91,17 @@ def verify(
             field="key_id",
         )
     verify_envelope(envelope, keys, now=clock.now())
-    return Verified(node, envelope, first_use)
+    return Verified(node_id, envelope, first_use)
 
 
 def store(session: Session, clock: Clock, verified: Verified) -> StoredEnvelope:
     """Spend the envelope's nonce (a nonce seen before → 409) and keep the envelope; the
     caller commits. The first write of the caller's transaction."""
-    node, envelope = verified.node, verified.envelope
+    node_id, envelope = verified.node_id, verified.envelope
     now = clock.now()
     if _PRUNE.due(session, clock):
         session.execute(delete(EnvelopeNonce).where(EnvelopeNonce.seen_at < now - NONCE_RETENTION))
-    session.add(EnvelopeNonce(nonce=envelope.nonce, node_id=node.id, seen_at=now))
+    session.add(EnvelopeNonce(nonce=envelope.nonce, node_id=node_id, seen_at=now))
     try:
         session.flush()
     except IntegrityError as exc:
@@ -109,9 +109,12 @@ def store(session: Session, clock: Clock, verified: Verified) -> StoredEnvelope:
         raise ReplayError("this envelope's nonce was already used; re-seal the message",
                           field="nonce") from exc
     if verified.first_use:
+        node = session.get(Node, node_id)
+        if node is None:
+            raise NotFound("node not found")
         node_keys.register(session, clock, node, envelope.key_id)
     stored = StoredEnvelope(
-        node_id=node.id,
+        node_id=node_id,
         kind=envelope.kind,
         study_id=envelope.study_id,
         round=envelope.round,

@@ -9,6 +9,7 @@ nodes; a consumer those of the studies it submitted.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy import Select, false, select
@@ -20,7 +21,7 @@ from healthspace.core.envelope import Envelope
 from healthspace.core.errors import InvalidInput, invalid_from_validation
 from healthspace.core.metering import Meter, MeterList, MeterRecordView
 from healthspace.core.models import TaskResult
-from healthspace.hub.db.models import MeterRecord, Node, Study, Task, User
+from healthspace.hub.db.models import MeterRecord, Node, Study, User
 from healthspace.hub.principal import Principal
 from healthspace.hub.services import audit
 from healthspace.hub.services.periods import month_range
@@ -49,18 +50,28 @@ def parse(envelope: Envelope, result: TaskResult, analysis: str) -> Meter | None
     return meter
 
 
-def record(session: Session, at: datetime, task: Task, meter: Meter, envelope_id: int,
-           purpose: str) -> None:
-    """Store a task's meter (its study's ``purpose`` with it) and put it on the ledger (the
-    caller commits)."""
+class TaskRef(NamedTuple):
+    """The task a meter belongs to, as the result path already read it."""
+
+    id: int
+    study_id: int
+    node_id: int
+    node: str
+    round: int
+    purpose: str  # its study's
+
+
+def record(session: Session, at: datetime, task: TaskRef, meter: Meter,
+           envelope_id: int) -> None:
+    """Store a task's meter and put it on the ledger (the caller commits)."""
     session.add(MeterRecord(
         study_id=task.study_id, task_id=task.id, node_id=task.node_id, round=task.round,
-        analysis=meter.analysis, purpose=purpose, preview=meter.preview,
+        analysis=meter.analysis, purpose=task.purpose, preview=meter.preview,
         status=str(meter.status), records_scanned=meter.records_scanned,
         persons=meter.persons, persons_band=meter.persons_band, seconds=meter.seconds,
         bytes=meter.bytes, epsilon=meter.epsilon, envelope_id=envelope_id, recorded_at=at,
     ))
-    audit.queue(session, task.node.name, "meter.record",
+    audit.queue(session, task.node, "meter.record",
                 audit.task_subject(task.study_id, task.round, task.id),
                 {**meter.model_dump(mode="json"), "envelope_id": envelope_id})
 

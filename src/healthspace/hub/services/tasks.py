@@ -14,7 +14,7 @@ from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.core.envelope import Envelope, sign_assignment
 from healthspace.core.errors import Forbidden, NotFound
 from healthspace.core.models import TaskAck, TaskAssignment, TaskResult
-from healthspace.hub.db.models import Study, StudyNode, Task
+from healthspace.hub.db.models import Node, Study, StudyNode, Task
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.services import (
     approvals,
@@ -125,23 +125,27 @@ def record_result(
     Everything that only reads (the task, the signature, the payload's shape, its metering)
     is checked before the first write, so the write transaction is short: on SQLite writers queue.
     """
-    task = session.get(Task, task_id)
-    if task is None:
+    row = session.execute(
+        select(Task.node_id, Task.study_id, Task.round, Task.status, Task.started_at,
+               Node.name, Study.analysis, Study.status, Study.purpose)
+        .join(Node, Node.id == Task.node_id).join(Study, Study.id == Task.study_id)
+        .where(Task.id == task_id)
+    ).first()
+    if row is None:
         raise NotFound(f"task {task_id} not found")
-    if task.node_id != node_id:
+    (owner, study_id, round_, task_status, started_at, node_name, analysis, study_status,
+     purpose) = row
+    if owner != node_id:
         raise Forbidden(f"task {task_id} is not assigned to this node")
-    study_id, round_, node_name = task.study_id, task.round, task.node.name
     verified = envelopes.verify(
         session, clock, node_id, envelope, kind="task.result", study_id=study_id, round=round_
     )
-    analysis, study_status, purpose = session.execute(
-        select(Study.analysis, Study.status, Study.purpose).where(Study.id == study_id)).one()
     result = envelopes.payload_as(envelope, TaskResult)
     meter = metering.parse(envelope, result, analysis)
     live = not StudyStatus(study_status).terminal
     stored = envelopes.store(session, clock, verified)
     duplicate = Recorded(TaskAck(task_id=task_id, accepted=True, duplicate=True), study_id)
-    if TaskStatus(task.status).terminal:  # a retry of an answer we already have
+    if TaskStatus(task_status).terminal:  # a retry of an answer we already have
         session.commit()  # the envelope is kept, and its nonce spent
         return duplicate
     now = clock.now()
@@ -153,7 +157,7 @@ def record_result(
             status=result.status,
             error=result.error,
             metrics=result.metrics.model_dump(mode="json"),
-            started_at=task.started_at or now,
+            started_at=started_at or now,
             finished_at=now,
             envelope_id=stored.id,
         ),
@@ -167,7 +171,8 @@ def record_result(
                     {"status": str(result.status), "envelope_id": stored.id,
                      "payload_digest": envelope.payload_digest})
         if meter is not None:
-            metering.record(session, now, task, meter, stored.id, purpose)
+            ref = metering.TaskRef(task_id, study_id, node_id, node_name, round_, purpose)
+            metering.record(session, now, ref, meter, stored.id)
     session.commit()
     if not changed:  # a concurrent retry won the race
         return duplicate
