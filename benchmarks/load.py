@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -88,6 +89,9 @@ class LoadConfig:
     timeout_s: float = 600.0
     db: str | None = None
     synchronous: str = "full"  # a SQLite hub's synchronous level (healthspace.hub.db.session)
+    # The hub process on core 0 and every other process of the run (agents, consumers) on
+    # the other cores, as if the hub had a machine of its own; off: all share every core.
+    pin_hub: bool = False
 
 
 @dataclass
@@ -134,7 +138,7 @@ class LoadReport:
             "wrong_results": len(self.problems), "target_p95_s": 1.0,
             "target_met": added["p95_s"] < 1.0,
             "db": "postgresql" if c.db else f"sqlite (synchronous={c.synchronous})",
-            "setup_s": round(self.setup_s, 1),
+            "setup_s": round(self.setup_s, 1), "pin_hub": c.pin_hub,
             "http_statuses": {str(code): n for code, n in sorted(
                 (self.consumer_http.statuses + self.agent_http.statuses).items())},
         }
@@ -174,6 +178,8 @@ def run_load(config: LoadConfig, root: Path, cohort: dict[str, Any] | None = Non
             setup_s = time.perf_counter() - t
             assert hub.hub_process is not None
             pids = pool.pids()
+            if config.pin_hub:
+                pin(hub.hub_process.pid, [os.getpid(), *pids])
             hub_cpu, agents_cpu = cpu_seconds(hub.hub_process.pid), sum(map(cpu_seconds, pids))
             started = time.perf_counter()
             plan = ConsumerPlan(nodes=names, cohort=cohort, studies=config.studies,
@@ -192,6 +198,23 @@ def run_load(config: LoadConfig, root: Path, cohort: dict[str, Any] | None = Non
         problems.append(f"{missing} studies were not submitted or not finished in time")
     return LoadReport(config, studies, tasks, consumer_http, result.tally, wall, hub_cpu,
                       agents_cpu, problems, setup_s, {s.name: s.store for s in specs})
+
+
+def pin(hub_pid: int, others: list[int]) -> None:
+    """The hub on core 0, ``others`` on the remaining cores (needs at least two)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise RuntimeError("--pin-hub needs at least two cores")
+    _affinity(hub_pid, {cores[0]})
+    for pid in others:
+        _affinity(pid, set(cores[1:]))
+
+
+def _affinity(pid: int, cores: set[int]) -> None:
+    """Every thread of ``pid`` (a process's threads keep their own affinity), and so the
+    threads they start later, on ``cores``."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cores)
 
 
 def warm_up(url: str, token: str, names: list[str], cohort: dict[str, Any]) -> None:
@@ -255,6 +278,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, LoadC
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds the consumers may take in all")
     parser.add_argument("--db", default=None, help="hub database URL (default: SQLite)")
+    parser.add_argument("--pin-hub", action="store_true",
+                        help="run the hub on core 0 and agents and consumers on the others")
     parser.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full",
                         help="the SQLite hub's synchronous level (docs/operations.md)")
     parser.add_argument("--workdir", type=Path, default=None, help="kept if given")
@@ -268,7 +293,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, LoadC
                         think_s=args.think, targets=args.targets, stores=args.stores,
                         persons=args.persons, agent_procs=args.agent_procs,
                         poll_wait=args.poll_wait, timeout_s=args.timeout, db=args.db,
-                        synchronous=args.sqlite_synchronous)
+                        synchronous=args.sqlite_synchronous, pin_hub=args.pin_hub)
     return args, config
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -105,3 +108,31 @@ def test_province_on_a_tiny_store(tmp_path, capsys):
                                                                   rel=0.01)
     assert result["glm_converged"] is True and result["glm_rounds"] >= 3
     assert result["glm_records_scanned"] > 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two cores")
+def test_pinning_puts_the_hub_on_a_core_of_its_own_with_every_thread(tmp_path):
+    """The coordination measurement's pinning: every thread of the hub process on the first
+    core, every thread of the others on the rest (threads keep their own affinity)."""
+    from load import pin
+
+    script = "import threading, time\nthreading.Thread(target=time.sleep, args=(30,)).start()\n"
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
+    try:
+        for p in procs:  # both threads started
+            deadline = time.monotonic() + 10
+            while len(os.listdir(f"/proc/{p.pid}/task")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        pin(procs[0].pid, [procs[1].pid])
+        cores = sorted(os.sched_getaffinity(0))
+
+        def affinities(pid: int) -> set[frozenset[int]]:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            return {frozenset(os.sched_getaffinity(int(t))) for t in tasks}
+
+        assert affinities(procs[0].pid) == {frozenset(cores[:1])}
+        assert affinities(procs[1].pid) == {frozenset(cores[1:])}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
