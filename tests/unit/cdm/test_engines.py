@@ -18,7 +18,6 @@ import psycopg
 import pytest
 import sqlglot
 from sqlglot import exp
-from tests.conftest import require_eunomia
 from tests.pgcluster import Cluster
 
 from healthspace.analyses.execute import run_local
@@ -26,7 +25,6 @@ from healthspace.cdm.engines import StoreSpec, open_engine
 from healthspace.cdm.engines.export import copy_to_postgres
 from healthspace.cdm.engines.postgres import PostgresConnection, libpq_url
 from healthspace.cdm.engines.sql import UnsupportedStatement, translate
-from healthspace.cdm.ingest import ingest_dir
 from healthspace.cdm.store import catalog, open_store
 from healthspace.core.encoding import decode_array
 from healthspace.core.errors import HealthspaceError, InvalidInput
@@ -132,33 +130,6 @@ def cluster() -> Iterator[Cluster]:
     pg = Cluster()
     yield pg
     pg.stop()
-
-
-def make_synth_store(out: Path) -> Path:
-    """One synthetic hospital (2,500 persons) ingested into a DuckDB store."""
-    from healthspace.cdm.synth import generate
-
-    generate(out, sites=1, persons=2_500, seed=11)
-    store = out / "node.duckdb"
-    ingest_dir(store, out / "hospital_1")
-    return store
-
-
-def make_eunomia_store(out: Path) -> Path:
-    """Eunomia GiBleed ingested into a DuckDB store (skips when the sample is absent)."""
-    store = out / "node.duckdb"
-    ingest_dir(store, require_eunomia())
-    return store
-
-
-@pytest.fixture(scope="module")
-def synth_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synth_store(tmp_path_factory.mktemp("engines_synth"))
-
-
-@pytest.fixture(scope="module")
-def eunomia_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_eunomia_store(tmp_path_factory.mktemp("engines_eunomia"))
 
 
 def _load(cluster: Cluster, store: Path, schema: str) -> str:

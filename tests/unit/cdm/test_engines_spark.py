@@ -16,8 +16,6 @@ from tests.unit.cdm.test_engines import (
     EUNOMIA_STUDIES,
     STARTERS,
     assert_same,
-    make_eunomia_store,
-    make_synth_store,
     run_study,
 )
 
@@ -88,16 +86,6 @@ def synth_spark(spark, synth_store: Path, tmp_path_factory) -> Iterator[tuple[An
     yield duck, con
     con.close()
     duck.close()
-
-
-@pytest.fixture(scope="module")
-def synth_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synth_store(tmp_path_factory.mktemp("spark_synth"))
-
-
-@pytest.fixture(scope="module")
-def eunomia_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_eunomia_store(tmp_path_factory.mktemp("spark_eunomia"))
 
 
 def test_spark_node_gives_the_duckdb_answers(synth_spark) -> None:
