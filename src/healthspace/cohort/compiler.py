@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlglot import exp
@@ -271,7 +273,7 @@ def _render(tree: exp.Expr, values: dict[str, Any], dialect: str) -> tuple[str, 
     order is read off the rendered text. Only our markers can match there: user values are
     never part of the SQL text, which holds just schema names, CTE names and markers.
     """
-    named = tree.sql(dialect=dialect)
+    named = tree.sql(dialect=dialect, copy=False)  # the tree is ours and used once
     before, _, after = exp.Placeholder(this=f"{_MARK}0").sql(dialect=dialect).partition(_MARK + "0")
     marker = re.compile(re.escape(before) + _MARK + r"(\d+)" + re.escape(after))
     positional = exp.Placeholder().sql(dialect=dialect)
@@ -288,7 +290,32 @@ def _render(tree: exp.Expr, values: dict[str, Any], dialect: str) -> tuple[str, 
 
 
 def compile_cohort(defn: CohortDefinition, dialect: str = "duckdb") -> CompiledQuery:
-    """SQL selecting ``person_id, index_date`` for every person in the cohort at this node."""
+    """SQL selecting ``person_id, index_date`` for every person in the cohort at this node.
+
+    Compiled queries are remembered (the last :data:`CACHE_SIZE`, by the definition's criteria
+    and the dialect): an iterative analysis compiles its cohort again every round, and a node
+    sees the same feasibility cohort from many consumers. A hit is a fresh copy.
+    """
+    key = (defn.model_dump_json(exclude={"name", "description"}), dialect)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+    if hit is None:
+        hit = _compile(defn, dialect)
+        with _CACHE_LOCK:
+            _CACHE[key] = hit
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return replace(hit, params=list(hit.params))
+
+
+CACHE_SIZE = 256
+_CACHE: OrderedDict[tuple[str, str], CompiledQuery] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _compile(defn: CohortDefinition, dialect: str) -> CompiledQuery:
     b = _Builder()
     entry = b.entry(defn.entry.kind, defn.entry.spec)
     where = [b.criterion(c, entry) for c in defn.inclusion]

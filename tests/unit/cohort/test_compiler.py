@@ -654,3 +654,23 @@ def test_compiled_cohort_equals_reference_evaluation(seed: int) -> None:
         assert store.cohort(defn) == expected, raw
         sizes.append(len(expected))
     assert sum(sizes) > 0 and any(0 < n < 40 for n in sizes)  # the data exercise the rules
+
+
+def test_compiled_queries_are_remembered_by_criteria_and_dialect() -> None:
+    from healthspace.cohort import compiler
+
+    compiler._CACHE.clear()
+    base = {"entry": {"condition": {"codes": ["ICD10:E11%"]}}, "inclusion": [{"age": {"min": 40, "max": 75}}]}
+    first = compile_cohort(load_cohort({**base, "name": "first"}))
+    first.params.append("tampered")  # a caller's copy: the remembered query is not changed
+    renamed = compile_cohort(load_cohort({**base, "name": "renamed", "description": "same"}))
+    assert (renamed.sql, renamed.params) == (first.sql, first.params[:-1])
+    assert len(compiler._CACHE) == 1  # the name and description do not change the SQL
+    older = compile_cohort(load_cohort({**base, "inclusion": [{"age": {"min": 41}}]}))
+    assert older.params != renamed.params and len(compiler._CACHE) == 2
+    postgres = compile_cohort(load_cohort(base), dialect="postgres")
+    assert "%s" in postgres.sql and "?" in renamed.sql and len(compiler._CACHE) == 3
+    for k in range(compiler.CACHE_SIZE + 5):  # bounded: the oldest are dropped
+        bounds = {"min": k % 130, "max": 130 + k % 20}
+        compile_cohort(load_cohort({**base, "inclusion": [{"age": bounds}]}))
+    assert len(compiler._CACHE) == compiler.CACHE_SIZE

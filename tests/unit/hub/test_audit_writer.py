@@ -1,4 +1,5 @@
-"""The hub's ledger writer waits out a locked database instead of dropping entries."""
+"""The hub's ledger writer waits out a locked database instead of dropping entries, and signs
+the head about once a second however busy the hub is."""
 
 from __future__ import annotations
 
@@ -7,21 +8,21 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from hubkit import START
 
 from healthspace.core.clock import FixedClock
 from healthspace.hub.bootstrap import init_hub
 from healthspace.hub.db.session import make_engine, make_sessionmaker
 from healthspace.hub.services import hub_keys
-from healthspace.hub.services.audit import AuditTrail
+from healthspace.hub.services.audit import CHECKPOINT_S, AuditTrail
 from healthspace.ledger.verify import verify
 
 
-def test_entries_committed_while_the_store_is_locked_all_reach_the_ledger(
-        tmp_path: Path) -> None:
-    path = tmp_path / "hub.db"
+def _trail(path: Path, url: str) -> tuple[AuditTrail, Engine, sessionmaker[Session]]:
     init_hub(f"sqlite:///{path}", clock=FixedClock(START))
-    url = f"sqlite:///{path}?timeout=0.2"  # the writer's own attempts give up after 0.2 s
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
 
@@ -29,7 +30,14 @@ def test_entries_committed_while_the_store_is_locked_all_reach_the_ledger(
         with sessions() as session:
             return hub_keys.signing_key(session)
 
-    trail = AuditTrail(engine, key, FixedClock(START))
+    return AuditTrail(engine, key, FixedClock(START)), engine, sessions
+
+
+def test_entries_committed_while_the_store_is_locked_all_reach_the_ledger(
+        tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    # the writer's own attempts give up after 0.2 s
+    trail, engine, sessions = _trail(path, f"sqlite:///{path}?timeout=0.2")
     trail.record("hub", "test.before", "thing:0")
     trail.flush()
     before = trail.store.count()
@@ -53,4 +61,27 @@ def test_entries_committed_while_the_store_is_locked_all_reach_the_ledger(
     report = verify(trail.store, {public})
     assert report.ok, report.problem
     assert report.entries == before + 20
+    engine.dispose()
+
+
+def test_a_busy_hub_signs_about_once_a_second_and_a_quiet_one_signs_its_head(
+        tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    trail, engine, sessions = _trail(path, f"sqlite:///{path}")
+    started = time.monotonic()
+    recorded = 0
+    while time.monotonic() - started < 2.5:  # a commit every 10 ms: ~50 writer batches
+        recorded += 1
+        trail.record("hub", "test.busy", f"thing:{recorded}")
+        time.sleep(0.01)
+    busy = time.monotonic() - started
+    time.sleep(CHECKPOINT_S + 1.0)  # no flush: the idle writer signs what it appended
+    checkpoints = list(trail.store.checkpoints())
+    assert recorded > 100 and trail.store.count() == recorded + 1  # + the hub's own init
+    # init's own, then one a second from the first batch on, then the quiet head (not ~50)
+    assert 3 <= len(checkpoints) <= busy / CHECKPOINT_S + 3, len(checkpoints)
+    assert checkpoints[-1].size == trail.store.count()  # the head is signed
+    with sessions() as session:
+        public = hub_keys.public_info(session)["public_key"]
+    assert verify(trail.store, {public}).ok
     engine.dispose()

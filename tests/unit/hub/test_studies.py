@@ -208,6 +208,25 @@ def test_study_long_poll_times_out_with_the_current_state(space: Space) -> None:
     assert view["status"] == "running" and time.monotonic() - started >= 0.3
 
 
+def test_a_long_poll_is_refused_before_it_waits(space: Space) -> None:
+    """Visibility is checked first: another consumer's study is 403 and a missing one 404 at
+    once, not after the 30 s wait; the owner's finished study returns its full view at once."""
+    hub = space.hub
+    study = hub.submit(space.alice, nodes=["node-a"])
+    started = time.monotonic()
+    theirs = hub.call("GET", f"/studies/{study['id']}?wait=30", space.bob)
+    missing = hub.call("GET", f"/studies/{study['id'] + 1000}?wait=30", space.alice)
+    assert (theirs.status_code, missing.status_code) == (403, 404)
+    assert "may not see" in theirs.json()["detail"]["message"]
+    task = hub.next_task(space.node_a)
+    assert task is not None
+    hub.post(space.node_a, task["task_id"], status="completed", partial=CC_PARTIAL)
+    view = hub.study(space.alice, study["id"], wait=30)
+    assert view["status"] == "completed" and view["result"] is not None
+    assert [t["status"] for t in view["tasks"]] == ["completed"]
+    assert time.monotonic() - started < 10
+
+
 def test_long_poll_falls_back_to_periodic_recheck(space_template: Space, tmp_path: Path) -> None:
     """A write made by another hub process (whose wake-up we never hear) is still seen."""
     space = copy_space(space_template, tmp_path, HubSettings(recheck_seconds=0.1))

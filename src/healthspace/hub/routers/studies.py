@@ -79,12 +79,16 @@ async def get_study(
         with hub.sessions() as session:
             return studies.status_of(session, study_id)
 
-    view = await run_in_threadpool(check)  # visibility first: 404 / 403 before any wait
-    if wait > 0 and not view.status.terminal:
+    def visible() -> StudyStatus:
+        sweep_deadlines(hub)
+        with hub.sessions() as session:
+            return studies.visible_status(session, hub.clock, principal, study_id)
+
+    if wait > 0 and not (await run_in_threadpool(visible)).terminal:  # 404 / 403 first
         await long_poll(hub.notifier, study_topic(study_id), state,
                         lambda found: found is None or found.terminal,
                         wait=wait, recheck=hub.settings.recheck_seconds)
-        view = await run_in_threadpool(check)
+    view = await run_in_threadpool(check)
     if view.result is not None:  # every read of a released result is on the record
         await run_in_threadpool(hub.audit.record, principal.name, "study.result_access",
                                 f"study:{study_id}", {"status": str(view.status)})

@@ -113,12 +113,13 @@ def evaluate(
     """The engine's decision for one node under its published policy."""
     policy = node_policy(node)
     context = DecisionContext(now=now, approvals=approvals or [])
-    if request.preview:
+    # The counts are read only where the policy limits them (one query per node otherwise).
+    if request.preview and policy.preview_rules.mode != "off":
         consumer = session.get(User, consumer_id)
         org_id = consumer.org_id if consumer is not None else -1
         count = previews_last_hour(session, node.id, org_id, request.submitted_at, before)
         context = context.model_copy(update={"previews_last_hour": count})
-    else:
+    elif not request.preview and policy.rate_limit_per_day is not None:
         count = studies_today(session, node.id, consumer_id, request.submitted_at, before)
         context = context.model_copy(update={"studies_today": count})
     return decide(request, policy, context), policy

@@ -2,12 +2,14 @@
 
 Services *queue* an entry on the SQLAlchemy session with :func:`queue`; the entries are handed
 to the ledger (``healthspace.ledger``) only after that unit of work commits, so a rolled-back
-change is never recorded. In the running hub a writer thread appends them in order and signs a
-checkpoint at the head whenever it has drained what was waiting (gathering for
-:data:`GATHER_S` first), so ledger I/O and signatures stay off the request path; readers
-of the ledger API call :meth:`AuditTrail.flush` first. A hub process killed between a commit
-and the writer's append can lose those last entries (the last ~50 ms of work);
-``synchronous=True`` (used by one-shot commands) appends in the caller.
+change is never recorded. In the running hub a writer thread appends them in order (gathering
+for :data:`GATHER_S` first) and signs a checkpoint at the head at most every
+:data:`CHECKPOINT_S` — at once when nothing was signed for that long, else when that much time
+has passed — so ledger I/O and signatures stay off the request path and a busy hub signs about
+once a second, not once per burst. Readers of the ledger API call :meth:`AuditTrail.flush`
+first, which also signs the head. A hub process killed between a commit and the writer's
+append can lose those last entries (the last ~50 ms of work); ``synchronous=True`` (used by
+one-shot commands) appends and signs in the caller.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ RETRY_FOR = 300.0
 # The writer waits this long after the first waiting entry before it drains the queue, so a
 # busy hub appends (and signs a checkpoint) once per burst, not once per commit.
 GATHER_S = 0.05
+# The newest entries are under a signed checkpoint within about this many seconds (every
+# entry is hash-chained at once; the checkpoint signs the Merkle root over all of them).
+CHECKPOINT_S = 1.0
 _STORE_ERRORS = (SQLAlchemyError, StoreBusy)
 
 
@@ -99,13 +104,24 @@ class AuditTrail:
         self._ledger: Ledger | None = None
         self._pending: queues.Queue[list[Item]] = queues.Queue()
         self._writer: threading.Thread | None = None
+        self._unsigned = False  # entries appended since the last checkpoint
+        self._signed_at = -CHECKPOINT_S  # monotonic time of the last checkpoint
 
-    def _current(self) -> Ledger:
-        key = self.signing_key()  # a rotated hub key signs the next checkpoint at once
+    def _current(self, *, key_check: bool = True) -> Ledger:
+        """The ledger; the hub key is re-read for every checkpoint (a key rotated by another
+        process signs the next one), not for every append."""
+        if self._ledger is not None and not key_check:
+            return self._ledger
+        key = self.signing_key()
         if self._ledger is None or self._ledger.signing_key.encode() != key.encode():
             self._ledger = Ledger(self.store, owner=HUB_LEDGER, signing_key=key,
                                   checkpoint_every=1000, clock=self.clock)
         return self._ledger
+
+    def _sign(self) -> None:
+        """Checkpoint the head now (the caller holds the ledger lock)."""
+        self._current().checkpoint()
+        self._unsigned, self._signed_at = False, time.monotonic()
 
     def append(self, entries: list[Item]) -> None:
         if not entries:
@@ -127,10 +143,23 @@ class AuditTrail:
         deadline = time.monotonic() + timeout
         while self._pending.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.002)
+        with self._lock:
+            if self._unsigned:
+                with contextlib.suppress(*_STORE_ERRORS):  # the writer signs it later
+                    self._sign()
 
     def _run(self) -> None:
         while True:
-            batches = [self._pending.get()]
+            try:
+                batches = [self._pending.get(timeout=CHECKPOINT_S if self._unsigned else None)]
+            except queues.Empty:  # quiet for a while: sign what was appended
+                with self._lock:
+                    if self._unsigned:
+                        try:
+                            self._sign()
+                        except _STORE_ERRORS:
+                            log.warning("audit ledger checkpoint failed; retrying")
+                continue
             time.sleep(GATHER_S)
             while True:  # take everything already waiting: one checkpoint per drained batch
                 try:
@@ -170,19 +199,23 @@ class AuditTrail:
                     with contextlib.suppress(*_STORE_ERRORS):
                         progress.settle(self.store.last_entry(), items)
 
-    def _append_from(self, items: list[Item], progress: _Progress) -> None:
+    def _append_from(self, items: list[Item], progress: _Progress, *, sign: bool = False
+                     ) -> None:
         with self._lock:
-            ledger = self._current()
+            ledger = self._current(key_check=False)
             if progress.head is None:
                 last = self.store.last_entry()
                 progress.head = last.seq if last else 0
             if progress.written < len(items):
                 run = ledger.append_all(items[progress.written:])  # one transaction
                 progress.written, progress.head = len(items), run[-1].seq
-            ledger.checkpoint()
+                self._unsigned = True
+            if sign or time.monotonic() - self._signed_at >= CHECKPOINT_S:
+                self._sign()
 
     def _write(self, batches: list[list[Item]]) -> None:
-        self._append_from([item for entries in batches for item in entries], _Progress())
+        self._append_from([item for entries in batches for item in entries], _Progress(),
+                          sign=True)
 
     def proof(self, seq: int) -> InclusionProof:
         self.flush()

@@ -15,12 +15,12 @@ from healthspace.core.errors import NotFound
 from healthspace.hub.db.models import HubKey
 from healthspace.hub.services import audit
 
+_ACTIVE = select(HubKey).where(HubKey.retired_at.is_(None)).order_by(HubKey.id.desc()).limit(1)
+
 
 def active_key(session: Session) -> HubKey:
     """The newest unretired hub key."""
-    key = session.scalar(
-        select(HubKey).where(HubKey.retired_at.is_(None)).order_by(HubKey.id.desc()).limit(1)
-    )
+    key = session.scalar(_ACTIVE)
     if key is None:
         raise NotFound("the hub has no active signing key; run 'healthspace hub init'")
     return key

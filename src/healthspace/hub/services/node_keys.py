@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from healthspace.core.clock import Clock
@@ -46,13 +46,13 @@ def trusted(session: Session, node_id: int, sealed_at: datetime) -> set[str]:
     so a message in flight during a rotation still verifies, but the old key cannot sign
     anything new (the freshness window bounds how late such a message may arrive).
     """
-    rows = session.scalars(
-        select(NodeKey.public_key).where(
-            NodeKey.node_id == node_id,
-            or_(NodeKey.retired_at.is_(None), NodeKey.retired_at >= sealed_at),
-        )
-    )
-    return set(rows)
+    return set(session.scalars(_TRUSTED, {"node_id": node_id, "sealed_at": sealed_at}))
+
+
+_TRUSTED = select(NodeKey.public_key).where(  # every signed envelope reads it: built once
+    NodeKey.node_id == bindparam("node_id"),
+    or_(NodeKey.retired_at.is_(None), NodeKey.retired_at >= bindparam("sealed_at")),
+)
 
 
 def history(session: Session, node_id: int) -> set[str]:

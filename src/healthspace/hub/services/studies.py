@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, false, select, update
+from sqlalchemy import ColumnElement, Select, false, select, true, update
 from sqlalchemy.orm import Session, selectinload
 
 from healthspace.analyses import registry
@@ -183,19 +183,23 @@ def submit(
 
 
 def _visible(principal: Principal) -> Select[Study]:
-    query = select(Study).options(*VIEW_LOADS)
+    return select(Study).options(*VIEW_LOADS).where(_may_see(principal))
+
+
+def _may_see(principal: Principal) -> ColumnElement[bool]:
+    """Which studies ``principal`` may see, as a condition on ``Study``."""
     if principal.has_role(Role.OPERATOR, Role.AUDITOR):
-        return query
+        return true()
     if principal.role == Role.CONSUMER:
-        return query.where(Study.submitted_by == principal.id)
+        return Study.submitted_by == principal.id
     if principal.role == Role.DATA_HOLDER_ADMIN:
         involved = (
             select(StudyNode.study_id)
             .join(Node, Node.id == StudyNode.node_id)
             .where(Node.org_id == principal.org_id)
         )
-        return query.where(Study.id.in_(involved))
-    return query.where(false())
+        return Study.id.in_(involved)
+    return false()
 
 
 def list_studies(
@@ -216,14 +220,25 @@ def list_studies(
 
 
 def visible_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> Study:
+    visible_status(session, clock, principal, study_id)
+    study = session.scalar(_visible(principal).where(Study.id == study_id))
+    if study is None:  # deleted in between: never, studies are kept
+        raise NotFound(f"study {study_id} not found")
+    return study
+
+
+def visible_status(session: Session, clock: Clock, principal: Principal, study_id: int
+                   ) -> StudyStatus:
+    """The study's status if ``principal`` may see it (404 / 403 otherwise), without loading
+    its view: a long-poll checks this before waiting and builds the view once, at the end."""
     approvals.sweep(session, clock)
     if not storable(study_id) or session.scalar(
             select(Study.id).where(Study.id == study_id)) is None:
         raise NotFound(f"study {study_id} not found")
-    study = session.scalar(_visible(principal).where(Study.id == study_id))
-    if study is None:
+    status = session.scalar(select(Study.status).where(Study.id == study_id, _may_see(principal)))
+    if status is None:
         raise Forbidden(f"you may not see study {study_id}")
-    return study
+    return StudyStatus(status)
 
 
 def get_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> StudyView:

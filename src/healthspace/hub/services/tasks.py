@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from nacl.signing import SigningKey
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from healthspace.core.clock import Clock
@@ -14,7 +14,16 @@ from healthspace.core.enums import StudyStatus, TaskStatus
 from healthspace.core.envelope import Envelope, sign_assignment
 from healthspace.core.errors import Forbidden, NotFound
 from healthspace.core.models import TaskAck, TaskAssignment, TaskResult
-from healthspace.hub.db.models import Node, Study, StudyNode, Task
+from healthspace.hub.db.models import (
+    Node,
+    Organisation,
+    SecaggSession,
+    Study,
+    StudyApproval,
+    StudyNode,
+    Task,
+    User,
+)
 from healthspace.hub.db.session import rowcount
 from healthspace.hub.services import (
     approvals,
@@ -43,57 +52,108 @@ class Recorded(NamedTuple):
     woken: Sequence[int] = ()
 
 
-def _assignment(session: Session, task: Task, key: SigningKey) -> TaskAssignment:
+class _Claim(NamedTuple):
+    """The claimable task's columns (a claim reads no ORM objects: it runs on every poll)."""
+
+    id: int
+    status: str
+    study_id: int
+    round: int
+    node: str
+
+
+# The poll and result paths' reads, built once (see tokens._PRINCIPAL).
+_CLAIMABLE = (
+    select(Task.id, Task.status, Task.study_id, Task.round, Node.name)
+    .join(Study, Study.id == Task.study_id)
+    .join(Node, Node.id == Task.node_id)
+    .where(Task.node_id == bindparam("node_id"), Task.status.in_(OPEN),
+           Study.status == StudyStatus.RUNNING)
+    .order_by(case((Task.status == TaskStatus.RUNNING, 0), else_=1), Task.queued_at, Task.id)
+    .limit(1)
+)
+_ASSIGNMENT = (
+    select(Task.round_input, Task.min_cell_size, Task.secagg_session_id, Study.analysis,
+           Study.params, Study.cohort, Study.dataset, Study.purpose, Study.created_at,
+           Study.preview, User.name, Organisation.name, StudyNode.policy_version,
+           StudyNode.node_id)
+    .join(Study, Study.id == Task.study_id)
+    .join(User, User.id == Study.submitted_by)
+    .join(Organisation, Organisation.id == User.org_id)
+    .outerjoin(StudyNode, (StudyNode.study_id == Task.study_id)
+               & (StudyNode.node_id == Task.node_id))
+    .where(Task.id == bindparam("task_id"))
+)
+_APPROVALS = (
+    select(StudyApproval)
+    .where(StudyApproval.study_id == bindparam("study_id"),
+           StudyApproval.node_id == bindparam("node_id"))
+    .order_by(StudyApproval.id)
+)
+_RESULT_TASK = (
+    select(Task.node_id, Task.study_id, Task.round, Task.status, Task.started_at,
+           Node.name, Study.analysis, Study.status, Study.purpose)
+    .join(Node, Node.id == Task.node_id).join(Study, Study.id == Task.study_id)
+    .where(Task.id == bindparam("task_id"))
+)
+
+
+def _assignment(session: Session, claim: _Claim, node_id: int, key: SigningKey
+                ) -> TaskAssignment:
     """The task as the node receives it, signed by the hub over every other field."""
-    study = task.study
-    target = session.get(StudyNode, (study.id, task.node_id))
+    row = session.execute(_ASSIGNMENT, {"task_id": claim.id}).one()
+    (round_input, min_cell_size, secagg_id, analysis, params, cohort, dataset, purpose,
+     created_at, preview, consumer, consumer_org, policy_version, target) = row
+    records = []
+    if target is not None:
+        approvals_of_node = session.scalars(
+            _APPROVALS, {"study_id": claim.study_id, "node_id": node_id})
+        records = [approval_record(a) for a in approvals_of_node]
+    secure = None
+    if secagg_id is not None:
+        secure = secagg.secure_round(session.get(SecaggSession, secagg_id))
     assignment = TaskAssignment(
-        task_id=task.id,
-        study_id=study.id,
-        round=task.round,
-        analysis=study.analysis,
-        params=study.params,
-        cohort=study.cohort,
-        dataset=study.dataset,
-        round_input=task.round_input,
-        purpose=study.purpose,
-        min_cell_size=task.min_cell_size,
-        consumer=study.submitter.name,
-        consumer_org=study.submitter.org.name,
-        submitted_at=study.created_at,
-        approvals=[approval_record(a) for a in target.approvals] if target else [],
-        policy_version=target.policy_version if target else None,
-        preview=study.preview,
-        secure=secagg.secure_round(task.secagg_session),
+        task_id=claim.id,
+        study_id=claim.study_id,
+        round=claim.round,
+        analysis=analysis,
+        params=params,
+        cohort=cohort,
+        dataset=dataset,
+        round_input=round_input,
+        purpose=purpose,
+        min_cell_size=min_cell_size,
+        consumer=consumer,
+        consumer_org=consumer_org,
+        submitted_at=created_at,
+        approvals=records,
+        policy_version=policy_version,
+        preview=preview,
+        secure=secure,
     )
     signature = sign_assignment(assignment.model_dump(mode="json"), key)
     return assignment.model_copy(update={"hub_signature": signature})
 
 
-def _first(session: Session, node_id: int) -> Task | None:
+def _first(session: Session, node_id: int) -> _Claim | None:
     """This node's running task (redelivered first), else its oldest queued one."""
-    return session.scalar(
-        select(Task)
-        .join(Study, Study.id == Task.study_id)
-        .where(Task.node_id == node_id, Task.status.in_(OPEN), Study.status == StudyStatus.RUNNING)
-        .order_by(case((Task.status == TaskStatus.RUNNING, 0), else_=1), Task.queued_at, Task.id)
-        .limit(1)
-        .execution_options(populate_existing=True)  # a lost race re-reads the row
-    )
+    row = session.execute(_CLAIMABLE, {"node_id": node_id}).first()
+    return _Claim(*row) if row is not None else None
 
 
-def _bump(session: Session, task: Task, expected: TaskStatus, clock: Clock) -> bool:
+def _bump(session: Session, claim: _Claim, clock: Clock) -> bool:
     """Compare-and-set the task to running; False if another poller got there first."""
+    expected = TaskStatus(claim.status)
     values: dict[str, object] = {"status": TaskStatus.RUNNING, "attempts": Task.attempts + 1}
     if expected == TaskStatus.QUEUED:
         values["started_at"] = clock.now()
     changed = rowcount(
         session,
-        update(Task).where(Task.id == task.id, Task.status == expected).values(**values),
+        update(Task).where(Task.id == claim.id, Task.status == expected).values(**values),
     )
     if changed and expected == TaskStatus.QUEUED:
-        timeline.record(session, clock.now(), task.study_id, "task_started", task.node.name,
-                        round=task.round)
+        timeline.record(session, clock.now(), claim.study_id, "task_started", claim.node,
+                        round=claim.round)
     return bool(changed)
 
 
@@ -105,12 +165,12 @@ def next_task(session: Session, clock: Clock, node_id: int) -> TaskAssignment | 
     """
     approvals.sweep(session, clock)
     for _ in range(5):  # a lost compare-and-set race just means: look again
-        task = _first(session, node_id)
-        if task is None:
+        claim = _first(session, node_id)
+        if claim is None:
             break
-        if _bump(session, task, TaskStatus(task.status), clock):
+        if _bump(session, claim, clock):
             session.commit()
-            return _assignment(session, task, hub_keys.signing_key(session))
+            return _assignment(session, claim, node_id, hub_keys.signing_key(session))
     session.commit()
     return None
 
@@ -125,12 +185,7 @@ def record_result(
     Everything that only reads (the task, the signature, the payload's shape, its metering)
     is checked before the first write, so the write transaction is short: on SQLite writers queue.
     """
-    row = session.execute(
-        select(Task.node_id, Task.study_id, Task.round, Task.status, Task.started_at,
-               Node.name, Study.analysis, Study.status, Study.purpose)
-        .join(Node, Node.id == Task.node_id).join(Study, Study.id == Task.study_id)
-        .where(Task.id == task_id)
-    ).first()
+    row = session.execute(_RESULT_TASK, {"task_id": task_id}).first()
     if row is None:
         raise NotFound(f"task {task_id} not found")
     (owner, study_id, round_, task_status, started_at, node_name, analysis, study_status,

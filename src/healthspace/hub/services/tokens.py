@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from healthspace.core.clock import Clock
@@ -73,17 +73,22 @@ def issue_for_user(
     return TokenView(token=secret, principal=user.name, kind=PrincipalKind.USER)
 
 
+# Built once (every request runs it): building and keying a statement costs more CPU than
+# SQLite takes to answer it.
+_PRINCIPAL = (
+    select(Token.user_id, Token.node_id, User.name, User.role, Node.name,
+           Organisation.id, Organisation.name, Organisation.kind)
+    .outerjoin(User, User.id == Token.user_id)
+    .outerjoin(Node, Node.id == Token.node_id)
+    .join(Organisation, Organisation.id == func.coalesce(User.org_id, Node.org_id))
+    .where(Token.token_hash == bindparam("token_hash"), Token.revoked_at.is_(None))
+)
+
+
 def authenticate(session: Session, secret: str) -> Principal | None:
     """The principal a live (unrevoked) token belongs to, or None: one indexed read, every
     request makes it."""
-    row = session.execute(
-        select(Token.user_id, Token.node_id, User.name, User.role, Node.name,
-               Organisation.id, Organisation.name, Organisation.kind)
-        .outerjoin(User, User.id == Token.user_id)
-        .outerjoin(Node, Node.id == Token.node_id)
-        .join(Organisation, Organisation.id == func.coalesce(User.org_id, Node.org_id))
-        .where(Token.token_hash == hash_token(secret), Token.revoked_at.is_(None))
-    ).first()
+    row = session.execute(_PRINCIPAL, {"token_hash": hash_token(secret)}).first()
     if row is None:
         return None
     user_id, node_id, user_name, role, node_name, org_id, org_name, org_kind = row
