@@ -88,6 +88,9 @@ def test_latency_figures(report):
     assert 0 < summary["p50_s"] <= summary["p95_s"] <= summary["p99_s"] <= max(added)
     assert summary["nodes"] == 20 and summary["consumers"] == 10
     assert summary["hub_cpu_pct"] > 0
+    assert summary["hub_cpu_ms_per_task"] == pytest.approx(
+        1000 * report.hub_cpu_s / len(report.tasks), abs=0.01) and report.hub_cpu_s > 0
+    assert summary["offered_studies_per_s"] == pytest.approx(10 / 0.2)
     assert summary["server_errors"] == 0 and summary["wrong_results"] == 0
 
 

@@ -660,7 +660,8 @@ def test_compiled_queries_are_remembered_by_criteria_and_dialect() -> None:
     from healthspace.cohort import compiler
 
     compiler._CACHE.clear()
-    base = {"entry": {"condition": {"codes": ["ICD10:E11%"]}}, "inclusion": [{"age": {"min": 40, "max": 75}}]}
+    base = {"entry": {"condition": {"codes": ["ICD10:E11%"]}},
+            "inclusion": [{"age": {"min": 40, "max": 75}}]}
     first = compile_cohort(load_cohort({**base, "name": "first"}))
     first.params.append("tampered")  # a caller's copy: the remembered query is not changed
     renamed = compile_cohort(load_cohort({**base, "name": "renamed", "description": "same"}))

@@ -8,10 +8,9 @@ import threading
 import time
 from pathlib import Path
 
+from hubkit import START
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
-
-from hubkit import START
 
 from healthspace.core.clock import FixedClock
 from healthspace.hub.bootstrap import init_hub
