@@ -159,9 +159,10 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def rowcount(session: Session, statement: Executable) -> int:
+def rowcount(session: Session, statement: Executable,
+             params: dict[str, Any] | None = None) -> int:
     """Execute an UPDATE and return how many rows it changed (for compare-and-set writes)."""
-    result = session.execute(statement)
+    result = session.execute(statement, params)
     return result.rowcount if isinstance(result, CursorResult) else 0
 
 

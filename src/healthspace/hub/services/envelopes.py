@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,9 @@ class Verified:
     first_use: bool
 
 
+_NODE_KEY = select(Node.public_key).where(Node.id == bindparam("node_id"))  # built once
+
+
 def verify(
     session: Session,
     clock: Clock,
@@ -77,7 +80,7 @@ def verify(
     _expect(envelope, "node_id", node_id)
     _expect(envelope, "study_id", study_id)
     _expect(envelope, "round", round)
-    node = session.execute(select(Node.public_key).where(Node.id == node_id)).first()
+    node = session.execute(_NODE_KEY, {"node_id": node_id}).first()
     if node is None:
         raise NotFound("node not found")
     keys = node_keys.trusted(session, node_id, envelope.timestamp)

@@ -90,6 +90,22 @@ _APPROVALS = (
            StudyApproval.node_id == bindparam("node_id"))
     .order_by(StudyApproval.id)
 )
+# Compare-and-set a task to running: a first claim stamps its start, a redelivery does not.
+_CLAIM = (update(Task).where(Task.id == bindparam("task_id"), Task.status == TaskStatus.QUEUED)
+          .values(status=TaskStatus.RUNNING, attempts=Task.attempts + 1,
+                  started_at=bindparam("now", type_=Task.started_at.type)))
+_REDELIVER = (update(Task).where(Task.id == bindparam("task_id"),
+                                 Task.status == TaskStatus.RUNNING)
+              .values(attempts=Task.attempts + 1))
+_FINISH = (
+    update(Task)
+    .where(Task.id == bindparam("task_id"), Task.status.in_(OPEN))
+    .values(status=bindparam("status"), error=bindparam("error"),
+            metrics=bindparam("metrics", type_=Task.metrics.type),
+            started_at=bindparam("started_at", type_=Task.started_at.type),
+            finished_at=bindparam("finished_at", type_=Task.finished_at.type),
+            envelope_id=bindparam("envelope_id"))
+)
 _RESULT_TASK = (
     select(Task.node_id, Task.study_id, Task.round, Task.status, Task.started_at,
            Node.name, Study.analysis, Study.status, Study.purpose)
@@ -143,15 +159,12 @@ def _first(session: Session, node_id: int) -> _Claim | None:
 
 def _bump(session: Session, claim: _Claim, clock: Clock) -> bool:
     """Compare-and-set the task to running; False if another poller got there first."""
-    expected = TaskStatus(claim.status)
-    values: dict[str, object] = {"status": TaskStatus.RUNNING, "attempts": Task.attempts + 1}
-    if expected == TaskStatus.QUEUED:
-        values["started_at"] = clock.now()
-    changed = rowcount(
-        session,
-        update(Task).where(Task.id == claim.id, Task.status == expected).values(**values),
-    )
-    if changed and expected == TaskStatus.QUEUED:
+    first = TaskStatus(claim.status) == TaskStatus.QUEUED
+    if first:
+        changed = rowcount(session, _CLAIM, {"task_id": claim.id, "now": clock.now()})
+    else:
+        changed = rowcount(session, _REDELIVER, {"task_id": claim.id})
+    if changed and first:
         timeline.record(session, clock.now(), claim.study_id, "task_started", claim.node,
                         round=claim.round)
     return bool(changed)
@@ -204,19 +217,10 @@ def record_result(
         session.commit()  # the envelope is kept, and its nonce spent
         return duplicate
     now = clock.now()
-    changed = rowcount(
-        session,
-        update(Task)
-        .where(Task.id == task_id, Task.status.in_(OPEN))
-        .values(
-            status=result.status,
-            error=result.error,
-            metrics=result.metrics.model_dump(mode="json"),
-            started_at=started_at or now,
-            finished_at=now,
-            envelope_id=stored.id,
-        ),
-    )
+    changed = rowcount(session, _FINISH, {
+        "task_id": task_id, "status": str(result.status), "error": result.error,
+        "metrics": result.metrics.model_dump(mode="json"), "started_at": started_at or now,
+        "finished_at": now, "envelope_id": stored.id})
     nodes.seen(session, clock, node_id)
     if changed:
         timeline.record(session, now, study_id, "task_finished", node_name,
