@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from sqlalchemy import ColumnElement, Select, false, select, true, update
 from sqlalchemy.orm import Session, selectinload
 
@@ -220,10 +222,11 @@ def list_studies(
 
 
 def visible_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> Study:
-    visible_status(session, clock, principal, study_id)
-    study = session.scalar(_visible(principal).where(Study.id == study_id))
-    if study is None:  # deleted in between: never, studies are kept
-        raise NotFound(f"study {study_id} not found")
+    approvals.sweep(session, clock)
+    study = (session.scalar(_visible(principal).where(Study.id == study_id))
+             if storable(study_id) else None)
+    if study is None:
+        _refuse(session, study_id)
     return study
 
 
@@ -232,13 +235,20 @@ def visible_status(session: Session, clock: Clock, principal: Principal, study_i
     """The study's status if ``principal`` may see it (404 / 403 otherwise), without loading
     its view: a long-poll checks this before waiting and builds the view once, at the end."""
     approvals.sweep(session, clock)
+    status = (session.scalar(select(Study.status).where(Study.id == study_id,
+                                                        _may_see(principal)))
+              if storable(study_id) else None)
+    if status is None:
+        _refuse(session, study_id)
+    return StudyStatus(status)
+
+
+def _refuse(session: Session, study_id: int) -> NoReturn:
+    """Why a study was not found for its reader: it does not exist (404) or is not theirs."""
     if not storable(study_id) or session.scalar(
             select(Study.id).where(Study.id == study_id)) is None:
         raise NotFound(f"study {study_id} not found")
-    status = session.scalar(select(Study.status).where(Study.id == study_id, _may_see(principal)))
-    if status is None:
-        raise Forbidden(f"you may not see study {study_id}")
-    return StudyStatus(status)
+    raise Forbidden(f"you may not see study {study_id}")
 
 
 def get_study(session: Session, clock: Clock, principal: Principal, study_id: int) -> StudyView:
