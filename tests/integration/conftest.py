@@ -28,7 +28,8 @@ DP_POLICY = {"level": "L2", "approval_mode": "auto", "allowed_purposes": ["resea
 OPEN_POLICY = {
     "level": "L2",
     "approval_mode": "auto",
-    "allowed_purposes": ["research", "public_health", "drug_development", "payer_policy"],
+    "allowed_purposes": ["research", "public_health", "drug_development", "payer_policy",
+                         "clinical_care"],
 }
 # The bureau's settlement site also answers commercial insurers' claim checks.
 PAYER_POLICY = {**OPEN_POLICY, "allowed_purposes": [*OPEN_POLICY["allowed_purposes"],

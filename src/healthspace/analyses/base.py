@@ -41,6 +41,20 @@ class Linkage:
     keep_links: Callable[[Sequence[int]], Any] | None = None
 
 
+@dataclass(frozen=True)
+class RegistryRows:
+    """A registry's materialised rows, loaded into the session's temp tables by the node
+    (healthspace.node.registries) in place of compiling the task's cohort and dataset.
+
+    ``cohort_table`` holds ``person_id, index_date`` of every cohort member and
+    ``dataset_table`` (when the task has a dataset) ``person_id, index_date`` and the
+    dataset's columns, both with no consent applied: it is applied here, at query time.
+    """
+
+    cohort_table: str
+    dataset_table: str | None = None
+
+
 @dataclass
 class LocalContext:
     """What ``local`` may touch on a node: a read-only CDM connection and the rules in force."""
@@ -66,6 +80,10 @@ class LocalContext:
     # Where an analysis keeps per-record findings on the node, never in a result:
     # (kind, rows) — e.g. the payer's per-claim evidence answers.
     findings_sink: Callable[[str, list[dict[str, Any]]], Any] | None = None
+    # A registry's rows standing in for the compiled cohort and dataset (same definition).
+    registry: RegistryRows | None = None
+    # Feature matrices kept as long as the node's store connection (similar_features).
+    feature_cache: Any = None
 
     def __post_init__(self) -> None:
         # The node never releases below the floor, whatever a task asks for.
@@ -99,14 +117,19 @@ class LocalContext:
 
         if self.cohort is None:
             raise ValueError("this analysis needs a cohort")
-        compiled = compile_cohort(self.cohort, dialect="duckdb")
+        if self.registry is not None:  # the same cohort, read from the registry's rows
+            base, params = (f"SELECT person_id, index_date FROM temp.{self.registry.cohort_table}",
+                            [])
+        else:
+            compiled = compile_cohort(self.cohort, dialect="duckdb")
+            base, params = compiled.sql, list(compiled.params)
         if self.consent is None or self.consent.is_noop:
-            return compiled.sql, list(compiled.params)
+            return base, params
         sql = (
-            f"SELECT c.person_id, c.index_date FROM ({compiled.sql}) c "
+            f"SELECT c.person_id, c.index_date FROM ({base}) c "
             f"WHERE c.person_id IN ({self.consented_persons_sql()})"
         )
-        return sql, list(compiled.params)
+        return sql, params
 
     def guard_release(self, person_ids: Sequence[int] | None = None) -> None:
         """Call before releasing an exact (un-noised) count of ``person_ids`` — by default the

@@ -10,8 +10,8 @@ from typing import Any, cast
 
 import duckdb
 
-from healthspace.analyses import registry
-from healthspace.analyses.base import Analysis, Linkage, LocalContext
+from healthspace.analyses import registry as catalogue
+from healthspace.analyses.base import Analysis, Linkage, LocalContext, RegistryRows
 from healthspace.analyses.scan import MeteredConnection
 from healthspace.analyses.secure import Masker
 from healthspace.cdm.store import has_table
@@ -68,17 +68,21 @@ def run_local(
     linkage: Linkage | None = None,
     score_sink: Any = None,
     findings_sink: Any = None,
+    registry: RegistryRows | None = None,
+    feature_cache: Any = None,
 ) -> LocalRun:
     """Validate the request as a node must (never trusting the sender) and run ``local``.
 
     ``release_guard`` is the node's differencing defence (see :class:`LocalContext`). With a
     ``masker`` the analysis runs ``local_secure`` and the masker seals its sums for secure
-    aggregation (:mod:`healthspace.analyses.secure`).
+    aggregation (:mod:`healthspace.analyses.secure`). ``registry`` names the session tables
+    holding a registry's rows for this cohort and dataset (the node checked they match): the
+    cohort and the analysis dataset are read from them instead of being compiled.
     """
     from healthspace.cohort.dataset import build_analysis_table, load_dataset
     from healthspace.cohort.models import load_cohort
 
-    impl = registry.get(analysis)
+    impl = catalogue.get(analysis)
     parsed = impl.parse_params(params)
     metered = MeteredConnection(con)
     definition = load_cohort(cohort) if cohort is not None else None
@@ -98,6 +102,8 @@ def run_local(
         linkage=linkage,
         score_sink=score_sink,
         findings_sink=findings_sink,
+        feature_cache=feature_cache,
+        registry=registry,
     )
     if masker is not None and not impl.secure:
         raise InvalidInput(f"analysis {impl.name!r} does not support secure aggregation",
@@ -130,7 +136,7 @@ def run_alone(con: duckdb.DuckDBPyConnection, *, site: str, analysis: str,
     partial — for a node operator's own view of its data (``node score``, ``payer group``)."""
     from healthspace.analyses.base import Final
 
-    impl = registry.get(analysis)
+    impl = catalogue.get(analysis)
     run = run_local(con, site=site, analysis=analysis, params=params,
                     cohort=kwargs.pop("cohort", None), **kwargs)
     outcome = impl.combine({site: run.partial}, impl.parse_params(params), {}, 1)

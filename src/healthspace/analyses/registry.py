@@ -48,6 +48,7 @@ def _import_builtin() -> None:
         km,
         psi_link,
         pv,
+        similar_patients,
         summary,
     )
 

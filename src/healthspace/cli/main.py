@@ -14,12 +14,14 @@ from healthspace.cli import (
     audit,
     backup,
     billing,
+    cds,
     claims,
     demo,
     hub,
     models,
     node,
     payer,
+    registry,
     sim,
     study,
     synth,
@@ -41,6 +43,8 @@ app.add_typer(admin.org_app, name="org")
 app.add_typer(admin.user_app, name="user")
 app.add_typer(admin.token_app, name="token")
 app.add_typer(study.app, name="study")
+app.add_typer(registry.app, name="registry")
+app.add_typer(cds.app, name="cds")
 app.add_typer(models.app, name="models")
 app.add_typer(payer.app, name="payer")
 app.add_typer(claims.app, name="claims")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from healthspace.cli import node_data
+from healthspace.cli import node_data, node_registry
 from healthspace.cli.common import HubOpt, JsonOpt, StoreOpt, TokenOpt, check_min_cell, client
 from healthspace.cli.output import emit_json, err, out
 from healthspace.core.errors import InvalidInput
@@ -20,6 +20,7 @@ app.add_typer(policy_app, name="policy")
 secagg_app = typer.Typer(help="Secure-aggregation keys kept at the node.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
 app.add_typer(secagg_app, name="secagg")
+app.add_typer(node_registry.app, name="registry")
 
 
 

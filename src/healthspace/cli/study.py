@@ -33,6 +33,11 @@ def _finish(view: StudyView, json_out: bool) -> None:
             out.print(f"registered as model {model['id']} ({model['name']} "
                       f"v{model['version']}, release {model['release']}): "
                       f"healthspace models show {model['id']}")
+    elif view.analysis == "similar_patients" and view.result:
+        from healthspace.cli.cds_render import show_lookup
+
+        out.print(f"study {view.id} similar_patients: {view.status.value}")
+        show_lookup(out, view.result)
     else:
         render_study(out, view, breakdown=True)
     code = exit_code_for(view.status) if view.status.terminal else ExitCode.OK

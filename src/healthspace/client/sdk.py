@@ -23,6 +23,12 @@ from healthspace.core.models import (
     TokenView,
     UserView,
 )
+from healthspace.core.registry_defs import (
+    RegistryList,
+    RegistryReportAck,
+    RegistrySpec,
+    RegistryView,
+)
 from healthspace.core.registry_models import ModelList, ModelPackage, ModelView, StudyProgress
 from healthspace.governance.engine import Decision
 
@@ -181,6 +187,29 @@ class HubClient:
         response = self.http.request("POST", f"{API}/node/tasks/{task_id}/result", json=body)
         return TaskAck.model_validate(response.json())
 
+
+    # --- specialty-disease registries (docs/registries.md) ----------------------------
+
+    def create_registry(self, spec: RegistrySpec | dict[str, Any]) -> RegistryView:
+        """Register a registry, or its next version when the definition changed (operator)."""
+        body = spec.model_dump(mode="json") if isinstance(spec, RegistrySpec) else spec
+        return RegistryView.model_validate(
+            self.http.request("POST", f"{API}/registries", json=body).json())
+
+    def registries(self) -> list[RegistryView]:
+        """Every registry with per-node sizes; a node sees those it takes part in."""
+        response = self.http.request("GET", f"{API}/registries", params={"limit": 500})
+        return RegistryList.model_validate(response.json()).registries
+
+    def registry(self, name: str) -> RegistryView:
+        return RegistryView.model_validate(
+            self.http.request("GET", f"{API}/registries/{name}").json())
+
+    def report_registries(self, envelope: Envelope) -> RegistryReportAck:
+        """A node's materialisation status (an Envelope of kind ``registry.status``)."""
+        body = envelope.model_dump(mode="json")
+        return RegistryReportAck.model_validate(
+            self.http.request("PUT", f"{API}/node/registries", json=body).json())
 
     # --- governance: dry-run checks, approvals, feedback ------------------------------
 

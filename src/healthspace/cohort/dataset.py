@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from healthspace.cohort.compiler import CompiledQuery
 from healthspace.cohort.dataset_models import COVARIATE_TYPES, NAME_PATTERN, DatasetSpec
-from healthspace.cohort.dataset_sql import COHORT_TABLE, compile_dataset
+from healthspace.cohort.dataset_sql import COHORT_TABLE, _quoted, compile_dataset
 from healthspace.core.documents import load_document
 from healthspace.core.errors import InvalidInput, field_path
 
@@ -90,8 +90,11 @@ def build_analysis_table(ctx: LocalContext, spec: DatasetSpec, table: str = "ana
     if ctx.cohort is None:
         raise InvalidInput("an analysis dataset needs a cohort to start from", field="cohort")
     cohort_sql, cohort_params = ctx.cohort_persons_sql()
-    compiled = _compiled(spec, person_ids)
     con = ctx.con
+    if ctx.registry is not None and ctx.registry.dataset_table is not None:
+        return _from_registry(ctx, spec, table, ctx.registry.dataset_table, person_ids,
+                              cohort_sql, cohort_params)
+    compiled = _compiled(spec, person_ids)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {COHORT_TABLE} AS "
         f"SELECT c.person_id, c.index_date FROM ({cohort_sql}) AS c",
@@ -102,5 +105,21 @@ def build_analysis_table(ctx: LocalContext, spec: DatasetSpec, table: str = "ana
     finally:
         con.execute(f"DROP TABLE IF EXISTS temp.{COHORT_TABLE}")
     row = con.execute(f'SELECT COUNT(*) FROM temp."{table}"').fetchone()
+    ctx.records_used = int(row[0]) if row else 0
+    return ctx.records_used
+
+
+def _from_registry(ctx: LocalContext, spec: DatasetSpec, table: str, rows: str,
+                   person_ids: bool, cohort_sql: str, cohort_params: list[Any]) -> int:
+    """The same table from a registry's materialised rows (computed by this spec on this
+    store): the consented cohort's rows, in the compiled query's column and row order."""
+    columns = ", ".join(f"d.{_quoted(name)}" for _, name in spec.columns())
+    if person_ids:
+        columns = f"d.person_id AS _person_id, {columns}"
+    ctx.con.execute(
+        f'CREATE OR REPLACE TEMP TABLE "{table}" AS SELECT {columns} FROM temp.{rows} AS d '
+        f"WHERE d.person_id IN (SELECT c.person_id FROM ({cohort_sql}) AS c) "
+        "ORDER BY d.person_id", cohort_params)
+    row = ctx.con.execute(f'SELECT COUNT(*) FROM temp."{table}"').fetchone()
     ctx.records_used = int(row[0]) if row else 0
     return ctx.records_used

@@ -128,6 +128,18 @@ class Me(Wire):
 
 # --- studies ----------------------------------------------------------------------
 
+REGISTRY_NAME_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
+
+
+class RegistryRef(Wire):
+    """Which version of a specialty-disease registry (docs/registries.md) a study targets:
+    its cohort and dataset are that version's, ``digest`` binds them."""
+
+    name: str = Field(pattern=REGISTRY_NAME_PATTERN)
+    version: int = Field(ge=1)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="SHA-256 of the canonical JSON {cohort, dataset}")
+
 
 class StudySpec(Wire):
     """What a consumer submits. ``cohort`` is validated by ``healthspace.cohort``."""
@@ -140,6 +152,9 @@ class StudySpec(Wire):
         description="analysis-dataset spec (docs/analysis-datasets.md): the cohort as one row "
         "per person, built on each node for table analyses (glm, km, cox, summary)",
     )
+    registry: str | None = Field(
+        default=None, pattern=REGISTRY_NAME_PATTERN, description="a registry's name instead "
+        "of cohort and dataset: the hub uses its current version (docs/registries.md)")
     purpose: str = Field(default="research", min_length=1, max_length=64)
     nodes: list[str] | None = Field(
         default=None, description="node names; default: every hospital node that holds data"
@@ -202,6 +217,8 @@ class StudyView(Wire):
     params: dict[str, Any]
     cohort: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
+    registry: RegistryRef | None = Field(
+        default=None, description="the registry version the study targeted, if it did")
     purpose: str
     nodes: list[str]
     preview: bool = False
@@ -267,6 +284,9 @@ class TaskAssignment(Wire):
     params: dict[str, Any]
     cohort: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
+    registry: RegistryRef | None = Field(
+        default=None, description="the registry version the cohort and dataset come from: "
+        "a node whose materialisation matches reads its rows instead of compiling them")
     round_input: dict[str, Any] | None = None
     purpose: str
     min_cell_size: int = Field(default=DEFAULT_MIN_CELL, ge=MIN_CELL_FLOOR)

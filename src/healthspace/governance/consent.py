@@ -13,6 +13,9 @@ from healthspace.core.errors import IngestError
 from healthspace.governance.policy import ConsentTier, Purpose, as_utc
 
 RESEARCH_ONLY_PURPOSES = frozenset({Purpose.RESEARCH, Purpose.PUBLIC_HEALTH})
+# The one purpose a research-only patient's list may add: letting their record inform the
+# care of patients like them (similar-patient lookups), when they name it explicitly.
+OPT_IN_PURPOSES = frozenset({Purpose.CLINICAL_CARE})
 _KNOWN = frozenset(str(p) for p in Purpose)
 _KNOWN_LIST = ", ".join(str(p) for p in Purpose)
 ID_COLUMNS = ("person_source_value", "person_id")
@@ -22,7 +25,9 @@ CSV_COLUMNS = (*ID_COLUMNS, "tier", "purposes", "updated_at")
 def permits(tier: ConsentTier, purposes: Collection[str] | None, purpose: str) -> bool:
     """Whether consent at ``tier``, narrowed by ``purposes`` (None = no list), allows ``purpose``.
 
-    An unknown purpose is never permitted: consent cannot cover what it does not name.
+    An unknown purpose is never permitted: consent cannot cover what it does not name. A list
+    narrows its tier, with one exception: a research-only list naming ``clinical_care``
+    (:data:`OPT_IN_PURPOSES`) permits it.
     """
     if purpose not in _KNOWN:
         return False
@@ -30,7 +35,8 @@ def permits(tier: ConsentTier, purposes: Collection[str] | None, purpose: str) -
     if tier == ConsentTier.WITHHELD:
         return False
     if tier == ConsentTier.RESEARCH_ONLY and purpose not in RESEARCH_ONLY_PURPOSES:
-        return False
+        return (purpose in OPT_IN_PURPOSES and purposes is not None
+                and purpose in {str(p) for p in purposes})
     return purposes is None or purpose in {str(p) for p in purposes}
 
 

@@ -37,6 +37,7 @@ from healthspace.hub.routers import (
     models,
     node_tasks,
     nodes,
+    registries,
     secagg,
     studies,
     tokens,
@@ -63,6 +64,7 @@ ROUTERS = (
     billing.router,
     kpi.router,
     models.router,
+    registries.router,
 )
 
 

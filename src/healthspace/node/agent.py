@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from healthspace import __version__
+from healthspace.analyses.similar_features import FeatureCache
 from healthspace.cdm.engines import StoreSpec, open_engine
 from healthspace.cdm.quality import assess
 from healthspace.cdm.store import catalog, open_store
@@ -26,6 +27,8 @@ from healthspace.core.envelope import Envelope, EnvelopeError, seal, verify_rota
 from healthspace.core.errors import HealthspaceError, Unauthorized
 from healthspace.core.models import Catalog, TaskAssignment
 from healthspace.node import audit, consent, secagg
+from healthspace.node.registries import Shelf, registries_dir
+from healthspace.node.registry_refresh import RegistryKeeper
 from healthspace.node.runner import execute_task
 from healthspace.node.state import NodeState
 
@@ -51,7 +54,8 @@ class Backoff:
 
 
 class NodeAgent:
-    """One node's loop: publish catalog and policy, flush outbox, fetch a task, run it."""
+    """One node's loop: publish catalog and policy, refresh the registries that are due,
+    flush outbox, fetch a task, run it."""
 
     def __init__(
         self,
@@ -76,12 +80,18 @@ class NodeAgent:
         self._checkpoint_size = -1
         self._con: Any = None  # a DuckDB connection or an engine adapter
         self._con_mtime: float | None = None
+        # Similar-patient feature matrices of this connection; rebuilt when the store changes.
+        self.features = FeatureCache()
+        self._features_version: float | None = None
         self._backoff = Backoff()
         self._prekeys_due = True
         self._prekeys_checked = 0.0
         self._quality: tuple[float, dict[str, Any]] | None = None
         me = self.client.me()
         self.node_id, self.site = me.id, me.name
+        # Registries this node takes part in, materialised beside the store (docs/registries.md).
+        self.registries = RegistryKeeper(registries_dir(self.store), site=self.site,
+                                         state=state, min_cell_size=min_cell_size)
 
     # --- signing ----------------------------------------------------------------------
 
@@ -210,13 +220,48 @@ class NodeAgent:
             self._con, self._con_mtime = open_store(store, read_only=True), mtime
         return self._con
 
+    def _sync_features(self) -> None:
+        """After a re-ingest (or a database engine's refresh period): build the lookups'
+        feature matrices again right away, so no query pays for it."""
+        version = self._store_version()
+        if version == self._features_version:
+            return
+        first, self._features_version = self._features_version is None, version
+        if first:
+            return
+        started = time.perf_counter()
+        try:
+            built = self.features.rebuild(self.connection())
+        except Exception:  # a stale matrix must never outlive the store it came from
+            log.exception("rebuilding the similar-patient feature matrices failed")
+            self.features = FeatureCache()
+            return
+        if built:
+            log.info("rebuilt %d similar-patient feature matrices in %.2fs", built,
+                     time.perf_counter() - started)
+
+    def _sync_registries(self) -> None:
+        """Refresh the registries that are due and report them (a few seconds at most per
+        cycle, see :mod:`healthspace.node.registry_refresh`); the hub being away is handled
+        like any other request, anything else is logged and retried later."""
+        try:
+            self.registries.sync(self.client, self.connection, self._store_version(), self.seal)
+        except (HubUnavailable, Unauthorized):
+            raise
+        except Exception:  # registries must never keep the node from serving tasks
+            log.exception("registry refresh failed")
+
     def _handle(self, task: TaskAssignment) -> None:
         log.info("task %s: study %s round %s %s", task.task_id, task.study_id, task.round,
                  task.analysis)
         if self.state.has_result(task.task_id) is None:
+            self._sync_features()
             execution = execute_task(self._store_file(), task, site=self.site, state=self.state,
                                      min_cell_size=self.min_cell_size,
-                                     connection=self.connection())
+                                     connection=self.connection(),
+                                     feature_cache=self.features,
+                                     registries=Shelf(self.registries.folder,
+                                                      self._store_version()))
             result, meter = execution.result, execution.meter.model_dump(mode="json")
             body = {"study_id": task.study_id, "round": task.round,
                     "result": result.model_dump(mode="json"), "meter": meter}
@@ -250,6 +295,8 @@ class NodeAgent:
     def step(self) -> bool:
         """One poll cycle; returns True when a task was handled."""
         self._publish_if_changed()
+        self._sync_features()
+        self._sync_registries()
         self._replenish_prekeys()
         self._flush_outbox()
         self._publish_checkpoint()

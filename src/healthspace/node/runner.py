@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from healthspace.analyses.base import Linkage
+from healthspace.analyses.base import Linkage, RegistryRows
 from healthspace.analyses.execute import LocalRun, run_local
 from healthspace.analyses.secure import Masker
 from healthspace.cdm.store import open_store
@@ -29,6 +29,7 @@ from healthspace.governance.policy import (
 from healthspace.node import budget, consent, differencing, secagg
 from healthspace.node.guard import recheck
 from healthspace.node.metering import build_meter, released_persons
+from healthspace.node.registries import Shelf
 from healthspace.node.state import NodeState
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def execute_task(
     clock: Clock | None = None,
     require_hub_signature: bool = True,
     connection: Any = None,
+    feature_cache: Any = None,
+    registries: Shelf | None = None,
 ) -> Execution:
     """Never raises: a refusal or failure becomes a TaskResult the hub can report per node.
 
@@ -65,6 +68,11 @@ def execute_task(
     the node's own, its policy's and the task's. ``connection`` is an open read-only CDM
     connection the caller keeps between tasks — the DuckDB store or an engine adapter
     (:mod:`healthspace.cdm.engines`); without it the DuckDB store is opened for this task.
+    ``feature_cache`` (:class:`healthspace.analyses.similar_features.FeatureCache`) keeps the
+    similar-patient feature matrices built on that connection. A task targeting a registry
+    reads its rows from ``registries`` (:mod:`healthspace.node.registries`) when a matching
+    materialisation is there, and compiles its definition otherwise; consent and disclosure
+    control apply the same either way.
 
     A task asking for ``dp_epsilon`` is charged to the consumer's ε budget before it runs
     (refused when the budget would be exceeded) and refunded if it then fails. An exact count
@@ -114,6 +122,7 @@ def execute_task(
         elif assignment.secure is not None:
             raise Refused("secure aggregation needs the node's state (its one-time keys)")
         con = connection or open_store(store, read_only=True)
+        rows = _registry_rows(registries, con, assignment)
         try:
             run = run_local(
                 con,
@@ -133,8 +142,11 @@ def execute_task(
                 linkage=_linkage(state, assignment) if state is not None else None,
                 score_sink=_score_sink(state, assignment) if state is not None else None,
                 findings_sink=_findings_sink(state, assignment) if state is not None else None,
+                feature_cache=feature_cache,
+                registry=rows,
             )
         finally:
+            Shelf.detach(con, rows)
             if connection is None:
                 con.close()
         if guard is not None:
@@ -169,6 +181,23 @@ def execute_task(
         k=k, own_count_released=site_counts, noised=_noised(params),
     )
     return Execution(result, meter)
+
+
+def _registry_rows(shelf: Shelf | None, con: Any, assignment: TaskAssignment
+                   ) -> RegistryRows | None:
+    """The registry's rows in ``con``'s session, or None: the definition is compiled (live)."""
+    if assignment.registry is None:
+        return None
+    if shelf is None:
+        log.info("task %s: no registry folder given; computing registry %s live",
+                 assignment.task_id, assignment.registry.name)
+        return None
+    try:
+        return shelf.attach(con, assignment)
+    except Exception:  # an unreadable file: the live path gives the same answer
+        log.exception("task %s: reading registry %s failed; computing live",
+                      assignment.task_id, assignment.registry.name)
+        return None
 
 
 def _noised(params: dict[str, Any]) -> bool:

@@ -40,6 +40,10 @@ def test_research_only_purposes() -> None:
 def test_permits_truth_table(tier: ConsentTier, purposes: list[Purpose] | None) -> None:
     for purpose in Purpose:
         expected = purpose in TIER_ALLOWS[tier] and (purposes is None or purpose in purposes)
+        # A research-only patient may opt in to clinical care by naming it.
+        expected = expected or (tier == ConsentTier.RESEARCH_ONLY
+                                and purpose == Purpose.CLINICAL_CARE
+                                and purposes is not None and purpose in purposes)
         assert permits(tier, purposes, purpose) is expected, purpose
         # plain strings behave exactly like the enums
         as_text = None if purposes is None else [str(p) for p in purposes]
@@ -55,6 +59,8 @@ def test_unknown_purpose_is_never_permitted(tier: ConsentTier) -> None:
 def test_list_cannot_widen_the_tier() -> None:
     assert not permits(ConsentTier.RESEARCH_ONLY, ["drug_development"], "drug_development")
     assert not permits(ConsentTier.WITHHELD, list(Purpose), "research")
+    assert not permits(ConsentTier.RESEARCH_ONLY, None, "clinical_care")
+    assert permits(ConsentTier.RESEARCH_ONLY, ["research", "clinical_care"], "clinical_care")
 
 
 def test_record_permits_uses_the_default_tier_without_a_record() -> None:

@@ -23,6 +23,8 @@ WHO = ("operator", "admin", "other_admin", "consumer", "auditor", "node")
 NAMES = {"operator": "operator", "admin": "admin-a", "other_admin": "admin-b",
          "consumer": "alice", "auditor": "audrey"}
 SPEC = {"analysis": "cohort_count", "cohort": COHORT, "nodes": ["node-a"]}
+REGISTRY = {"name": "gi-bleed", "title": "GI bleeding", "cohort": COHORT,
+            "dataset": {"covariates": [{"name": "age", "type": "age"}]}}
 
 
 @dataclass
@@ -92,6 +94,8 @@ MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
      _only({"operator": 200, "admin": 200, "consumer": 200, "auditor": 200})),
     ("GET", "/api/v1/models/{model_id}/weights", lambda c, w: f"/models/{c.model}/weights",
      None, _only({"consumer": 200, "node": 200})),  # release "download", pharma's model
+    ("GET", "/api/v1/registries", "/registries", None, ALL_200),
+    ("GET", "/api/v1/registries/{name}", "/registries/gi-bleed", None, ALL_200),
     ("GET", "/api/v1/approvals", "/approvals", None,
      _only({"operator": 200, "admin": 200, "other_admin": 200, "auditor": 200})),
     ("GET", "/api/v1/audit/entries", "/audit/entries", None,
@@ -112,6 +116,8 @@ MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
      _only({"node": 200})),
     ("PUT", "/api/v1/node/checkpoint", "/node/checkpoint", lambda c, w: c.checkpoint(),
      _only({"node": 200})),
+    ("PUT", "/api/v1/node/registries", "/node/registries",
+     lambda c, w: c.envelope("registry.status", {"registries": []}), _only({"node": 200})),
     ("GET", "/api/v1/node/secagg/prekeys", "/node/secagg/prekeys", None, _only({"node": 200})),
     ("POST", "/api/v1/node/secagg/prekeys", "/node/secagg/prekeys",
      lambda c, w: c.prekeys(), _only({"node": 200})),
@@ -124,6 +130,8 @@ MATRIX: list[tuple[str, str, Path, Body, dict[str, int]]] = [
      _only({w: 201 for w in NAMES})),
     ("POST", "/api/v1/nodes", "/nodes", lambda c, w: {"name": f"node-{w}", "org": "hosp-a"},
      _only({"operator": 201, "admin": 201})),
+    ("POST", "/api/v1/registries", "/registries", lambda c, w: REGISTRY,
+     _only({"operator": 200})),  # unchanged: the same definition as in _setup
     ("POST", "/api/v1/studies/check", "/studies/check", lambda c, w: SPEC,
      _only({"operator": 200, "consumer": 200})),
     ("POST", "/api/v1/studies", "/studies", lambda c, w: SPEC,
@@ -174,6 +182,7 @@ def _setup(space: Space) -> Ctx:
     hub.post(space.node_a, task["task_id"], status="completed", partial=CC_PARTIAL)
     ctx.done_study, ctx.done_task = study["id"], task["task_id"]
     ctx.model = _register_model(space, int(study["id"]))
+    hub.ok("POST", "/registries", hub.operator, 201, json=REGISTRY)
     hub.publish_policy(space.node_a, {"level": "L2", "version": 2})  # from now on: approvals
     return ctx
 

@@ -221,6 +221,25 @@ def _t_claim_check(r: dict[str, Any], p: dict[str, Any]) -> Table:
                    "settled_visits": r.get("settled_visits")}])
 
 
+def _t_similar_patients(r: dict[str, Any], p: dict[str, Any]) -> Table:
+    """One row per group and outcome: who was treated and how many had the outcome."""
+    kinds = {"treatment": "treatment", "none": "none of the candidates", "all": "all matched"}
+    rows = [{"group": g["name"], "kind": kinds.get(g.get("kind"), g.get("kind")),
+             "treated": g.get("treated"),
+             "share": g.get("share"), "outcome": name, "events": o.get("events"),
+             "rate": o.get("rate"), "rate_lower": (o.get("rate_range") or [None, None])[0],
+             "rate_upper": (o.get("rate_range") or [None, None])[1],
+             "median": (g.get("km") or {}).get("median")
+             if name == r.get("km_outcome") else None}
+            for g in r["groups"] for name, o in (g.get("outcomes") or {}).items()]
+    return Table(_cols("group:Group", "kind:Kind:label", "treated:Treated:count",
+                       "share:Share:num3", "outcome:Outcome", "events:Events:count",
+                       "rate:Rate:num3", "rate_lower:Rate at least:num3",
+                       "rate_upper:Rate at most:num3",
+                       "median:Median time to the outcome (days):num1"),
+                 rows)
+
+
 def _is_array(value: Any) -> bool:
     return isinstance(value, dict) and {"dtype", "shape", "data"} <= set(value)
 
@@ -260,6 +279,7 @@ TABLES: dict[str, Callable[[dict[str, Any], dict[str, Any]], Table]] = {
     "evidence_check": _t_hospitals(("hospital", "claims", "supported", "unsupported",
                                     "no_record"), "k"),
     "drug_value": _t_drug_value, "claim_check": _t_claim_check,
+    "similar_patients": _t_similar_patients,
 }
 
 

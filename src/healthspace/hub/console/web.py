@@ -39,6 +39,7 @@ NAV: list[tuple[str, str, frozenset[Role]]] = [
     ("/catalog", "Catalog", ALL),
     ("/studies", "Studies", ALL),
     ("/studies/new", "New study", frozenset({Role.CONSUMER, Role.OPERATOR})),
+    ("/similar-patients", "Similar patients", frozenset({Role.CONSUMER, Role.OPERATOR})),
     ("/approvals", "Approvals", frozenset({Role.DATA_HOLDER_ADMIN, Role.OPERATOR})),
     ("/audit", "Audit", frozenset({Role.AUDITOR, Role.OPERATOR})),
     ("/consent", "Consent", frozenset({Role.DATA_HOLDER_ADMIN, Role.OPERATOR})),

@@ -161,6 +161,9 @@ class Study(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     cohort: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     dataset: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The registry version the study targeted ({name, version, digest}); its cohort and
+    # dataset are copied above, so the study reads the same whatever the registry becomes.
+    registry_ref: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(64))
     nodes: Mapped[list[str]] = mapped_column(JSON)
     preview: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -479,6 +482,59 @@ class StudyProgressRow(Base):
     round: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     entry: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Registry(Base):
+    """A specialty-disease registry: its name and current version (docs/registries.md)."""
+
+    __tablename__ = "registries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    current_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RegistryVersion(Base):
+    """One registered definition of a registry; versions are kept, never changed."""
+
+    __tablename__ = "registry_versions"
+    __table_args__ = (UniqueConstraint("registry_id", "version",
+                                       name="uq_registry_versions_registry_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    cohort: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset: Mapped[dict[str, Any]] = mapped_column(JSON)
+    refresh: Mapped[dict[str, Any]] = mapped_column(JSON)
+    nodes: Mapped[list[str] | None] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class RegistryNodeStatus(Base):
+    """What a node last reported (signed) about its materialisation of a registry."""
+
+    __tablename__ = "registry_node_status"
+
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id"), primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), primary_key=True, index=True)
+    version: Mapped[int | None] = mapped_column(Integer)
+    digest: Mapped[str | None] = mapped_column(String(64))
+    # Released sizes as the node sent them: a multiple of 10 or "<k" (never a raw count).
+    size: Mapped[str | None] = mapped_column(String(16))
+    dataset_size: Mapped[str | None] = mapped_column(String(16))
+    refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    envelope_id: Mapped[int] = mapped_column(Integer)
+
+    node: Mapped[Node] = relationship(lazy="joined")
 
 
 def nodes_with_documents() -> Select[Node]:

@@ -30,6 +30,7 @@ from healthspace.hub.services import (
     billing,
     models,
     progress,
+    registries,
     timeline,
 )
 from healthspace.hub.services.ids import storable
@@ -105,6 +106,7 @@ def check(
     session: Session, clock: Clock, principal: Principal, spec: StudySpec
 ) -> CheckResult:
     """What a submit would decide per node, without storing anything (a dry run)."""
+    spec, _ = registries.resolve(session, spec)
     spec = _scoring(session, principal, spec)
     analysis, params = _validate(spec)
     targets = _resolve_nodes(session, spec.nodes)
@@ -133,8 +135,10 @@ def submit(
     """Validate, store and pre-check a study; returns its view and the node ids given work.
 
     Each target node's published policy decides (allow / needs_approval / deny); the study
-    then waits for approvals, starts, or is rejected (see ``admission.settle``).
+    then waits for approvals, starts, or is rejected (see ``admission.settle``). A study
+    naming a ``registry`` is resolved to its definition first (``registries.resolve``).
     """
+    spec, registry_ref = registries.resolve(session, spec)
     spec = _scoring(session, principal, spec)
     analysis, params = _validate(spec)
     nodes = _resolve_nodes(session, spec.nodes)
@@ -147,6 +151,7 @@ def submit(
         params=params,
         cohort=spec.cohort,
         dataset=spec.dataset,
+        registry_ref=registry_ref.model_dump() if registry_ref is not None else None,
         purpose=spec.purpose,
         nodes=[n.name for n in nodes],
         round_timeout_seconds=spec.round_timeout_seconds,
@@ -165,7 +170,11 @@ def submit(
     if params.get("distinct") and not params.get("distinct_salt"):
         # One hashing salt per study, so sketches of different studies cannot be lined up.
         study.params = {**params, "distinct_salt": f"study:{study.id}"}
-    timeline.record(session, now, study.id, "submitted", by=principal.name)
+    if registry_ref is None:
+        timeline.record(session, now, study.id, "submitted", by=principal.name)
+    else:
+        timeline.record(session, now, study.id, "submitted", by=principal.name,
+                        registry=registry_ref.name, registry_version=registry_ref.version)
     admission.precheck(session, clock, settings, study, nodes)
     session.flush()
     rows = list(session.scalars(select(StudyNode).where(StudyNode.study_id == study.id)))

@@ -76,7 +76,7 @@ _ASSIGNMENT = (
     select(Task.round_input, Task.min_cell_size, Task.secagg_session_id, Study.analysis,
            Study.params, Study.cohort, Study.dataset, Study.purpose, Study.created_at,
            Study.preview, User.name, Organisation.name, StudyNode.policy_version,
-           StudyNode.node_id)
+           StudyNode.node_id, Study.registry_ref)
     .join(Study, Study.id == Task.study_id)
     .join(User, User.id == Study.submitted_by)
     .join(Organisation, Organisation.id == User.org_id)
@@ -119,7 +119,7 @@ def _assignment(session: Session, claim: _Claim, node_id: int, key: SigningKey
     """The task as the node receives it, signed by the hub over every other field."""
     row = session.execute(_ASSIGNMENT, {"task_id": claim.id}).one()
     (round_input, min_cell_size, secagg_id, analysis, params, cohort, dataset, purpose,
-     created_at, preview, consumer, consumer_org, policy_version, target) = row
+     created_at, preview, consumer, consumer_org, policy_version, target, registry_ref) = row
     records = []
     if target is not None:
         approvals_of_node = session.scalars(
@@ -136,6 +136,7 @@ def _assignment(session: Session, claim: _Claim, node_id: int, key: SigningKey
         params=params,
         cohort=cohort,
         dataset=dataset,
+        registry=registry_ref,
         round_input=round_input,
         purpose=purpose,
         min_cell_size=min_cell_size,

@@ -11,6 +11,7 @@ from healthspace.core.models import (
     Feedback,
     NodeView,
     OrgView,
+    RegistryRef,
     StudyCost,
     StudyView,
     TaskView,
@@ -101,6 +102,8 @@ def study_view(study: Study, viewer: Principal | None = None) -> StudyView:
         params=study.params,
         cohort=study.cohort,
         dataset=study.dataset,
+        registry=(RegistryRef.model_validate(study.registry_ref)
+                  if study.registry_ref is not None else None),
         purpose=study.purpose,
         nodes=list(study.nodes),
         preview=study.preview,

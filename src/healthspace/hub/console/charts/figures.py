@@ -378,6 +378,21 @@ def _drug_value(result: Result, params: Result, t: Translator
     return out
 
 
+def _similar_patients(result: Result, params: Result, t: Translator
+                      ) -> list[tuple[Chart, Producer]]:
+    groups = [g for g in result.get("groups") or [] if g.get("km")]
+    if not groups:
+        return []
+    kinds = {"none": t("none of the candidates"), "all": t("all matched")}
+    names = {g["name"]: kinds.get(g.get("kind"), g["name"]) for g in groups}
+    draw = _survival({g["name"]: g["km"] for g in groups}, lambda name: names[name],
+                     t("Free of {outcome} among similar patients",
+                       outcome=result.get("km_outcome")), t, None)
+    return [(Chart("survival", "Outcome-free survival by treatment", "Kaplan–Meier curves of "
+                   "the similar patients, one per treatment group, with 95 % confidence "
+                   "bands."), _save(draw))]
+
+
 BUILDERS: dict[str, Builder] = {
     "cohort_count": _cohort_count,
     "glm": _glm,
@@ -386,4 +401,5 @@ BUILDERS: dict[str, Builder] = {
     "fl_train": _fl_train,
     "fraud_screen": _fraud_screen,
     "drug_value": _drug_value,
+    "similar_patients": _similar_patients,
 }

@@ -9,6 +9,7 @@ from healthspace.hub.console.pages import audit as _audit
 from healthspace.hub.console.pages import billing as _billing
 from healthspace.hub.console.pages import builder as _builder
 from healthspace.hub.console.pages import catalog as _catalog
+from healthspace.hub.console.pages import cds as _cds
 from healthspace.hub.console.pages import consent as _consent
 from healthspace.hub.console.pages import home as _home
 from healthspace.hub.console.pages import models as _models
@@ -18,6 +19,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     _home.router,
     _builder.router,  # before studies: /studies/new is not /studies/{study_id}
     _studies.router,
+    _cds.router,
     _approvals.router,
     _catalog.router,
     _audit.router,

@@ -1,6 +1,7 @@
 """The catalog: nodes and what their datasets publish — shape, data quality, the usage policy
 as the policy engine reads it (approval mode, previews, budgets, releases), prices and
-service levels, and when each node was last seen."""
+service levels, and when each node was last seen — and the specialty-disease registries with
+each node's rounded size and last refresh."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from healthspace.governance.policy import UsagePolicy, as_utc, load_policy, secu
 from healthspace.hub.console.web import Viewer, page, render
 from healthspace.hub.db.models import nodes_with_documents
 from healthspace.hub.deps import get_hub
-from healthspace.hub.services import nodes
+from healthspace.hub.services import nodes, registries
 from healthspace.hub.settings import MAX_WAIT_SECONDS
 
 router = APIRouter()
@@ -93,10 +94,14 @@ def catalog(request: Request, q: str = Query("", max_length=100),
     with hub.sessions() as session:
         rows = nodes.list_nodes(session, limit=500, offset=0)
         policies = {n.name: n.policy for n in session.scalars(nodes_with_documents())}
+        # Specialty-disease registries: each node's rounded size and last refresh.
+        kept = (registries.list_registries(session, viewer.principal)
+                if viewer.principal is not None else [])
     found = entries(rows, policies, hub.clock.now())
     wanted = q.strip().lower()
     if wanted:
         found = [e for e in found if wanted in e.node.name.lower()
                  or wanted in e.node.org.lower()]
     return render(request, viewer, "catalog.html", title=viewer.t("Catalog"), entries=found,
-                  q=q.strip(), total=len(rows), currency=hub.settings.currency)
+                  q=q.strip(), total=len(rows), currency=hub.settings.currency,
+                  registries=kept)

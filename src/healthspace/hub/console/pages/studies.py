@@ -45,7 +45,8 @@ STATEMENT_KIND: dict[Role, statements.Kind] = {
     Role.CONSUMER: "invoice", Role.DATA_HOLDER_ADMIN: "earnings", Role.OPERATOR: "platform",
     Role.AUDITOR: "platform"}
 DEDICATED = {"cohort_count", "summary", "glm", "km", "cox", "fl_train", "casemix",
-             "drg_weights", "fraud_screen", "evidence_check", "drug_value", "claim_check"}
+             "drg_weights", "fraud_screen", "evidence_check", "drug_value", "claim_check",
+             "similar_patients"}
 
 
 @router.get("/studies", response_class=HTMLResponse)
