@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from healthspace.analyses.base import Final, NextRound
 from healthspace.analyses.execute import run_local
 from healthspace.analyses.similar_features import FeatureCache
 from healthspace.cdm.ingest import ingest_dir
-from healthspace.cdm.store import open_store
+from healthspace.cdm.store import open_store, state_path
 from healthspace.cdm.synth import generate
 from healthspace.client.sdk import HubClient
 from healthspace.launch import LocalFederation
@@ -121,6 +122,10 @@ def main() -> None:
             ingest_dir(store, data / site)
     console.print(f"stores ready in {time.perf_counter() - t:.1f}s")
     times: list[float] = []
+    shutil.rmtree(root / "fed", ignore_errors=True)  # a fresh hub and node state every run
+    for store in stores:
+        for stale in store.parent.glob(f"{state_path(store).name}*"):
+            stale.unlink()
     with LocalFederation(root / "fed") as fed:
         fed.init_hub()
         fed.start_hub()

@@ -261,3 +261,45 @@ def test_a_lookup_by_registry_name_equals_the_inline_lookup(live, registered):
     assert by_name.result == inline.result and by_name.result["matched"] == 3 * 30
     for site in SITES:  # the pool came from the registry's rows on every node
         assert "rows from registry t2d_complications v1" in node_log(live, site)
+
+
+def test_a_node_rebuilds_its_feature_matrix_when_the_store_changes_not_per_query(
+        live, reference_sites, tmp_path):
+    import threading
+    import time
+
+    from healthspace.cdm.ingest import ingest_dir
+    from healthspace.cdm.store import state_path
+    from healthspace.node.agent import NodeAgent
+    from healthspace.node.state import NodeState
+
+    from .conftest import OPEN_POLICY
+
+    store = tmp_path / "cds_node.duckdb"
+    ingest_dir(store, live.data / "hospital_1")
+    live.fed.ensure_org("cds_lab", "data_centre")
+    enrolled = live.fed.add_node("cds_node", "cds_lab", store, start=False, policy=OPEN_POLICY)
+    agent = NodeAgent(hub=live.url, token=enrolled.token, store=store,
+                      state=NodeState.open(state_path(store)), poll_wait=1.0)
+    thread = threading.Thread(target=agent.run_forever, daemon=True)
+    thread.start()
+    try:
+        params = {**PARAMS, "k": 20}
+        _, first = _lookup(live, params, nodes=["cds_node"])
+        before = len(reference_sites["hospital_1"]["people"])
+        assert first["nodes"]["cds_node"]["candidates"] == before
+        _lookup(live, params, nodes=["cds_node"])
+        assert agent.features.builds == 1  # built by the first lookup, reused by the second
+        ingest_dir(store, live.data / "hospital_2")  # a re-ingest: the store changes
+        after = len(reference_sites["hospital_2"]["people"])
+        deadline = time.monotonic() + 60
+        while agent.features.builds < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert agent.features.builds == 2  # rebuilt by the agent itself, before any query
+        assert [m.n for m in agent.features.entries.values()] == [after]
+        _, second = _lookup(live, params, nodes=["cds_node"])
+        assert second["nodes"]["cds_node"]["candidates"] == after != before
+        assert agent.features.builds == 2  # the lookup paid for no build
+    finally:
+        agent.stop()
+        thread.join(timeout=30)

@@ -265,12 +265,15 @@ def test_catalog_and_studies_show_what_the_api_answers(console, live):
     page = console.sign_in("consumer")
     console.goto(page, "/console/catalog")
     shown = {h.split(" · ")[0].strip() for h in
-             page.get_by_role("heading", level=2).all_inner_texts()}
+             page.locator("section.dataset h2").all_inner_texts()}
     with live.consumer() as consumer:
         nodes = {n.name for n in consumer.list_nodes()}
+        registries = {r.name for r in consumer.registries()}
         listed = consumer.http.request("GET", f"{API}/studies", params={"limit": 200}).json()
     mine = {s["id"] for s in listed["studies"]}
     assert shown == nodes
+    rows = page.get_by_test_id("registries").locator("tr[data-registry]")
+    assert set(rows.evaluate_all("(els) => els.map((e) => e.dataset.registry)")) == registries
     expect(page.locator("#node-strict_site").locator("xpath=..")).to_contain_text("L3")
     screenshot(page, "catalog")
     console.goto(page, "/console/studies")
@@ -434,3 +437,38 @@ def test_build_a_study_with_both_previews_approve_it_and_see_its_chart(console, 
     page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
                            arg=chart.element_handle())
     screenshot(page, "builder-study-km")
+
+
+def test_a_similar_patient_lookup_from_the_form_shows_its_tables_and_km_plot(console, live):
+    """The clinician's path: the worked example filled in, a field error shown in place,
+    then the lookup submitted to three hospitals and its answer on the study page."""
+    page = console.sign_in("consumer", next="/console/similar-patients?example=1")
+    expect(page.get_by_label("Age", exact=True)).to_have_value("62")
+    page.get_by_label("Similar patients per node", exact=True).fill("3")
+    for node in ("hospital_1", "hospital_2", "hospital_3"):
+        page.get_by_label(node, exact=True).check()
+    page.get_by_role("button", name="Find similar patients").click()
+    expect(page.get_by_role("alert").first).to_contain_text("10")  # k below the minimum
+    expect(page).to_have_url(re.compile(r"/console/similar-patients$"))
+    page.get_by_label("Similar patients per node", exact=True).fill("40")
+    page.get_by_role("button", name="Find similar patients").click()
+    expect(page).to_have_url(re.compile(r"/console/studies/\d+$"))
+    study_id = int(page.url.rsplit("/", 1)[1])
+    with live.consumer() as consumer:
+        final = consumer.wait(study_id, timeout=120)
+    assert final.status == StudyStatus.COMPLETED, final.error
+    assert (final.analysis, final.purpose, final.nodes) == (
+        "similar_patients", "clinical_care", ["hospital_1", "hospital_2", "hospital_3"])
+    page.reload()
+    expect(page.get_by_test_id("study-status")).to_have_text("completed")
+    groups = page.get_by_test_id("cds-groups")
+    for group in final.result["groups"]:
+        if group["kind"] == "treatment":
+            expect(groups).to_contain_text(group["name"])
+    expect(page.get_by_test_id("cds-nodes")).to_contain_text("hospital_2")
+    chart = page.locator("figure img").first
+    expect(chart).to_have_attribute("alt", re.compile(r"\S"))
+    chart.scroll_into_view_if_needed()
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                           arg=chart.element_handle())
+    screenshot(page, "similar-patients-result")

@@ -10,6 +10,7 @@ from scipy import sparse
 
 from healthspace.analyses import similar_features as features
 from healthspace.analyses import similar_patients as sp
+from healthspace.analyses import similar_pool
 from healthspace.analyses.execute import run_local
 from healthspace.analyses.registry import get
 from healthspace.analyses.similar_params import SimilarParams
@@ -96,7 +97,7 @@ def test_histogram_bins_hold_at_least_k_and_pool_exactly() -> None:
         assert sum(count for _, _, count in part["bins"]) == 200
         assert part["bins"][0][0] == 0 and part["bins"][-1][1] == len(sp.EDGES) - 1
         parts[site] = part
-    pooled = sp._pool_similarity(parts, 400)
+    pooled = similar_pool._pool_similarity(parts, 400)
     assert sum(pooled["counts"]) == 400
     assert all(c >= 10 for c in pooled["counts"])
     assert pooled["edges"][0] == 0.0 and pooled["edges"][-1] is None
