@@ -285,6 +285,12 @@ def test_a_node_rebuilds_its_feature_matrix_when_the_store_changes_not_per_query
     thread.start()
     try:
         params = {**PARAMS, "k": 20}
+        spec = {"analysis": "similar_patients", "purpose": "clinical_care", "cohort": COHORT,
+                "params": params, "nodes": ["cds_node"]}
+        deadline = time.monotonic() + 60  # until the agent has published its policy
+        while live.consumer().check(spec)["cds_node"].outcome != "allow":
+            assert time.monotonic() < deadline, "cds_node never published its policy"
+            time.sleep(0.2)
         _, first = _lookup(live, params, nodes=["cds_node"])
         before = len(reference_sites["hospital_1"]["people"])
         assert first["nodes"]["cds_node"]["candidates"] == before
