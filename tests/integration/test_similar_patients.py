@@ -141,7 +141,9 @@ def test_no_record_level_value_leaves_a_node(live):
                 assert stats is None or (set(stats) == {"n", "sum", "sumsq"}
                                          and stats["n"] >= 10)
             continue
-        assert set(partial) == {"candidates", "matched", "similarity", "groups"}
+        assert set(partial) == {"candidates", "matched", "min_cell_size", "similarity",
+                                "groups"}
+        assert partial["min_cell_size"] == 10
         assert partial["matched"] == K
         assert set(partial["similarity"]) == {"bins", "sum", "sumsq"}
         assert all(count >= 10 for _, _, count in partial["similarity"]["bins"])

@@ -263,7 +263,7 @@ class SimilarPatients(Analysis):
         picked, picked_distance = picked[order], distance[chosen][order]
         ctx.records_used = len(picked)
         return {"candidates": release_count(len(rows), k), "matched": len(picked),
-                "similarity": _histogram(picked_distance, k),
+                "min_cell_size": k, "similarity": _histogram(picked_distance, k),
                 "groups": self._outcomes(ctx, params, matrix, picked, k)}
 
     @staticmethod

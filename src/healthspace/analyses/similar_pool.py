@@ -42,17 +42,12 @@ def pool(partials: Mapping[str, dict[str, Any]], params: SimilarParams,
 
 
 def _min_cell(partials: Mapping[str, dict[str, Any]]) -> int:
-    """The largest minimum cell size the nodes applied (read from their suppression labels)."""
-    found = [int(value[1:]) for p in partials.values() for value in _labels(p)]
-    return max(found, default=10)
+    """The largest minimum cell size the nodes applied."""
+    return max(_node_k(p) for p in partials.values())
 
 
-def _labels(partial: Mapping[str, Any]) -> list[str]:
-    values = [partial.get("candidates")]
-    for group in partial["groups"]:
-        values.append(group["n"])
-        values += list((group.get("outcomes") or {}).values())
-    return [v for v in values if isinstance(v, str) and v.startswith("<")]
+def _node_k(partial: Mapping[str, Any]) -> int:
+    return int(partial["min_cell_size"])
 
 
 def _edge(position: int) -> float | None:
@@ -105,12 +100,15 @@ def _pool_groups(partials: Mapping[str, dict[str, Any]], names: list[str],
             values = [g["outcomes"][outcome.name] for g in released.values()]
             events = sum(int(v) for v in values if not isinstance(v, str))
             hidden_events = sum(isinstance(v, str) for v in values)
+            # each hidden count is at most its node's k − 1
+            most_hidden = sum(_node_k(partials[s]) - 1 for s, g in released.items()
+                              if isinstance(g["outcomes"][outcome.name], str))
             entry: dict[str, Any] = {"events": events if values else suppressed_label(k),
                                      "rate": None, "rate_range": None}
             if values and n:
                 if hidden_events:
                     entry["events"] = events or suppressed_label(k)
-                    entry["rate_range"] = [events / n, (events + hidden_events * (k - 1)) / n]
+                    entry["rate_range"] = [events / n, (events + most_hidden) / n]
                 else:
                     entry["rate"] = events / n
             entry["nodes_suppressed"] = sorted(
