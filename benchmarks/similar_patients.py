@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
+from cohort_count import build_pooled  # benchmarks/: the pooled store of several sites
 from rich.console import Console
 from rich.table import Table
 
@@ -59,23 +59,6 @@ def profile_params(i: int, k: int) -> dict[str, Any]:
                       "horizon_days": 730},
                      {"name": "death", "death": True, "horizon_days": 1825}],
     }
-
-
-def pooled_store(stores: list[Path], target: Path) -> None:
-    """One store holding every site's rows (person ids are unique across the sites)."""
-    from healthspace.cdm.schema import TABLES
-    from healthspace.cdm.store import create_schema
-
-    con = duckdb.connect(str(target))
-    create_schema(con)
-    for i, store in enumerate(stores):
-        con.execute(f"ATTACH '{store}' AS s{i} (READ_ONLY)")
-        for table in TABLES:
-            if table in ("concept", "concept_ancestor") and i > 0:
-                continue
-            con.execute(f"INSERT INTO {table} SELECT * FROM s{i}.{table}")
-        con.execute(f"DETACH s{i}")
-    con.close()
 
 
 def pooled_lookup(con: Any, cache: FeatureCache, params: dict[str, Any]) -> float:
@@ -153,7 +136,7 @@ def main() -> None:
                     times.append(elapsed)
     pooled_path = root / "pooled.duckdb"
     if not pooled_path.exists():
-        pooled_store(stores, pooled_path)
+        build_pooled(stores, pooled_path)
     con = open_store(pooled_path, read_only=True)
     cache = FeatureCache()
     pooled_cold = pooled_lookup(con, cache, profile_params(0, args.k))

@@ -30,6 +30,11 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Persons ``p`` whose consent record flips the default (the filter's temp tables).
+FLIPPED_CONSENT = ("(p.person_source_value IN (SELECT v FROM _consent_flip_psv) "
+                   "OR p.person_id IN (SELECT v FROM _consent_flip_pid))")
+
+
 @dataclass(frozen=True)
 class Linkage:
     """What a node with an identity vault lends record-linkage analyses: national ids of
@@ -100,10 +105,7 @@ class LocalContext:
         """SQL selecting ``person_id`` of every person whose consent permits this purpose."""
         if self.consent is None or self.consent.is_noop:
             return "SELECT person_id FROM person"
-        flipped = (
-            "(p.person_source_value IN (SELECT v FROM _consent_flip_psv) "
-            "OR p.person_id IN (SELECT v FROM _consent_flip_pid))"
-        )
+        flipped = FLIPPED_CONSENT
         keep = f"NOT {flipped}" if self.consent.default_permits else flipped
         return f"SELECT p.person_id FROM person p WHERE {keep}"
 

@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import sparse
 
 from healthspace.cdm.schema import GENDER_CONCEPTS
+from healthspace.cohort.dataset_sql import AGE_AT_INDEX
 
 MAX_LABS = 200  # lab codes kept per node, the most frequently measured first
 CACHE_ENTRIES = 8
@@ -77,22 +78,15 @@ def _code(vocabulary: str, code: str) -> str:
     return f"{vocabulary}:{code}"
 
 
-_AGE = """YEAR(c.index_date) - p.year_of_birth - CASE
-  WHEN MONTH(c.index_date) < COALESCE(p.month_of_birth, MONTH(p.birth_datetime)) THEN 1
-  WHEN MONTH(c.index_date) = COALESCE(p.month_of_birth, MONTH(p.birth_datetime))
-   AND DAY(c.index_date) < COALESCE(p.day_of_birth, DAY(p.birth_datetime)) THEN 1
-  ELSE 0 END"""
-
-
 def build(con: Any, cohort_sql: str, params: Sequence[Any], lookback_days: int) -> FeatureMatrix:
     """Build the matrix of the cohort ``cohort_sql`` (``person_id, index_date``) on ``con``."""
     started = time.perf_counter()
     base = f"WITH c AS ({cohort_sql}) "
     args = list(params)
     people = con.execute(
-        base + f"SELECT c.person_id, CAST(c.index_date AS DATE) AS d, {_AGE} AS age, "
-        "p.gender_concept_id AS g FROM c JOIN person p ON p.person_id = c.person_id "
-        "ORDER BY c.person_id", args).df()
+        base + f"SELECT en.person_id, CAST(en.index_date AS DATE) AS d, {AGE_AT_INDEX} AS age, "
+        "p.gender_concept_id AS g FROM c AS en JOIN person p ON p.person_id = en.person_id "
+        "ORDER BY en.person_id", args).df()
     pid = people["person_id"].to_numpy(np.int64)
     days = (pd.to_datetime(people["d"]).to_numpy("datetime64[D]").astype(np.int64))
     gender = people["g"].to_numpy()

@@ -113,33 +113,11 @@ class Similarity(Params):
         return weights
 
 
-class Treatment(Params):
-    """A candidate treatment: any of ``codes`` (drug or procedure, ``%`` wildcards) started
-    within ``window_days`` after the index date (day 0 included)."""
-
-    name: str
-    codes: list[str] = Field(min_length=1, max_length=MAX_CODES)
-    window_days: int = Field(default=90, ge=0, le=3650)
-
-    @field_validator("name")
-    @classmethod
-    def _named(cls, name: str) -> str:
-        return _name(name)
-
-    @field_validator("codes")
-    @classmethod
-    def _codes(cls, codes: list[str]) -> list[str]:
-        return [_check_code(c) for c in codes]
-
-
-class Outcome(Params):
-    """An outcome after the index date: a condition among ``codes``, or ``death``, within
-    ``horizon_days`` (an event on the index date itself does not count)."""
+class _Coded(Params):
+    """A named set of event codes (``VOCAB:CODE``, ``%`` wildcards allowed)."""
 
     name: str
     codes: list[str] = Field(default_factory=list, max_length=MAX_CODES)
-    death: bool = False
-    horizon_days: int = Field(default=365, ge=1, le=3650)
 
     @field_validator("name")
     @classmethod
@@ -150,6 +128,22 @@ class Outcome(Params):
     @classmethod
     def _codes(cls, codes: list[str]) -> list[str]:
         return [_check_code(c) for c in codes]
+
+
+class Treatment(_Coded):
+    """A candidate treatment: any of ``codes`` (drug or procedure, ``%`` wildcards) started
+    within ``window_days`` after the index date (day 0 included)."""
+
+    codes: list[str] = Field(min_length=1, max_length=MAX_CODES)
+    window_days: int = Field(default=90, ge=0, le=3650)
+
+
+class Outcome(_Coded):
+    """An outcome after the index date: a condition among ``codes``, or ``death``, within
+    ``horizon_days`` (an event on the index date itself does not count)."""
+
+    death: bool = False
+    horizon_days: int = Field(default=365, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _something(self) -> Outcome:

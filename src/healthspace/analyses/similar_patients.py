@@ -19,7 +19,14 @@ import pandas as pd
 
 from healthspace.analyses import similar_features as features
 from healthspace.analyses import similar_outcomes as outcomes
-from healthspace.analyses.base import Analysis, Final, LocalContext, NextRound, Params
+from healthspace.analyses.base import (
+    FLIPPED_CONSENT,
+    Analysis,
+    Final,
+    LocalContext,
+    NextRound,
+    Params,
+)
 from healthspace.analyses.km import _counts
 from healthspace.analyses.registry import register
 from healthspace.analyses.similar_params import AGE, SimilarParams
@@ -65,10 +72,7 @@ def _consented(ctx: LocalContext, matrix: features.FeatureMatrix) -> np.ndarray:
     consent = ctx.consent
     if consent is None or consent.is_noop:
         return np.ones(matrix.n, dtype=bool)
-    rows = ctx.con.execute(
-        "SELECT p.person_id FROM person p WHERE p.person_source_value IN "
-        "(SELECT v FROM _consent_flip_psv) OR p.person_id IN (SELECT v FROM _consent_flip_pid)"
-    ).fetchall()
+    rows = ctx.con.execute(f"SELECT p.person_id FROM person p WHERE {FLIPPED_CONSENT}").fetchall()
     flipped = np.isin(matrix.person_id, np.asarray([r[0] for r in rows], dtype=np.int64))
     return ~flipped if consent.default_permits else flipped
 

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from healthspace.cli.common import HubOpt, JsonOpt, TokenOpt, client
 from healthspace.cli.output import emit_json, err, out
-from healthspace.client.studyfile import read_document
-from healthspace.core.errors import InvalidInput, invalid_from_validation
+from healthspace.client.studyfile import inline_paths, read_document
+from healthspace.core.errors import invalid_from_validation
 from healthspace.core.registry_defs import NodeRegistryStatus, RegistrySpec, RegistryView
 
 app = typer.Typer(help="Specialty-disease registries: a named cohort and dataset, "
@@ -22,15 +22,7 @@ app = typer.Typer(help="Specialty-disease registries: a named cohort and dataset
 def load_registry_file(path: Path) -> RegistrySpec:
     """A registry file (JSON or YAML); ``cohort_path`` / ``dataset_path`` are read relative to
     it, as in study files. Errors name the field."""
-    data = read_document(path, "registry")
-    for key in ("cohort", "dataset"):
-        ref = f"{key}_path"
-        if ref not in data:
-            continue
-        if data.get(key) is not None:
-            raise InvalidInput(f"give either {key} or {ref}, not both", field=ref)
-        target = Path(str(data.pop(ref)))
-        data[key] = read_document(target if target.is_absolute() else path.parent / target, ref)
+    data = inline_paths(read_document(path, "registry"), path)
     try:
         return RegistrySpec.model_validate(data)
     except ValidationError as exc:

@@ -22,8 +22,7 @@ from healthspace.analyses.similar_lookup import (
     preset,
 )
 from healthspace.client.sdk import HubClient
-from healthspace.client.studyfile import read_document
-from healthspace.core.errors import InvalidInput
+from healthspace.client.studyfile import inline_paths, read_document
 from healthspace.core.models import StudySpec, StudyView
 
 __all__ = ["DEFAULT_OUTCOMES", "PRESETS", "LookupRequest", "amend", "build_spec",
@@ -33,14 +32,7 @@ __all__ = ["DEFAULT_OUTCOMES", "PRESETS", "LookupRequest", "amend", "build_spec"
 
 def load_lookup(path: Path) -> LookupRequest:
     """Read a profile file; a ``cohort_path`` is resolved relative to it and inlined."""
-    data = read_document(path, "profile file")
-    if "cohort_path" in data:
-        if data.get("cohort") is not None:
-            raise InvalidInput("give either cohort or cohort_path, not both", field="cohort_path")
-        target = Path(str(data.pop("cohort_path")))
-        data["cohort"] = read_document(target if target.is_absolute()
-                                       else Path(path).parent / target, "cohort_path")
-    return parse_request(data)
+    return parse_request(inline_paths(read_document(path, "profile file"), path, ("cohort",)))
 
 
 def lookup_spec(source: Path | LookupRequest, *, presets: Iterable[str] = (),

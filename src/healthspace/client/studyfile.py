@@ -24,11 +24,11 @@ def read_document(path: Path, what: str = "file") -> dict[str, Any]:
     return data
 
 
-def load_study_file(path: Path) -> StudySpec:
-    """Read a study file; ``cohort_path`` and ``dataset_path`` are resolved relative to the
-    study file and inlined."""
-    data = read_document(path, "study")
-    for key in ("cohort", "dataset"):
+def inline_paths(data: dict[str, Any], path: Path,
+                 keys: tuple[str, ...] = ("cohort", "dataset")) -> dict[str, Any]:
+    """Replace ``cohort_path`` / ``dataset_path`` (of ``keys``) in a file's mapping by the
+    documents they name, read relative to the file ``path``; a key and its path is an error."""
+    for key in keys:
         ref = f"{key}_path"
         if ref not in data:
             continue
@@ -38,6 +38,13 @@ def load_study_file(path: Path) -> StudySpec:
         if not target.is_absolute():
             target = Path(path).parent / target
         data[key] = read_document(target, ref)
+    return data
+
+
+def load_study_file(path: Path) -> StudySpec:
+    """Read a study file; ``cohort_path`` and ``dataset_path`` are resolved relative to the
+    study file and inlined."""
+    data = inline_paths(read_document(path, "study"), path)
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:

@@ -47,7 +47,7 @@ from healthspace.cohort.models import (
 COHORT_TABLE = "_hs_dataset_cohort"
 
 # Completed years at index; month / day of birth from the columns, else from birth_datetime.
-_AGE = """YEAR(en.index_date) - p.year_of_birth - CASE
+AGE_AT_INDEX = """YEAR(en.index_date) - p.year_of_birth - CASE
   WHEN MONTH(en.index_date) < COALESCE(p.month_of_birth, MONTH(p.birth_datetime)) THEN 1
   WHEN MONTH(en.index_date) = COALESCE(p.month_of_birth, MONTH(p.birth_datetime))
    AND DAY(en.index_date) < COALESCE(p.day_of_birth, DAY(p.birth_datetime)) THEN 1
@@ -202,7 +202,7 @@ class _DatasetBuilder(_Builder):
 
 def _covariate_column(b: _DatasetBuilder, cov: object, query: exp.Select, i: int) -> exp.Expr:
     if isinstance(cov, AgeCovariate):
-        return exp.cast(_fixed(_AGE), "INTEGER")
+        return exp.cast(_fixed(AGE_AT_INDEX), "INTEGER")
     if isinstance(cov, SexCovariate):
         gender = _col("gender_concept_id", "p")
         return exp.cast(
